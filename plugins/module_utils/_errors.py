@@ -1,0 +1,102 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) kubesolo.fleet contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Errors raised by the kubesolo.fleet registry client and stager.
+
+Every error carries a stable ``code`` so playbooks and the os_update role can
+tell "registry unreachable" from "this release does not ship for us" without
+parsing messages.
+"""
+
+from __future__ import annotations
+
+
+class FleetError(Exception):
+    """Base class; ``str(error)`` is a complete, user-facing message."""
+
+    code = 'error'
+
+    def details(self):
+        """Extra machine-readable fields for the module result."""
+        return {}
+
+
+class ParameterError(FleetError):
+    code = 'invalid_parameter'
+
+
+class InvalidReferenceError(ParameterError):
+    code = 'invalid_reference'
+
+
+class RegistryConnectionError(FleetError):
+    code = 'registry_unreachable'
+
+
+class RegistryResponseError(FleetError):
+    """The registry answered, but not with something we can use."""
+
+    code = 'registry_error'
+
+
+class AuthenticationError(FleetError):
+    code = 'authentication_failed'
+
+
+class NotFoundError(FleetError):
+    """The tag or digest does not exist in the repository."""
+
+    code = 'not_found'
+
+
+class ManifestError(FleetError):
+    """A manifest or index is malformed, too large or of an unsupported type."""
+
+    code = 'invalid_manifest'
+
+
+class DigestMismatchError(FleetError):
+    code = 'digest_mismatch'
+
+
+class SizeMismatchError(FleetError):
+    code = 'size_mismatch'
+
+
+class ArchitectureNotShippedError(FleetError):
+    """The release has no build for the wanted platform."""
+
+    code = 'architecture_not_shipped'
+
+    def __init__(self, wanted, available):
+        self.wanted = wanted
+        self.available = list(available)
+        shipped = ', '.join(self.available) if self.available else 'none'
+        super().__init__(
+            'the release does not ship for architecture %s (it ships: %s)' % (wanted, shipped))
+
+    def details(self):
+        return {'architecture': self.wanted, 'available_architectures': self.available}
+
+
+class ArchitectureMismatchError(FleetError):
+    """A single-architecture manifest declares another architecture."""
+
+    code = 'architecture_mismatch'
+
+    def __init__(self, declared, wanted):
+        self.declared = declared
+        self.wanted = wanted
+        super().__init__(
+            'the manifest at this reference is for architecture %s, but %s was wanted'
+            % (declared, wanted))
+
+
+class LayerMissingError(FleetError):
+    code = 'layer_missing'
+
+
+class StageError(FleetError):
+    """The destination cannot be written or is not ours to replace."""
+
+    code = 'stage_failed'

@@ -1,0 +1,378 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) kubesolo.fleet contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The one HTTP client of the collection for the OCI distribution API.
+
+It knows how to talk to a registry (TLS, the bearer-token challenge, size
+caps, digest checks) and nothing about KubeSolo OS releases; see _release.py
+for that.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import traceback
+
+try:
+    import requests
+    import urllib3
+except ImportError:
+    HAS_REQUESTS = False
+    REQUESTS_IMPORT_ERROR = traceback.format_exc()
+else:
+    HAS_REQUESTS = True
+    REQUESTS_IMPORT_ERROR = None
+
+from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import (
+    AuthenticationError,
+    DigestMismatchError,
+    ManifestError,
+    NotFoundError,
+    RegistryConnectionError,
+    RegistryResponseError,
+    SizeMismatchError,
+)
+from ansible_collections.kubesolo.fleet.plugins.module_utils._about import COLLECTION_VERSION
+from ansible_collections.kubesolo.fleet.plugins.module_utils._reference import parse_digest
+
+USER_AGENT = 'kubesolo.fleet/%s' % COLLECTION_VERSION
+
+MEDIA_OCI_INDEX = 'application/vnd.oci.image.index.v1+json'
+MEDIA_OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json'
+MEDIA_DOCKER_LIST = 'application/vnd.docker.distribution.manifest.list.v2+json'
+MEDIA_DOCKER_MANIFEST = 'application/vnd.docker.distribution.manifest.v2+json'
+INDEX_MEDIA_TYPES = (MEDIA_OCI_INDEX, MEDIA_DOCKER_LIST)
+MANIFEST_MEDIA_TYPES = (MEDIA_OCI_MANIFEST, MEDIA_DOCKER_MANIFEST)
+
+# Same cap as oras-go and skopeo: a manifest is metadata, never megabytes.
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+# Token and error bodies are read only this far.
+MAX_SMALL_BODY_BYTES = 64 * 1024
+# Blobs are streamed in chunks this large; hashlib releases the GIL on them.
+BLOB_CHUNK_BYTES = 1024 * 1024
+
+_CHALLENGE_PARAM_RE = re.compile(r'(\w+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))')
+
+
+def parse_challenge(header):
+    """Parse a ``WWW-Authenticate`` value into (scheme, {param: value}).
+
+    Returns (None, {}) for an empty or unparsable header.
+    """
+    if not header or not header.strip():
+        return None, {}
+    scheme, _sep, rest = header.strip().partition(' ')
+    params = {}
+    for match in _CHALLENGE_PARAM_RE.finditer(rest):
+        value = match.group(2) if match.group(2) is not None else match.group(3)
+        params[match.group(1).lower()] = re.sub(r'\\(.)', r'\1', value)
+    return scheme.lower(), params
+
+
+def media_type_of(content_type):
+    """The bare media type of a Content-Type header value."""
+    return (content_type or '').split(';', 1)[0].strip().lower()
+
+
+class Fetched:
+    """A manifest or index as fetched: raw bytes, media type, digest and JSON."""
+
+    def __init__(self, data, media_type, digest, document):
+        self.data = data
+        self.media_type = media_type
+        self.digest = digest
+        self.document = document
+
+    @property
+    def is_index(self):
+        return self.media_type in INDEX_MEDIA_TYPES
+
+
+class RegistryClient:
+    """Reads manifests and blobs of one repository.
+
+    ``credentials`` is an optional (username, password) pair used for Basic
+    challenges and to obtain bearer tokens; without it the client pulls
+    anonymously, which is what public registries such as ghcr.io expect.
+    """
+
+    def __init__(self, repository, plain_http=False, validate_certs=True, ca_path=None,
+                 timeout=30, credentials=None):
+        self.repository = repository
+        self.scheme = 'http' if plain_http else 'https'
+        self.timeout = timeout
+        self.credentials = credentials
+        self.session = requests.Session()
+        self.session.headers['User-Agent'] = USER_AGENT
+        self.session.verify = (ca_path or True) if validate_certs else False
+        self._authorization = None
+
+    @property
+    def base_url(self):
+        return '%s://%s/v2/%s' % (self.scheme, self.repository.api_host, self.repository.path)
+
+    # -- HTTP plumbing -------------------------------------------------
+
+    def _send(self, method, url, headers=None, stream=False, allow_redirects=True):
+        try:
+            return self.session.request(method, url, headers=headers, stream=stream,
+                                        timeout=self.timeout, allow_redirects=allow_redirects)
+        except requests.exceptions.SSLError as exc:
+            raise RegistryConnectionError(
+                'TLS verification failed for %s: %s (set ca_path to trust a private CA, or '
+                'validate_certs=false to skip verification)' % (self.repository.registry, _reason(exc)))
+        except requests.exceptions.Timeout:
+            raise RegistryConnectionError(
+                'timed out after %ss talking to %s' % (self.timeout, self.repository.registry))
+        except requests.exceptions.RequestException as exc:
+            raise RegistryConnectionError(
+                'cannot reach registry %s: %s' % (self.repository.registry, _reason(exc)))
+
+    def request(self, method, url, headers=None, stream=False):
+        """Send a request, answering one authentication challenge if needed."""
+        headers = dict(headers or {})
+        if self._authorization:
+            headers['Authorization'] = self._authorization
+        response = self._send(method, url, headers=headers, stream=stream)
+        if response.status_code != 401:
+            return response
+        challenge = response.headers.get('WWW-Authenticate', '')
+        response.close()
+        self._authorization = self._authorize(challenge)
+        headers['Authorization'] = self._authorization
+        response = self._send(method, url, headers=headers, stream=stream)
+        if response.status_code == 401:
+            response.close()
+            raise AuthenticationError(
+                'registry %s refused access to %s%s'
+                % (self.repository.registry, self.repository.path,
+                   '' if self.credentials else ' (no credentials were given)'))
+        return response
+
+    def _authorize(self, challenge):
+        scheme, params = parse_challenge(challenge)
+        if scheme == 'bearer':
+            return 'Bearer %s' % self._fetch_token(params)
+        if scheme == 'basic' and self.credentials:
+            return requests.auth._basic_auth_str(*self.credentials)
+        raise AuthenticationError(
+            'registry %s requires authentication (%s challenge) to read %s%s'
+            % (self.repository.registry, scheme or 'no', self.repository.path,
+               '' if self.credentials else ' and no credentials were given'))
+
+    def _fetch_token(self, params):
+        realm = params.get('realm')
+        if not realm or not realm.lower().startswith(('https://', 'http://')):
+            raise AuthenticationError(
+                'registry %s sent a bearer challenge without a usable realm'
+                % self.repository.registry)
+        query = {'scope': params.get('scope') or 'repository:%s:pull' % self.repository.path}
+        if params.get('service'):
+            query['service'] = params['service']
+        auth = self.credentials if self.credentials else None
+        try:
+            response = self.session.get(realm, params=query, auth=auth, timeout=self.timeout,
+                                        stream=True)
+        except requests.exceptions.RequestException as exc:
+            raise RegistryConnectionError(
+                'cannot reach the token service of %s: %s' % (self.repository.registry, _reason(exc)))
+        with response:
+            body = read_capped(response, MAX_SMALL_BODY_BYTES, 'token response')
+            if response.status_code in (401, 403):
+                raise AuthenticationError(
+                    'the token service of %s refused %s access to %s'
+                    % (self.repository.registry,
+                       'authenticated' if self.credentials else 'anonymous',
+                       self.repository.path))
+            if response.status_code != 200:
+                raise RegistryResponseError(
+                    'the token service of %s answered HTTP %d'
+                    % (self.repository.registry, response.status_code))
+        try:
+            document = json.loads(body)
+        except ValueError:
+            document = None
+        token = document.get('token') or document.get('access_token') if isinstance(document, dict) else None
+        if not isinstance(token, str) or not token:
+            raise AuthenticationError(
+                'the token service of %s answered without a token' % self.repository.registry)
+        return token
+
+    # -- Manifests -----------------------------------------------------
+
+    def get_manifest(self, reference, accept=INDEX_MEDIA_TYPES + MANIFEST_MEDIA_TYPES):
+        """Fetch a manifest or index by tag or digest.
+
+        A digest reference is verified against the bytes received; so is the
+        registry's Docker-Content-Digest header when it uses the same algorithm.
+        """
+        url = '%s/manifests/%s' % (self.base_url, reference)
+        response = self.request('GET', url, headers={'Accept': ', '.join(accept)}, stream=True)
+        with response:
+            if response.status_code == 404:
+                separator = '@' if ':' in reference else ':'
+                raise NotFoundError('%s%s%s was not found in the registry'
+                                    % (self.repository, separator, reference))
+            check_status(response, 'manifest %s of %s' % (reference, self.repository))
+            data = read_capped(response, MAX_MANIFEST_BYTES, 'manifest %s' % reference,
+                               error=ManifestError)
+            content_type = media_type_of(response.headers.get('Content-Type'))
+            header_digest = response.headers.get('Docker-Content-Digest', '')
+        if ':' in reference:
+            digest = verify_bytes(data, reference, 'manifest')
+        else:
+            digest = 'sha256:%s' % hashlib.sha256(data).hexdigest()
+        if header_digest.startswith(digest.split(':', 1)[0] + ':') and header_digest != digest:
+            raise DigestMismatchError(
+                'the registry says manifest %s has digest %s, but its bytes hash to %s'
+                % (reference, header_digest, digest))
+        document = parse_manifest_json(data, reference)
+        return Fetched(data, manifest_media_type(document, content_type, reference), digest, document)
+
+    # -- Blobs ---------------------------------------------------------
+
+    def download_blob(self, digest, size, fileobj):
+        """Stream blob ``digest`` of ``size`` bytes into ``fileobj``.
+
+        The bytes are hashed while they are written; reading stops at the
+        declared size. Returns the blob's sha256 hex digest (the on-node check
+        uses sha256 whatever algorithm the descriptor names). Raises on any
+        size or digest mismatch; the caller owns removing ``fileobj``.
+        """
+        algorithm, expected_hex = parse_digest(digest)
+        hashers = {algorithm: hashlib.new(algorithm)}
+        hashers.setdefault('sha256', hashlib.sha256())
+        url = '%s/blobs/%s' % (self.base_url, digest)
+        response = self.request('GET', url, headers={'Accept-Encoding': 'identity'}, stream=True)
+        with response:
+            if response.status_code == 404:
+                raise NotFoundError('blob %s of %s was not found in the registry'
+                                    % (digest, self.repository))
+            check_status(response, 'blob %s' % digest)
+            announced = response.headers.get('Content-Length')
+            if announced is not None and announced.isdigit() and int(announced) != size:
+                raise SizeMismatchError(
+                    'blob %s: the registry announced %s bytes, the manifest declares %d'
+                    % (digest, announced, size))
+            received = 0
+            raw = response.raw
+            while received < size:
+                chunk = _read_network(raw, min(BLOB_CHUNK_BYTES, size - received), digest, received, size)
+                if not chunk:
+                    break
+                received += len(chunk)
+                for hasher in hashers.values():
+                    hasher.update(chunk)
+                fileobj.write(chunk)
+            extra = _read_network(raw, 1, digest, received, size) if received == size else b''
+        if received < size:
+            raise SizeMismatchError('blob %s ended after %d bytes, the manifest declares %d'
+                                    % (digest, received, size))
+        if extra:
+            raise SizeMismatchError('blob %s is longer than the %d bytes the manifest declares'
+                                    % (digest, size))
+        actual = hashers[algorithm].hexdigest()
+        if actual != expected_hex:
+            raise DigestMismatchError('blob %s has wrong content: its bytes hash to %s:%s'
+                                      % (digest, algorithm, actual))
+        return hashers['sha256'].hexdigest()
+
+
+def _read_network(raw, amount, digest, received, size):
+    """Read from the blob stream; network faults become RegistryConnectionError."""
+    try:
+        return raw.read(amount)
+    except (urllib3.exceptions.HTTPError, requests.exceptions.RequestException, OSError) as exc:
+        raise RegistryConnectionError('download of blob %s broke off after %d of %d bytes: %s'
+                                      % (digest, received, size, _reason(exc)))
+
+
+def read_capped(response, limit, what, error=RegistryResponseError):
+    """Read a (streamed) response body, refusing more than ``limit`` bytes."""
+    announced = response.headers.get('Content-Length')
+    if announced is not None and announced.isdigit() and int(announced) > limit:
+        raise error('%s is %s bytes, over the %d byte limit' % (what, announced, limit))
+    data = bytearray()
+    try:
+        for chunk in response.iter_content(65536):
+            data += chunk
+            if len(data) > limit:
+                raise error('%s is over the %d byte limit' % (what, limit))
+    except requests.exceptions.RequestException as exc:
+        raise RegistryConnectionError('reading %s failed: %s' % (what, _reason(exc)))
+    return bytes(data)
+
+
+def check_status(response, what):
+    if response.status_code == 200:
+        return
+    if response.status_code == 403:
+        raise AuthenticationError('the registry refused access to %s (HTTP 403)' % what)
+    raise RegistryResponseError('the registry answered HTTP %d for %s%s'
+                                % (response.status_code, what, _error_detail(response)))
+
+
+def verify_bytes(data, digest, what):
+    algorithm, expected_hex = parse_digest(digest)
+    actual = hashlib.new(algorithm, data).hexdigest()
+    if actual != expected_hex:
+        raise DigestMismatchError('%s %s has wrong content: its bytes hash to %s:%s'
+                                  % (what, digest, algorithm, actual))
+    return digest
+
+
+def parse_manifest_json(data, reference):
+    try:
+        document = json.loads(data.decode('utf-8'))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ManifestError('manifest %s is not valid JSON: %s' % (reference, exc))
+    if not isinstance(document, dict):
+        raise ManifestError('manifest %s is not a JSON object' % reference)
+    if document.get('schemaVersion') != 2:
+        raise ManifestError('manifest %s has schemaVersion %r, only 2 is supported'
+                            % (reference, document.get('schemaVersion')))
+    return document
+
+
+def manifest_media_type(document, content_type, reference):
+    """The media type of a manifest; body and Content-Type must agree."""
+    declared = document.get('mediaType')
+    if declared is not None and not isinstance(declared, str):
+        raise ManifestError('manifest %s has a non-string mediaType' % reference)
+    generic = ('', 'application/json', 'application/octet-stream')
+    if declared and content_type not in generic and declared != content_type:
+        raise ManifestError('manifest %s says its mediaType is %s but was served as %s'
+                            % (reference, declared, content_type))
+    media_type = declared or (content_type if content_type not in generic else '')
+    if not media_type:
+        media_type = MEDIA_OCI_INDEX if 'manifests' in document else MEDIA_OCI_MANIFEST
+    if media_type not in INDEX_MEDIA_TYPES + MANIFEST_MEDIA_TYPES:
+        raise ManifestError('unsupported media type %s at %s (expected an OCI or Docker index '
+                            'or manifest)' % (media_type, reference))
+    return media_type
+
+
+def _error_detail(response):
+    """The first registry error message, size-capped and printable only."""
+    try:
+        body = read_capped(response, MAX_SMALL_BODY_BYTES, 'error body')
+        errors = json.loads(body).get('errors') or []
+        message = errors[0].get('message') or errors[0].get('code')
+    except Exception:  # pylint: disable=broad-except
+        return ''
+    text = ''.join(c for c in str(message)[:200] if c.isprintable())
+    return ': %s' % text if text else ''
+
+
+def _reason(exc):
+    """A short reason for a requests/urllib3 exception (not its whole chain)."""
+    reason = exc
+    while getattr(reason, 'reason', None) is not None and reason.reason is not reason:
+        reason = reason.reason
+    if isinstance(reason, requests.exceptions.RequestException) and reason.args:
+        reason = reason.args[0]
+    text = str(reason)
+    return text if len(text) < 300 else text[:300] + '...'
+

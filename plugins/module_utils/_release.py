@@ -1,0 +1,165 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) kubesolo.fleet contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""KubeSolo OS releases in a registry: resolve the per-architecture manifest,
+read its metadata annotations and find the layers to stage."""
+
+from __future__ import annotations
+
+from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import (
+    ArchitectureMismatchError,
+    InvalidReferenceError,
+    LayerMissingError,
+    ManifestError,
+    SizeMismatchError,
+)
+from ansible_collections.kubesolo.fleet.plugins.module_utils._platform import (
+    available_platforms,
+    normalize,
+    select_manifest,
+)
+from ansible_collections.kubesolo.fleet.plugins.module_utils._reference import parse_digest
+from ansible_collections.kubesolo.fleet.plugins.module_utils._registry import (
+    MANIFEST_MEDIA_TYPES,
+    MAX_MANIFEST_BYTES,
+)
+
+MEDIA_KERNEL = 'application/vnd.kubesolo.os.kernel.v1+octet-stream'
+MEDIA_INITRAMFS = 'application/vnd.kubesolo.os.initramfs.v1+gzip'
+
+# Staged file name of each layer the node boots from, in staging order.
+STAGED_FILES = ((MEDIA_KERNEL, 'vmlinuz'), (MEDIA_INITRAMFS, 'kubesolo-os.gz'))
+
+ANNOTATION_PREFIX = 'io.kubesolo.os.'
+METADATA_FIELDS = ('version', 'channel', 'min_compatible_version', 'architecture',
+                   'release_notes', 'release_date')
+
+# A KubeSolo OS slot is 512 MB; anything near this is hostile, not a release.
+MAX_LAYER_BYTES = 16 * 1024 ** 3
+
+
+class Release:
+    """The resolved per-architecture manifest of a release and what it says."""
+
+    def __init__(self, manifest, index_digest, platform, available, metadata, layers):
+        self.manifest = manifest
+        self.index_digest = index_digest
+        self.platform = platform
+        self.available_architectures = available
+        self.metadata = metadata
+        self.layers = layers
+
+    @property
+    def manifest_digest(self):
+        return self.manifest.digest
+
+    def summary(self):
+        """The fields update_info and update_stage both return."""
+        return {
+            'manifest_digest': self.manifest.digest,
+            'index_digest': self.index_digest,
+            'architecture': str(self.platform),
+            'available_architectures': self.available_architectures,
+            'metadata': self.metadata,
+            'layers': self.layers,
+        }
+
+    def staged_layers(self):
+        """(file name, layer) for the kernel and initramfs, failing on a missing one."""
+        chosen = []
+        for media_type, name in STAGED_FILES:
+            found = [layer for layer in self.layers if layer['media_type'] == media_type]
+            if not found:
+                raise LayerMissingError('manifest %s has no %s layer' % (self.manifest.digest, media_type))
+            if len(found) > 1:
+                raise ManifestError('manifest %s has %d %s layers; refusing an ambiguous release'
+                                    % (self.manifest.digest, len(found), media_type))
+            if found[0]['size'] == 0:
+                raise ManifestError('manifest %s declares an empty %s layer'
+                                    % (self.manifest.digest, media_type))
+            chosen.append((name, found[0]))
+        return chosen
+
+
+def resolve(client, architecture, tag=None, digest=None):
+    """Resolve ``tag`` (or pinned ``digest``) to the release for ``architecture``.
+
+    Fetches the index and one manifest at most; never a blob.
+    """
+    platform = normalize(architecture)
+    reference = digest or tag
+    top = client.get_manifest(reference)
+    if top.is_index:
+        entries = _descriptors(top.document, 'manifests', reference)
+        entry = select_manifest(entries, platform)
+        if entry['mediaType'] not in MANIFEST_MEDIA_TYPES:
+            raise ManifestError('index %s points at %s for %s; only image manifests are supported '
+                                'there (no nested indexes)' % (reference, entry['mediaType'], platform))
+        manifest = client.get_manifest(entry['digest'], accept=MANIFEST_MEDIA_TYPES)
+        if len(manifest.data) != entry['size']:
+            raise SizeMismatchError('manifest %s is %d bytes, the index declares %d'
+                                    % (entry['digest'], len(manifest.data), entry['size']))
+        if manifest.media_type not in MANIFEST_MEDIA_TYPES:
+            raise ManifestError('index %s entry %s is a %s, not an image manifest'
+                                % (reference, entry['digest'], manifest.media_type))
+        index_digest = top.digest
+        available = available_platforms(entries)
+    else:
+        manifest = top
+        index_digest = None
+        available = []
+    metadata = metadata_from_annotations(manifest.document.get('annotations'), manifest.digest)
+    if not top.is_index:
+        declared = metadata['architecture']
+        if declared and normalize(declared).architecture != platform.architecture:
+            raise ArchitectureMismatchError(declared, str(platform))
+        available = [str(normalize(declared))] if declared else []
+    layers = [_layer(d) for d in _descriptors(manifest.document, 'layers', manifest.digest)]
+    return Release(manifest, index_digest, platform, available, metadata, layers)
+
+
+def metadata_from_annotations(annotations, where):
+    """The six io.kubesolo.os.* annotations; missing ones are empty strings."""
+    if annotations is None:
+        annotations = {}
+    if not isinstance(annotations, dict):
+        raise ManifestError('annotations of %s are not a JSON object' % where)
+    metadata = {}
+    for field in METADATA_FIELDS:
+        value = annotations.get(ANNOTATION_PREFIX + field, '')
+        if not isinstance(value, str):
+            raise ManifestError('annotation %s%s of %s is not a string' % (ANNOTATION_PREFIX, field, where))
+        allowed = '\n\t' if field == 'release_notes' else ''
+        if any((ord(c) < 0x20 or ord(c) == 0x7f) and c not in allowed for c in value):
+            raise ManifestError('annotation %s%s of %s contains control characters'
+                                % (ANNOTATION_PREFIX, field, where))
+        metadata[field] = value
+    return metadata
+
+
+def _descriptors(document, key, where):
+    """Validated descriptors under ``key`` ('manifests' or 'layers')."""
+    entries = document.get(key)
+    if not isinstance(entries, list):
+        raise ManifestError('%s has no %s list' % (where, key))
+    for entry in entries:
+        if not isinstance(entry, dict):
+            raise ManifestError('%s lists a %s entry that is not an object' % (where, key))
+        if not isinstance(entry.get('mediaType'), str) or not entry['mediaType']:
+            raise ManifestError('%s lists a %s entry without a mediaType' % (where, key))
+        try:
+            parse_digest(entry.get('digest'))
+        except InvalidReferenceError as exc:
+            raise ManifestError('%s lists a %s entry with a bad digest: %s' % (where, key, exc))
+        size = entry.get('size')
+        limit = MAX_MANIFEST_BYTES if key == 'manifests' else MAX_LAYER_BYTES
+        if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= limit:
+            raise ManifestError('%s lists %s with an invalid size %r (0 to %d bytes allowed)'
+                                % (where, entry['digest'], size, limit))
+    return entries
+
+
+def _layer(descriptor):
+    return {'media_type': descriptor['mediaType'], 'digest': descriptor['digest'],
+            'size': descriptor['size']}
+

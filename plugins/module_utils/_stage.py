@@ -1,0 +1,235 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) kubesolo.fleet contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Staging a release on disk so that ``dest`` always holds one complete release.
+
+Layout (``dest`` = /var/lib/kubesolo/staged)::
+
+    /var/lib/kubesolo/.staged.kubesolo-fleet/sha256-<hex>/vmlinuz
+                                                          kubesolo-os.gz
+                                                          release.json
+    /var/lib/kubesolo/staged -> .staged.kubesolo-fleet/sha256-<hex>
+
+A release is downloaded into a temporary directory of the store, verified,
+renamed to its digest-named directory and then published by atomically
+replacing the ``dest`` symlink: two files can only be swapped together that
+way. A failure before the swap leaves ``dest`` and the previous release as
+they were; the temporary directory is removed.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+
+from ansible_collections.kubesolo.fleet.plugins.module_utils._about import (
+    COLLECTION_NAME,
+    COLLECTION_VERSION,
+)
+from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import StageError
+
+RECORD_NAME = 'release.json'
+RECORD_SCHEMA = 1
+_HASH_CHUNK_BYTES = 1024 * 1024
+
+
+def store_dir(dest):
+    """The hidden sibling directory that holds the releases behind ``dest``."""
+    parent, name = os.path.split(dest.rstrip('/'))
+    return os.path.join(parent, '.%s.kubesolo-fleet' % name)
+
+
+def release_dir_name(manifest_digest):
+    return manifest_digest.replace(':', '-')
+
+
+def current_release(dest, rehash=False):
+    """The record of the release ``dest`` holds, or None when it holds none.
+
+    Refuses (StageError) a ``dest`` that exists and was not made by this
+    collection, so nothing of the user's is ever replaced. A managed ``dest``
+    whose files no longer match their record counts as holding nothing.
+    ``rehash`` compares sha256 digests instead of sizes.
+    """
+    dest = dest.rstrip('/')
+    if os.path.islink(dest):
+        release_dir = os.path.join(os.path.dirname(dest), os.readlink(dest))
+        if os.path.dirname(os.path.normpath(release_dir)) != os.path.normpath(store_dir(dest)):
+            raise StageError('%s is a symbolic link to %s, which kubesolo.fleet did not create; '
+                             'refusing to replace it' % (dest, os.readlink(dest)))
+        record = read_record(release_dir)
+        if record and files_intact(release_dir, record, rehash):
+            return record
+        return None
+    if not os.path.lexists(dest):
+        return None
+    if os.path.isdir(dest) and not os.listdir(dest):
+        return None
+    raise StageError('%s exists and is not a release staged by kubesolo.fleet; refusing to '
+                     'replace it (remove it or choose another dest)' % dest)
+
+
+def read_record(release_dir):
+    try:
+        with open(os.path.join(release_dir, RECORD_NAME), 'rb') as handle:
+            record = json.loads(handle.read(1024 * 1024).decode('utf-8'))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get('schema') != RECORD_SCHEMA:
+        return None
+    if not isinstance(record.get('files'), dict):
+        return None
+    return record
+
+
+def files_intact(release_dir, record, rehash=False):
+    """Whether every file of the record is present with its size (and sha256)."""
+    for name, entry in record['files'].items():
+        path = os.path.join(release_dir, name)
+        if os.path.basename(name) != name or not isinstance(entry, dict):
+            return False
+        try:
+            if not os.path.isfile(path) or os.path.getsize(path) != entry.get('size'):
+                return False
+            if rehash and file_sha256(path) != entry.get('sha256'):
+                return False
+        except OSError:
+            return False
+    return True
+
+
+def file_sha256(path):
+    hasher = hashlib.sha256()
+    with open(path, 'rb', buffering=0) as handle:
+        for chunk in iter(lambda: handle.read(_HASH_CHUNK_BYTES), b''):
+            hasher.update(chunk)
+    return hasher.hexdigest()
+
+
+def stage(client, release, dest, repository):
+    """Download, verify and publish ``release`` at ``dest``.
+
+    Returns (record, bytes_downloaded). ``dest`` must have been accepted by
+    current_release() first.
+    """
+    dest = dest.rstrip('/')
+    layers = release.staged_layers()
+    store = store_dir(dest)
+    try:
+        os.makedirs(store, mode=0o755, exist_ok=True)
+        work = tempfile.mkdtemp(prefix='tmp-', dir=store)
+    except OSError as exc:
+        raise StageError('cannot create the staging directory %s: %s' % (store, exc.strerror))
+    try:
+        os.chmod(work, 0o755)
+        files = {}
+        for name, layer in layers:
+            sha256 = _download(client, layer, os.path.join(work, name))
+            files[name] = {'media_type': layer['media_type'], 'digest': layer['digest'],
+                           'size': layer['size'], 'sha256': sha256}
+        record = _record(release, repository, files)
+        write_atomic(os.path.join(work, RECORD_NAME),
+                     json.dumps(record, indent=2, sort_keys=True).encode('utf-8'))
+        fsync_dir(work)
+        final = os.path.join(store, release_dir_name(release.manifest_digest))
+        _discard(final, store)
+        os.rename(work, final)
+    except BaseException as exc:
+        shutil.rmtree(work, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise StageError(_os_error_message(exc, dest))
+        raise
+    previous = os.path.realpath(dest) if os.path.islink(dest) else None
+    _publish(dest, final, store)
+    if previous and os.path.dirname(previous) == os.path.realpath(store) and \
+            previous != os.path.realpath(final):
+        shutil.rmtree(previous, ignore_errors=True)
+    return record, sum(layer['size'] for _name, layer in layers)
+
+
+def _download(client, layer, path):
+    """Stream one layer to ``path`` via a .part file; returns its sha256 hex."""
+    part = path + '.part'
+    with open(part, 'xb', buffering=0) as handle:
+        sha256 = client.download_blob(layer['digest'], layer['size'], handle)
+        os.fsync(handle.fileno())
+    os.chmod(part, 0o644)
+    os.rename(part, path)
+    return sha256
+
+
+def _record(release, repository, files):
+    return {
+        'schema': RECORD_SCHEMA,
+        'staged_by': '%s %s' % (COLLECTION_NAME, COLLECTION_VERSION),
+        'staged_at': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()),
+        'repository': str(repository),
+        'manifest_digest': release.manifest_digest,
+        'index_digest': release.index_digest,
+        'architecture': str(release.platform),
+        'version': release.metadata['version'],
+        'metadata': release.metadata,
+        'files': files,
+    }
+
+
+def _discard(path, store):
+    """Remove a leftover directory at ``path`` by renaming it out of the way first."""
+    if not os.path.lexists(path):
+        return
+    trash = tempfile.mkdtemp(prefix='trash-', dir=store)
+    os.rename(path, os.path.join(trash, 'old'))
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def _publish(dest, release_dir, store):
+    """Point ``dest`` at ``release_dir`` with one atomic rename of a symlink."""
+    link = os.path.join(store, 'link-%d' % os.getpid())
+    try:
+        if os.path.lexists(link):
+            os.unlink(link)
+        os.symlink(os.path.relpath(release_dir, os.path.dirname(dest)), link)
+        if os.path.isdir(dest) and not os.path.islink(dest):
+            os.rmdir(dest)  # the empty directory current_release() accepted
+        os.replace(link, dest)
+        fsync_dir(os.path.dirname(dest))
+    except OSError as exc:
+        if os.path.lexists(link):
+            os.unlink(link)
+        raise StageError(_os_error_message(exc, dest))
+
+
+def write_atomic(path, data, mode=0o644):
+    """Write ``data`` to ``path`` via a temporary sibling, fsync and rename."""
+    fd, tmp = tempfile.mkstemp(prefix='.%s.' % os.path.basename(path), dir=os.path.dirname(path))
+    try:
+        with os.fdopen(fd, 'wb') as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
+        os.rename(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def fsync_dir(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _os_error_message(exc, dest):
+    if exc.errno == errno.ENOSPC:
+        return 'no space left on the device of %s while staging; the previous release is kept' % dest
+    where = ' (%s)' % exc.filename if exc.filename else ''
+    return 'staging at %s failed: %s%s' % (dest, exc.strerror or exc, where)

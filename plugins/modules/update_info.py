@@ -1,0 +1,153 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) kubesolo.fleet contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r'''
+module: update_info
+short_description: Show which KubeSolo OS release a registry offers for an architecture
+version_added: 0.1.0
+description:
+  - Resolves a KubeSolo OS release in an OCI registry (a tag or a digest) to the manifest for
+    one architecture and returns its metadata annotations and layers.
+  - The cheap "what is available" probe; it reads the index and one manifest and never
+    downloads a blob.
+author:
+  - kubesolo.fleet maintainers
+extends_documentation_fragment:
+  - kubesolo.fleet.registry
+attributes:
+  check_mode:
+    support: full
+    details: The module only reads; it behaves the same in check mode.
+  diff_mode:
+    support: none
+  idempotent:
+    support: full
+  action_group:
+    support: full
+    membership:
+      - kubesolo.fleet.registry
+seealso:
+  - module: kubesolo.fleet.update_stage
+'''
+
+EXAMPLES = r'''
+- name: Find the stable release for this node's architecture
+  kubesolo.fleet.update_info:
+    repository: ghcr.io/portainer/kubesolo-os
+  register: available
+
+- name: Show the version
+  ansible.builtin.debug:
+    msg: "{{ available.metadata.version }} ({{ available.manifest_digest }})"
+
+- name: Look up the arm64 build of a given version on a private mirror with its own CA
+  kubesolo.fleet.update_info:
+    repository: registry.example.com/kubesolo/os
+    tag: v0.3.0
+    architecture: arm64
+    ca_path: /etc/pki/example-ca.pem
+'''
+
+RETURN = r'''
+metadata:
+  description: The C(io.kubesolo.os.*) annotations of the manifest; missing ones are empty strings.
+  returned: success
+  type: dict
+  contains:
+    version:
+      description: The release version.
+      type: str
+      sample: v0.3.0
+    channel:
+      description: The release channel.
+      type: str
+      sample: stable
+    min_compatible_version:
+      description: The oldest version that may update straight to this release.
+      type: str
+      sample: v0.2.0
+    architecture:
+      description: The architecture the manifest declares.
+      type: str
+      sample: amd64
+    release_notes:
+      description: Short release notes.
+      type: str
+      sample: Fixes the boot counter reset.
+    release_date:
+      description: Release date, RFC 3339.
+      type: str
+      sample: "2026-11-01T12:00:00Z"
+manifest_digest:
+  description: Digest of the per-architecture manifest; stage by it to pin exactly this build.
+  returned: success
+  type: str
+  sample: sha256:4f1b3c0d2e9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c
+index_digest:
+  description: Digest of the image index the reference points at; null for a single manifest.
+  returned: success
+  type: str
+  sample: sha256:9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c4f1b3c0d2e
+architecture:
+  description: The normalized architecture (GOARCH, with a variant for 32-bit ARM) that was selected.
+  returned: success
+  type: str
+  sample: arm64
+available_architectures:
+  description:
+    - The architectures the release ships, from the index; for a single manifest the one it declares.
+  returned: success
+  type: list
+  elements: str
+  sample: [amd64, arm64]
+layers:
+  description: The layers of the manifest.
+  returned: success
+  type: list
+  elements: dict
+  contains:
+    media_type:
+      description: Media type of the layer.
+      type: str
+      sample: application/vnd.kubesolo.os.kernel.v1+octet-stream
+    digest:
+      description: Digest of the layer.
+      type: str
+      sample: sha256:0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c4f1b3c0d2e9a8b7c6d5e4f3a2b1c
+    size:
+      description: Size of the layer in bytes.
+      type: int
+      sample: 12582912
+error_code:
+  description:
+    - On failure, a stable code for the kind of error, for example C(architecture_not_shipped),
+      C(not_found), C(registry_unreachable), C(authentication_failed), C(invalid_manifest),
+      C(digest_mismatch), C(invalid_reference).
+  returned: failure
+  type: str
+  sample: architecture_not_shipped
+'''
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.kubesolo.fleet.plugins.module_utils._module import (
+    REGISTRY_MUTUALLY_EXCLUSIVE,
+    registry_argument_spec,
+    resolve_release,
+)
+
+
+def main():
+    module = AnsibleModule(argument_spec=registry_argument_spec(),
+                           mutually_exclusive=REGISTRY_MUTUALLY_EXCLUSIVE,
+                           supports_check_mode=True)
+    release = resolve_release(module)[2]
+    module.exit_json(changed=False, **release.summary())
+
+
+if __name__ == '__main__':
+    main()
