@@ -60,7 +60,7 @@ def parse_repository(value):
         raise InvalidReferenceError(
             'repository %r must start with a registry host (%r is not a host name with a '
             'dot or a port, nor localhost)' % (value, host))
-    match = _HOST_RE.match(host)
+    match = _HOST_RE.fullmatch(host)
     if not match or (match.group('port') and not 0 < int(match.group('port')) < 65536):
         raise InvalidReferenceError('repository %r has an invalid registry host %r' % (value, host))
     last = path.rsplit('/', 1)[-1]
@@ -68,7 +68,7 @@ def parse_repository(value):
         raise InvalidReferenceError(
             'repository %r must not include a tag; use the tag option' % value)
     for component in path.split('/'):
-        if not _PATH_COMPONENT_RE.match(component):
+        if not _PATH_COMPONENT_RE.fullmatch(component):
             raise InvalidReferenceError(
                 'repository %r has an invalid path component %r (lowercase letters, digits '
                 'and separators . _ __ - only)' % (value, component))
@@ -78,7 +78,7 @@ def parse_repository(value):
 
 
 def validate_tag(tag):
-    if not isinstance(tag, str) or not _TAG_RE.match(tag):
+    if not isinstance(tag, str) or not _TAG_RE.fullmatch(tag):
         raise InvalidReferenceError(
             'tag %r is invalid: up to 128 letters, digits, "_", "." or "-", not starting '
             'with "." or "-"' % (tag,))
@@ -89,7 +89,7 @@ def parse_digest(value):
     """Split ``algorithm:hex`` and check both parts; returns (algorithm, hex)."""
     if not isinstance(value, str):
         raise InvalidReferenceError('digest %r is not a string' % (value,))
-    match = _DIGEST_RE.match(value)
+    match = _DIGEST_RE.fullmatch(value)
     if not match:
         raise InvalidReferenceError('digest %r is not of the form algorithm:hex' % value)
     algorithm, encoded = match.group('algorithm'), match.group('encoded')
@@ -97,7 +97,7 @@ def parse_digest(value):
         raise InvalidReferenceError(
             'digest %r uses the unsupported algorithm %r (supported: %s)'
             % (value, algorithm, ', '.join(sorted(DIGEST_ALGORITHMS))))
-    if len(encoded) != DIGEST_ALGORITHMS[algorithm] or not re.match(r'^[a-f0-9]+$', encoded):
+    if len(encoded) != DIGEST_ALGORITHMS[algorithm] or not re.fullmatch(r'[a-f0-9]+', encoded):
         raise InvalidReferenceError(
             'digest %r must have %d lowercase hex characters after %s:'
             % (value, DIGEST_ALGORITHMS[algorithm], algorithm))

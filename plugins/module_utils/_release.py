@@ -111,9 +111,15 @@ def resolve(client, architecture, tag=None, digest=None):
     metadata = metadata_from_annotations(manifest.document.get('annotations'), manifest.digest)
     if not top.is_index:
         declared = metadata['architecture']
-        if declared and normalize(declared).architecture != platform.architecture:
-            raise ArchitectureMismatchError(declared, str(platform))
-        available = [str(normalize(declared))] if declared else []
+        if declared:
+            try:
+                declared_platform = normalize(declared)
+            except InvalidReferenceError:
+                raise ManifestError('manifest %s declares the invalid architecture %r'
+                                    % (manifest.digest, declared))
+            if declared_platform.architecture != platform.architecture:
+                raise ArchitectureMismatchError(declared, str(platform))
+            available = [str(declared_platform)]
     layers = [_layer(d) for d in _descriptors(manifest.document, 'layers', manifest.digest)]
     return Release(manifest, index_digest, platform, available, metadata, layers)
 

@@ -111,7 +111,7 @@ def file_sha256(path):
     return hasher.hexdigest()
 
 
-def stage(client, release, dest, repository):
+def stage(client, release, dest):
     """Download, verify and publish ``release`` at ``dest``.
 
     Returns (record, bytes_downloaded). ``dest`` must have been accepted by
@@ -122,6 +122,7 @@ def stage(client, release, dest, repository):
     store = store_dir(dest)
     try:
         os.makedirs(store, mode=0o755, exist_ok=True)
+        os.chmod(store, 0o755)  # makedirs' mode is reduced by the umask
         work = tempfile.mkdtemp(prefix='tmp-', dir=store)
     except OSError as exc:
         raise StageError('cannot create the staging directory %s: %s' % (store, exc.strerror))
@@ -132,7 +133,7 @@ def stage(client, release, dest, repository):
             sha256 = _download(client, layer, os.path.join(work, name))
             files[name] = {'media_type': layer['media_type'], 'digest': layer['digest'],
                            'size': layer['size'], 'sha256': sha256}
-        record = _record(release, repository, files)
+        record = _record(release, client.repository, files)
         write_atomic(os.path.join(work, RECORD_NAME),
                      json.dumps(record, indent=2, sort_keys=True).encode('utf-8'))
         fsync_dir(work)
@@ -145,7 +146,12 @@ def stage(client, release, dest, repository):
             raise StageError(_os_error_message(exc, dest))
         raise
     previous = os.path.realpath(dest) if os.path.islink(dest) else None
-    _publish(dest, final, store)
+    try:
+        _publish(dest, final, store)
+    except StageError:
+        if previous != os.path.realpath(final):
+            shutil.rmtree(final, ignore_errors=True)
+        raise
     if previous and os.path.dirname(previous) == os.path.realpath(store) and \
             previous != os.path.realpath(final):
         shutil.rmtree(previous, ignore_errors=True)

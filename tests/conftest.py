@@ -1,0 +1,51 @@
+"""Shared pytest setup for kubesolo.fleet: import paths and the registry / playbook fixtures."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))  # so that ``tests.support`` imports work
+
+# pylint: disable=wrong-import-position
+from tests.support.collection import collections_root  # noqa: E402
+from tests.support.playbook import run_playbook as _run_playbook  # noqa: E402
+from tests.support.registry import DEFAULT_BINARY, Registry  # noqa: E402
+
+# ``import ansible_collections.kubesolo.fleet.plugins.module_utils...`` resolves to this working copy.
+sys.path.insert(0, str(collections_root()))
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
+
+
+@pytest.fixture(scope="module")
+def registry():
+    """A fresh Distribution registry for the test module (skipped locally when not installed)."""
+    if not os.access(DEFAULT_BINARY, os.X_OK):
+        message = (
+            f"{DEFAULT_BINARY} missing: install the Debian package docker-registry (scripts/bootstrap does)"
+            " or point KUBESOLO_TEST_REGISTRY_BIN at a Distribution registry binary"
+        )
+        if _in_ci():
+            pytest.fail(message)  # CI must never skip the end-to-end tests silently
+        pytest.skip(message)
+    with Registry() as reg:
+        yield reg
+
+
+@pytest.fixture
+def run_playbook(tmp_path):
+    """``run_playbook(plays_or_tasks, **kwargs)`` bound to this test's ``tmp_path``."""
+
+    def run(plays_or_tasks, **kwargs):
+        kwargs.setdefault("tmp_path", tmp_path)
+        return _run_playbook(plays_or_tasks, **kwargs)
+
+    return run

@@ -1,0 +1,232 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) kubesolo.fleet contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Small fakes shared by the module_utils unit tests.
+
+HTTP responses and a ``requests.Session`` stand-in for the registry client,
+OCI document builders, and registry clients for the release resolver and the
+stager. Nothing here opens a socket.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from requests.structures import CaseInsensitiveDict
+
+from ansible_collections.kubesolo.fleet.plugins.module_utils import _reference, _registry, _release
+
+KERNEL = _release.MEDIA_KERNEL
+INITRAMFS = _release.MEDIA_INITRAMFS
+
+
+def sha256_digest(data):
+    return 'sha256:' + hashlib.sha256(data).hexdigest()
+
+
+# -- HTTP ---------------------------------------------------------------
+
+
+class FakeRaw:
+    """``response.raw``: serves ``body`` at most ``max_read`` bytes per read.
+
+    With ``error`` set, a read raises it once ``fail_after`` bytes were served.
+    ``served`` counts every byte handed out.
+    """
+
+    def __init__(self, body=b'', max_read=None, error=None, fail_after=0):
+        self.body = body
+        self.max_read = max_read
+        self.error = error
+        self.fail_after = fail_after
+        self.served = 0
+
+    def read(self, amount):
+        if self.error is not None and self.served >= self.fail_after:
+            raise self.error
+        amount = min(amount, self.max_read or amount)
+        if self.error is not None:
+            amount = min(amount, self.fail_after - self.served)
+        chunk = self.body[self.served:self.served + amount]
+        self.served += len(chunk)
+        return chunk
+
+
+class FakeResponse:
+    """A streamed ``requests.Response``: status, headers, ``iter_content``, ``raw``."""
+
+    def __init__(self, status_code=200, body=b'', headers=None, raw=None, chunks=None):
+        self.status_code = status_code
+        self.headers = CaseInsensitiveDict(headers or {})
+        self.raw = raw if raw is not None else FakeRaw(body)
+        self._chunks = chunks
+        self._body = body
+        self.chunks_served = 0
+        self.closed = False
+
+    def iter_content(self, chunk_size):
+        chunks = self._chunks
+        if chunks is None:
+            chunks = [self._body[i:i + chunk_size] for i in range(0, len(self._body), chunk_size)]
+        for chunk in chunks:
+            self.chunks_served += 1
+            yield chunk
+
+    def close(self):
+        self.closed = True
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+        return False
+
+
+def json_response(document, status_code=200, headers=None):
+    return FakeResponse(status_code, json.dumps(document).encode('utf-8'), headers)
+
+
+class Sent:
+    """One recorded call of the fake session; ``body`` is what a file-like ``data`` gave."""
+
+    def __init__(self, method, url, headers, kwargs):
+        self.method = method
+        self.url = url
+        self.headers = headers
+        self.kwargs = kwargs
+        data = kwargs.get('data')
+        self.body = data.read() if hasattr(data, 'read') else data
+
+
+class FakeSession:
+    """Replaces ``RegistryClient.session``.
+
+    ``request()`` answers from ``responses`` and ``get()`` (the token fetch)
+    from ``token_responses``, in order; an item that is an exception is
+    raised instead. Every call is recorded (a file-like body is read, as
+    requests would); an unexpected one fails the test.
+    """
+
+    def __init__(self, responses=(), token_responses=()):
+        self.responses = list(responses)
+        self.token_responses = list(token_responses)
+        self.sent = []
+        self.token_gets = []
+        self.headers = {}
+        self.verify = True
+
+    def request(self, method, url, headers=None, **kwargs):
+        self.sent.append(Sent(method, url, dict(headers or {}), kwargs))
+        return self._answer(self.responses, '%s %s' % (method, url))
+
+    def get(self, url, **kwargs):
+        self.token_gets.append(Sent('GET', url, {}, kwargs))
+        return self._answer(self.token_responses, 'token GET %s' % url)
+
+    @staticmethod
+    def _answer(queue, what):
+        if not queue:
+            raise AssertionError('unexpected request: %s' % what)
+        answer = queue.pop(0)
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+
+# -- OCI documents ------------------------------------------------------
+
+
+def descriptor(media_type, data, **extra):
+    entry = {'mediaType': media_type, 'digest': sha256_digest(data), 'size': len(data)}
+    entry.update(extra)
+    return entry
+
+
+def release_annotations(version='v0.3.0', channel='stable', min_compatible_version='v0.2.0',
+                architecture='amd64', release_notes='Fixes.', release_date='2025-01-31T12:00:00Z'):
+    values = {'version': version, 'channel': channel,
+              'min_compatible_version': min_compatible_version, 'architecture': architecture,
+              'release_notes': release_notes, 'release_date': release_date}
+    return dict(('io.kubesolo.os.' + key, value) for key, value in values.items() if value is not None)
+
+
+def image_manifest(layers, annotations=None, media_type=_registry.MEDIA_OCI_MANIFEST):
+    document = {
+        'schemaVersion': 2,
+        'mediaType': media_type,
+        'config': descriptor('application/vnd.oci.empty.v1+json', b'{}'),
+        'layers': layers,
+    }
+    if annotations is not None:
+        document['annotations'] = annotations
+    return document
+
+
+def image_index(entries, media_type=_registry.MEDIA_OCI_INDEX):
+    return {'schemaVersion': 2, 'mediaType': media_type, 'manifests': entries}
+
+
+def fetched(document, media_type=None):
+    """A ``Fetched`` as the registry client returns it, digest computed from the bytes."""
+    data = json.dumps(document, sort_keys=True).encode('utf-8')
+    return _registry.Fetched(data, media_type or document['mediaType'], sha256_digest(data), document)
+
+
+def index_entry(manifest, architecture, variant=None, os_name='linux'):
+    """The index descriptor of a ``Fetched`` manifest for one platform."""
+    platform = {'os': os_name, 'architecture': architecture}
+    if variant:
+        platform['variant'] = variant
+    return {'mediaType': manifest.media_type, 'digest': manifest.digest,
+            'size': len(manifest.data), 'platform': platform}
+
+
+def release_layers(kernel, initramfs):
+    return [descriptor(KERNEL, kernel), descriptor(INITRAMFS, initramfs)]
+
+
+# -- Clients ------------------------------------------------------------
+
+
+class FakeManifestClient:
+    """Serves ``Fetched`` manifests by reference; records (reference, accept)."""
+
+    def __init__(self, manifests):
+        self.manifests = dict(manifests)
+        self.calls = []
+
+    def get_manifest(self, reference, accept=_registry.INDEX_MEDIA_TYPES + _registry.MANIFEST_MEDIA_TYPES):
+        self.calls.append((reference, tuple(accept)))
+        if reference not in self.manifests:
+            raise AssertionError('unexpected manifest request for %s' % reference)
+        return self.manifests[reference]
+
+
+def make_release(kernel, initramfs, version='v0.3.0', architecture='amd64'):
+    """A resolved single-manifest release carrying ``kernel`` and ``initramfs``."""
+    manifest = fetched(image_manifest(release_layers(kernel, initramfs),
+                                      release_annotations(version=version, architecture=architecture)))
+    return _release.resolve(FakeManifestClient({version: manifest}), architecture, tag=version)
+
+
+class FakeBlobClient:
+    """``download_blob`` writing the bytes of ``blobs``; ``failures`` maps a
+    digest to an exception raised after half of the blob was written."""
+
+    def __init__(self, blobs, failures=None, repository='ghcr.io/portainer/kubesolo-os'):
+        self.repository = _reference.parse_repository(repository)
+        self.blobs = dict((sha256_digest(data), data) for data in blobs)
+        self.failures = dict(failures or {})
+        self.downloaded = []
+
+    def download_blob(self, digest, size, fileobj):
+        self.downloaded.append(digest)
+        data = self.blobs[digest]
+        assert len(data) == size, 'the stager passed the wrong size for %s' % digest
+        if digest in self.failures:
+            fileobj.write(data[:size // 2])
+            raise self.failures[digest]
+        fileobj.write(data)
+        return hashlib.sha256(data).hexdigest()

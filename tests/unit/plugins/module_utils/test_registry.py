@@ -1,0 +1,732 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) kubesolo.fleet contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The OCI distribution client, against a fake session (no network)."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import io
+import json
+import re
+
+import pytest
+import requests
+import urllib3
+
+from ansible_collections.kubesolo.fleet.plugins.module_utils import _about, _reference, _registry
+from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import (
+    AuthenticationError,
+    DigestMismatchError,
+    InvalidReferenceError,
+    ManifestError,
+    NotFoundError,
+    RegistryConnectionError,
+    RegistryResponseError,
+    SizeMismatchError,
+)
+from ansible_collections.kubesolo.fleet.tests.unit.plugins.module_utils.fakes import (
+    FakeRaw,
+    FakeResponse,
+    FakeSession,
+    json_response,
+    sha256_digest,
+)
+
+REPOSITORY = 'registry.example.com/kubesolo/os'
+BASE_URL = 'https://registry.example.com/v2/kubesolo/os'
+CHALLENGE = 'Bearer realm="https://auth.example/token",service="reg",scope="repository:x:pull"'
+ALL_MANIFEST_TYPES = _registry.INDEX_MEDIA_TYPES + _registry.MANIFEST_MEDIA_TYPES
+MANIFEST = {
+    'schemaVersion': 2,
+    'mediaType': _registry.MEDIA_OCI_MANIFEST,
+    'config': {'mediaType': 'application/vnd.oci.empty.v1+json',
+               'digest': sha256_digest(b'{}'), 'size': 2},
+    'layers': [],
+}
+MANIFEST_BYTES = json.dumps(MANIFEST).encode('utf-8')
+MANIFEST_DIGEST = sha256_digest(MANIFEST_BYTES)
+BLOB = bytes(range(256)) * 12  # 3072 bytes
+BLOB_DIGEST = sha256_digest(BLOB)
+
+
+def make_client(responses=(), token_responses=(), repository=REPOSITORY, **kwargs):
+    client = _registry.RegistryClient(_reference.parse_repository(repository), **kwargs)
+    client.session = FakeSession(responses, token_responses)
+    return client
+
+
+def manifest_response(data=MANIFEST_BYTES, content_type=_registry.MEDIA_OCI_MANIFEST, headers=None):
+    all_headers = {'Content-Type': content_type, 'Content-Length': str(len(data))}
+    all_headers.update(headers or {})
+    return FakeResponse(200, data, all_headers)
+
+
+def unauthorized(challenge=CHALLENGE):
+    return FakeResponse(401, b'', {'WWW-Authenticate': challenge} if challenge is not None else {})
+
+
+def error_response(status, document=None):
+    return FakeResponse(status, json.dumps(document or {}).encode('utf-8'))
+
+
+# -- Client set-up ---------------------------------------------------------
+
+
+def test_user_agent_names_the_collection_and_its_version():
+    assert _registry.USER_AGENT == 'kubesolo.fleet/%s' % _about.COLLECTION_VERSION
+    client = _registry.RegistryClient(_reference.parse_repository(REPOSITORY))
+    assert client.session.headers['User-Agent'] == 'kubesolo.fleet/%s' % _about.COLLECTION_VERSION
+
+
+@pytest.mark.parametrize('validate_certs, ca_path, verify', [
+    (True, None, True),
+    (True, '/etc/ssl/private-ca.pem', '/etc/ssl/private-ca.pem'),
+    (False, None, False),
+    (False, '/etc/ssl/private-ca.pem', False),
+])
+def test_tls_options_map_to_session_verify(validate_certs, ca_path, verify):
+    client = _registry.RegistryClient(_reference.parse_repository(REPOSITORY),
+                                      validate_certs=validate_certs, ca_path=ca_path)
+    assert client.session.verify == verify
+
+
+@pytest.mark.parametrize('repository, plain_http, url', [
+    (REPOSITORY, False, BASE_URL + '/manifests/stable'),
+    ('127.0.0.1:5000/kubesolo/os', True, 'http://127.0.0.1:5000/v2/kubesolo/os/manifests/stable'),
+    ('docker.io/library/kubesolo', False, 'https://registry-1.docker.io/v2/library/kubesolo/manifests/stable'),
+])
+def test_manifest_url(repository, plain_http, url):
+    client = make_client([manifest_response()], repository=repository, plain_http=plain_http, timeout=12.5)
+    client.get_manifest('stable')
+    sent = client.session.sent[0]
+    assert (sent.method, sent.url) == ('GET', url)
+    assert (sent.kwargs['stream'], sent.kwargs['timeout']) == (True, 12.5)
+
+
+@pytest.mark.parametrize('exception, message', [
+    (requests.exceptions.SSLError('certificate verify failed'),
+     'TLS verification failed for registry.example.com: certificate verify failed (set ca_path'),
+    (requests.exceptions.ReadTimeout('read timed out'),
+     'timed out after 30s talking to registry.example.com'),
+    (requests.exceptions.ConnectionError('Connection refused'),
+     'cannot reach registry registry.example.com: Connection refused'),
+])
+def test_transport_errors_become_registry_connection_errors(exception, message):
+    client = make_client([exception])
+    with pytest.raises(RegistryConnectionError) as raised:
+        client.get_manifest('stable')
+    assert str(raised.value).startswith(message)
+    assert raised.value.code == 'registry_unreachable'
+
+
+def test_transport_error_message_names_the_cause_not_the_retry_chain():
+    refused = urllib3.exceptions.NewConnectionError(
+        'HTTPSConnection(host=registry.example.com, port=443)',
+        'Failed to establish a new connection: [Errno 111] Connection refused')
+    exception = requests.exceptions.ConnectionError(
+        urllib3.exceptions.MaxRetryError(None, '/v2/kubesolo/os/manifests/stable', reason=refused))
+    client = make_client([exception])
+    with pytest.raises(RegistryConnectionError) as raised:
+        client.get_manifest('stable')
+    message = str(raised.value)
+    assert message.startswith('cannot reach registry registry.example.com: ')
+    assert message.endswith('Failed to establish a new connection: [Errno 111] Connection refused')
+    assert 'Max retries exceeded' not in message
+
+
+def test_a_request_body_is_sent_again_whole_after_a_challenge():
+    client = make_client([unauthorized(), FakeResponse(201)], [json_response({'token': 'tok'})])
+    response = client.request('PUT', BASE_URL + '/manifests/v0.3.0', data=io.BytesIO(MANIFEST_BYTES))
+    assert response.status_code == 201
+    assert [sent.body for sent in client.session.sent] == [MANIFEST_BYTES, MANIFEST_BYTES]
+    assert client.session.sent[1].headers['Authorization'] == 'Bearer tok'
+
+
+# -- WWW-Authenticate ------------------------------------------------------
+
+
+@pytest.mark.parametrize('header, scheme, params', [
+    (CHALLENGE, 'bearer',
+     {'realm': 'https://auth.example/token', 'service': 'reg', 'scope': 'repository:x:pull'}),
+    ('Bearer realm="https://auth/token",scope="repository:a/b:pull,push"', 'bearer',
+     {'realm': 'https://auth/token', 'scope': 'repository:a/b:pull,push'}),
+    ('Bearer realm="https://auth/token", error="insufficient_scope, really"', 'bearer',
+     {'realm': 'https://auth/token', 'error': 'insufficient_scope, really'}),
+    (r'Bearer realm="a \"quoted\" realm",service="x\\y"', 'bearer',
+     {'realm': 'a "quoted" realm', 'service': 'x\\y'}),
+    ('Bearer realm=https://auth/token,service=reg', 'bearer',
+     {'realm': 'https://auth/token', 'service': 'reg'}),
+    ('Bearer Realm = "https://auth/token" , Service = reg', 'bearer',
+     {'realm': 'https://auth/token', 'service': 'reg'}),
+    ('Basic realm="Registry Realm"', 'basic', {'realm': 'Registry Realm'}),
+    ('BEARER realm="r"', 'bearer', {'realm': 'r'}),
+    ('bAsIc', 'basic', {}),
+    ('  Basic realm=x  ', 'basic', {'realm': 'x'}),
+])
+def test_parse_challenge(header, scheme, params):
+    assert _registry.parse_challenge(header) == (scheme, params)
+
+
+@pytest.mark.parametrize('header', ['', '   ', None])
+def test_parse_challenge_empty(header):
+    assert _registry.parse_challenge(header) == (None, {})
+
+
+# -- Media types -----------------------------------------------------------
+
+
+@pytest.mark.parametrize('content_type, media_type', [
+    ('application/vnd.oci.image.index.v1+json', 'application/vnd.oci.image.index.v1+json'),
+    ('application/vnd.oci.image.manifest.v1+json; charset=utf-8', 'application/vnd.oci.image.manifest.v1+json'),
+    (' Application/JSON ', 'application/json'),
+    ('', ''),
+    (None, ''),
+])
+def test_media_type_of(content_type, media_type):
+    assert _registry.media_type_of(content_type) == media_type
+
+
+@pytest.mark.parametrize('document, content_type, expected', [
+    ({'mediaType': _registry.MEDIA_OCI_MANIFEST}, _registry.MEDIA_OCI_MANIFEST, _registry.MEDIA_OCI_MANIFEST),
+    ({'mediaType': _registry.MEDIA_OCI_INDEX}, _registry.MEDIA_OCI_INDEX, _registry.MEDIA_OCI_INDEX),
+    ({'mediaType': _registry.MEDIA_DOCKER_LIST}, 'application/json', _registry.MEDIA_DOCKER_LIST),
+    ({'mediaType': _registry.MEDIA_DOCKER_MANIFEST}, 'application/octet-stream', _registry.MEDIA_DOCKER_MANIFEST),
+    ({'mediaType': _registry.MEDIA_OCI_INDEX}, '', _registry.MEDIA_OCI_INDEX),
+    ({'layers': []}, _registry.MEDIA_DOCKER_MANIFEST, _registry.MEDIA_DOCKER_MANIFEST),
+    ({'manifests': []}, _registry.MEDIA_OCI_INDEX, _registry.MEDIA_OCI_INDEX),
+    ({'manifests': []}, '', _registry.MEDIA_OCI_INDEX),
+    ({'manifests': []}, 'application/json', _registry.MEDIA_OCI_INDEX),
+    ({'layers': []}, '', _registry.MEDIA_OCI_MANIFEST),
+])
+def test_manifest_media_type(document, content_type, expected):
+    assert _registry.manifest_media_type(document, content_type, 'stable') == expected
+
+
+@pytest.mark.parametrize('document, content_type, message', [
+    ({'mediaType': _registry.MEDIA_OCI_INDEX}, _registry.MEDIA_OCI_MANIFEST,
+     'manifest stable says its mediaType is %s but was served as %s'
+     % (_registry.MEDIA_OCI_INDEX, _registry.MEDIA_OCI_MANIFEST)),
+    ({'mediaType': _registry.MEDIA_OCI_MANIFEST}, _registry.MEDIA_DOCKER_MANIFEST,
+     'manifest stable says its mediaType is %s but was served as %s'
+     % (_registry.MEDIA_OCI_MANIFEST, _registry.MEDIA_DOCKER_MANIFEST)),
+    ({'mediaType': 'application/vnd.docker.distribution.manifest.v1+prettyjws'}, '',
+     'unsupported media type application/vnd.docker.distribution.manifest.v1+prettyjws at stable '
+     '(expected an OCI or Docker index or manifest)'),
+    ({'layers': []}, 'text/html',
+     'unsupported media type text/html at stable (expected an OCI or Docker index or manifest)'),
+    ({'mediaType': 7}, _registry.MEDIA_OCI_MANIFEST, 'manifest stable has a non-string mediaType'),
+])
+def test_manifest_media_type_rejects(document, content_type, message):
+    with pytest.raises(ManifestError) as raised:
+        _registry.manifest_media_type(document, content_type, 'stable')
+    assert str(raised.value) == message
+    assert raised.value.code == 'invalid_manifest'
+
+
+@pytest.mark.parametrize('fetched_type, is_index', [
+    (_registry.MEDIA_OCI_INDEX, True),
+    (_registry.MEDIA_DOCKER_LIST, True),
+    (_registry.MEDIA_OCI_MANIFEST, False),
+    (_registry.MEDIA_DOCKER_MANIFEST, False),
+])
+def test_fetched_is_index(fetched_type, is_index):
+    assert _registry.Fetched(b'{}', fetched_type, 'sha256:x', {}).is_index is is_index
+
+
+# -- Manifest JSON ---------------------------------------------------------
+
+
+def test_parse_manifest_json_returns_the_object():
+    assert _registry.parse_manifest_json(MANIFEST_BYTES, 'stable') == MANIFEST
+
+
+@pytest.mark.parametrize('data, message', [
+    (b'{"schemaVersion": 2', 'manifest stable is not valid JSON: '),
+    (b'\xff\xfe{}', 'manifest stable is not valid JSON: '),
+    (b'', 'manifest stable is not valid JSON: '),
+    (b'[{"schemaVersion": 2}]', 'manifest stable is not a JSON object'),
+    (b'"manifest"', 'manifest stable is not a JSON object'),
+    (b'{"schemaVersion": 1, "fsLayers": []}', 'manifest stable has schemaVersion 1, only 2 is supported'),
+    (b'{"schemaVersion": "2"}', "manifest stable has schemaVersion '2', only 2 is supported"),
+    (b'{"layers": []}', 'manifest stable has schemaVersion None, only 2 is supported'),
+])
+def test_parse_manifest_json_rejects(data, message):
+    with pytest.raises(ManifestError) as raised:
+        _registry.parse_manifest_json(data, 'stable')
+    assert str(raised.value).startswith(message)
+
+
+# -- Size caps -------------------------------------------------------------
+
+
+def test_read_capped_refuses_an_announced_oversize_body_before_reading():
+    response = FakeResponse(200, b'x' * 11, {'Content-Length': '11'})
+    with pytest.raises(RegistryResponseError) as raised:
+        _registry.read_capped(response, 10, 'token response')
+    assert str(raised.value) == 'token response is 11 bytes, over the 10 byte limit'
+    assert response.chunks_served == 0
+
+
+def test_read_capped_stops_a_body_growing_past_the_cap():
+    response = FakeResponse(200, chunks=[b'a' * 6, b'b' * 6, b'c' * 6, b'd' * 6])
+    with pytest.raises(ManifestError) as raised:
+        _registry.read_capped(response, 10, 'manifest stable', error=ManifestError)
+    assert str(raised.value) == 'manifest stable is over the 10 byte limit'
+    assert response.chunks_served == 2
+
+
+def test_read_capped_does_not_trust_a_small_content_length():
+    response = FakeResponse(200, chunks=[b'a' * 8, b'b' * 8], headers={'Content-Length': '5'})
+    with pytest.raises(RegistryResponseError, match='is over the 10 byte limit'):
+        _registry.read_capped(response, 10, 'error body')
+
+
+@pytest.mark.parametrize('chunks, headers', [
+    ([b'0123', b'45678', b'9'], {'Content-Length': '10'}),
+    ([b'0123', b'45678', b'9'], {}),
+    ([b'0123456789'], {'Content-Length': 'garbage'}),
+])
+def test_read_capped_returns_a_body_within_the_cap(chunks, headers):
+    assert _registry.read_capped(FakeResponse(200, chunks=chunks, headers=headers), 10, 'body') == b'0123456789'
+
+
+def test_read_capped_turns_a_broken_stream_into_a_connection_error():
+    def broken():
+        yield b'abc'
+        raise requests.exceptions.ChunkedEncodingError('Connection broken: IncompleteRead')
+
+    with pytest.raises(RegistryConnectionError) as raised:
+        _registry.read_capped(FakeResponse(200, chunks=broken()), 10, 'manifest stable')
+    assert str(raised.value) == 'reading manifest stable failed: Connection broken: IncompleteRead'
+
+
+# -- Digests ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize('digest', [
+    sha256_digest(b'payload'),
+    'sha512:' + hashlib.sha512(b'payload').hexdigest(),
+])
+def test_verify_bytes_accepts_matching_content(digest):
+    assert _registry.verify_bytes(b'payload', digest, 'manifest') == digest
+
+
+def test_verify_bytes_rejects_other_content():
+    digest = sha256_digest(b'payload')
+    with pytest.raises(DigestMismatchError) as raised:
+        _registry.verify_bytes(b'tampered', digest, 'manifest')
+    assert str(raised.value) == 'manifest %s has wrong content: its bytes hash to %s' % (
+        digest, sha256_digest(b'tampered'))
+    assert raised.value.code == 'digest_mismatch'
+
+
+def test_verify_bytes_rejects_an_invalid_digest():
+    with pytest.raises(InvalidReferenceError):
+        _registry.verify_bytes(b'payload', 'md5:' + hashlib.md5(b'payload').hexdigest(), 'manifest')
+
+
+# -- Blob downloads --------------------------------------------------------
+
+
+def blob_client(body=BLOB, headers=None, raw=None, status_code=200):
+    """A client whose one blob request is answered with ``body`` (1000 bytes per read)."""
+    raw = raw if raw is not None else FakeRaw(body, max_read=1000)
+    response = FakeResponse(status_code, headers=headers, raw=raw)
+    return make_client([response]), response
+
+
+def test_download_blob_writes_and_returns_the_sha256_hex():
+    client, response = blob_client(headers={'Content-Length': str(len(BLOB))})
+    sink = io.BytesIO()
+    assert client.download_blob(BLOB_DIGEST, len(BLOB), sink) == hashlib.sha256(BLOB).hexdigest()
+    assert sink.getvalue() == BLOB
+    sent = client.session.sent[0]
+    assert (sent.method, sent.url) == ('GET', BASE_URL + '/blobs/' + BLOB_DIGEST)
+    assert sent.headers == {'Accept-Encoding': 'identity'}
+    assert sent.kwargs['stream'] is True
+    assert response.closed
+
+
+def test_download_blob_reads_in_chunks_of_at_most_blob_chunk_bytes(monkeypatch):
+    monkeypatch.setattr(_registry, 'BLOB_CHUNK_BYTES', 1024)
+    amounts = []
+    raw = FakeRaw(BLOB)
+    original_read = raw.read
+    raw.read = lambda amount: amounts.append(amount) or original_read(amount)
+    client, _response = blob_client(raw=raw)
+    client.download_blob(BLOB_DIGEST, len(BLOB), io.BytesIO())
+    assert amounts == [1024, 1024, 1024, 1]
+
+
+def test_download_blob_verifies_a_sha512_descriptor_and_returns_sha256():
+    digest = 'sha512:' + hashlib.sha512(BLOB).hexdigest()
+    client, _response = blob_client()
+    assert client.download_blob(digest, len(BLOB), io.BytesIO()) == hashlib.sha256(BLOB).hexdigest()
+
+
+def test_download_blob_rejects_wrong_bytes_under_a_sha512_descriptor():
+    digest = 'sha512:' + hashlib.sha512(b'another blob').hexdigest()
+    client, _response = blob_client()
+    with pytest.raises(DigestMismatchError) as raised:
+        client.download_blob(digest, len(BLOB), io.BytesIO())
+    assert str(raised.value) == 'blob %s has wrong content: its bytes hash to sha512:%s' % (
+        digest, hashlib.sha512(BLOB).hexdigest())
+
+
+def test_download_blob_rejects_a_short_body():
+    client, _response = blob_client(body=BLOB[:-5])
+    with pytest.raises(SizeMismatchError) as raised:
+        client.download_blob(BLOB_DIGEST, len(BLOB), io.BytesIO())
+    assert str(raised.value) == 'blob %s ended after 3067 bytes, the manifest declares 3072' % BLOB_DIGEST
+    assert raised.value.code == 'size_mismatch'
+
+
+def test_download_blob_rejects_a_longer_body_and_stops_reading():
+    raw = FakeRaw(BLOB + b'\0' * 100000, max_read=1000)
+    client, _response = blob_client(raw=raw)
+    sink = io.BytesIO()
+    with pytest.raises(SizeMismatchError) as raised:
+        client.download_blob(BLOB_DIGEST, len(BLOB), sink)
+    assert str(raised.value) == 'blob %s is longer than the 3072 bytes the manifest declares' % BLOB_DIGEST
+    assert raw.served == len(BLOB) + 1
+    assert sink.getvalue() == BLOB
+
+
+def test_download_blob_rejects_wrong_bytes_of_the_right_size():
+    tampered = b'\xff' + BLOB[1:]
+    client, _response = blob_client(body=tampered)
+    with pytest.raises(DigestMismatchError) as raised:
+        client.download_blob(BLOB_DIGEST, len(BLOB), io.BytesIO())
+    assert str(raised.value) == 'blob %s has wrong content: its bytes hash to %s' % (
+        BLOB_DIGEST, sha256_digest(tampered))
+
+
+def test_download_blob_refuses_a_disagreeing_content_length_before_reading():
+    raw = FakeRaw(BLOB)
+    client, _response = blob_client(raw=raw, headers={'Content-Length': str(len(BLOB) + 1)})
+    sink = io.BytesIO()
+    with pytest.raises(SizeMismatchError) as raised:
+        client.download_blob(BLOB_DIGEST, len(BLOB), sink)
+    assert str(raised.value) == (
+        'blob %s: the registry announced 3073 bytes, the manifest declares 3072' % BLOB_DIGEST)
+    assert raw.served == 0
+    assert sink.getvalue() == b''
+
+
+@pytest.mark.parametrize('error', [
+    ConnectionResetError(errno.ECONNRESET, 'Connection reset by peer'),
+    urllib3.exceptions.ProtocolError('Connection broken: IncompleteRead(1000 bytes read)'),
+    urllib3.exceptions.ReadTimeoutError(None, None, 'Read timed out.'),
+])
+def test_download_blob_network_failure_names_the_byte_count(error):
+    client, _response = blob_client(raw=FakeRaw(BLOB, max_read=1000, error=error, fail_after=2000))
+    with pytest.raises(RegistryConnectionError) as raised:
+        client.download_blob(BLOB_DIGEST, len(BLOB), io.BytesIO())
+    assert str(raised.value).startswith(
+        'download of blob %s broke off after 2000 of 3072 bytes: ' % BLOB_DIGEST)
+    assert raised.value.code == 'registry_unreachable'
+
+
+def test_download_blob_lets_a_local_write_error_through():
+    class FullDisk:
+        def write(self, _data):
+            raise OSError(errno.ENOSPC, 'No space left on device')
+
+    client, _response = blob_client()
+    with pytest.raises(OSError) as raised:
+        client.download_blob(BLOB_DIGEST, len(BLOB), FullDisk())
+    assert raised.value.errno == errno.ENOSPC
+    assert not isinstance(raised.value, RegistryConnectionError)
+
+
+def test_download_blob_not_found():
+    client, _response = blob_client(status_code=404)
+    with pytest.raises(NotFoundError) as raised:
+        client.download_blob(BLOB_DIGEST, len(BLOB), io.BytesIO())
+    assert str(raised.value) == 'blob %s of %s was not found in the registry' % (BLOB_DIGEST, REPOSITORY)
+    assert raised.value.code == 'not_found'
+
+
+def test_download_blob_forbidden():
+    client = make_client([error_response(403)])
+    with pytest.raises(AuthenticationError, match=re.escape('refused access to blob %s (HTTP 403)' % BLOB_DIGEST)):
+        client.download_blob(BLOB_DIGEST, len(BLOB), io.BytesIO())
+
+
+def test_download_blob_refuses_an_invalid_digest_without_a_request():
+    client = make_client([])
+    with pytest.raises(InvalidReferenceError):
+        client.download_blob('sha256:../../etc/passwd', 10, io.BytesIO())
+    assert client.session.sent == []
+
+
+# -- Authentication --------------------------------------------------------
+
+
+def test_bearer_challenge_fetches_a_token_and_retries_with_it():
+    challenged = unauthorized()
+    client = make_client([challenged, manifest_response()], [json_response({'token': 'tok-123'})])
+    assert client.get_manifest('stable').digest == MANIFEST_DIGEST
+    first, retry = client.session.sent
+    assert 'Authorization' not in first.headers
+    assert retry.headers['Authorization'] == 'Bearer tok-123'
+    assert retry.url == first.url == BASE_URL + '/manifests/stable'
+    assert retry.headers['Accept'] == first.headers['Accept']
+    [token_get] = client.session.token_gets
+    assert token_get.url == 'https://auth.example/token'
+    assert token_get.kwargs['params'] == {'scope': 'repository:x:pull', 'service': 'reg'}
+    assert token_get.kwargs['auth'] is None
+    assert challenged.closed
+
+
+def test_a_token_is_reused_for_later_requests():
+    client = make_client([unauthorized(), manifest_response(), manifest_response()],
+                         [json_response({'token': 'tok-123'})])
+    client.get_manifest('stable')
+    client.get_manifest('stable')
+    assert client.session.sent[2].headers['Authorization'] == 'Bearer tok-123'
+    assert len(client.session.token_gets) == 1
+
+
+def test_a_rejected_token_is_replaced_once():
+    client = make_client([unauthorized(), manifest_response(), unauthorized(), manifest_response()],
+                         [json_response({'token': 'old'}), json_response({'token': 'new'})])
+    client.get_manifest('stable')
+    client.get_manifest('stable')
+    assert [sent.headers.get('Authorization') for sent in client.session.sent] == [
+        None, 'Bearer old', 'Bearer old', 'Bearer new']
+    assert len(client.session.token_gets) == 2
+
+
+def test_token_request_defaults_the_scope_and_sends_credentials():
+    client = make_client([unauthorized('Bearer realm="https://auth.example/token"'), manifest_response()],
+                         [json_response({'token': 'tok'})], credentials=('robot', 's3cret'))
+    client.get_manifest('stable')
+    [token_get] = client.session.token_gets
+    assert token_get.kwargs['params'] == {'scope': 'repository:kubesolo/os:pull'}
+    assert token_get.kwargs['auth'] == ('robot', 's3cret')
+
+
+@pytest.mark.parametrize('document, token', [
+    ({'access_token': 'acc-1'}, 'acc-1'),
+    ({'token': 'tok-1', 'access_token': 'acc-1'}, 'tok-1'),
+    ({'token': '', 'access_token': 'acc-1'}, 'acc-1'),
+])
+def test_token_field_names(document, token):
+    client = make_client([unauthorized(), manifest_response()], [json_response(document)])
+    client.get_manifest('stable')
+    assert client.session.sent[1].headers['Authorization'] == 'Bearer %s' % token
+
+
+@pytest.mark.parametrize('status_code', [401, 403])
+def test_token_service_refusal(status_code):
+    client = make_client([unauthorized()], [error_response(status_code)])
+    with pytest.raises(AuthenticationError) as raised:
+        client.get_manifest('stable')
+    assert str(raised.value) == (
+        'the token service of registry.example.com refused anonymous access to kubesolo/os')
+    assert raised.value.code == 'authentication_failed'
+
+
+def test_token_service_refusal_with_credentials_says_authenticated():
+    client = make_client([unauthorized()], [error_response(401)], credentials=('robot', 'wrong'))
+    with pytest.raises(AuthenticationError, match='refused authenticated access to kubesolo/os'):
+        client.get_manifest('stable')
+
+
+def test_token_service_server_error():
+    client = make_client([unauthorized()], [error_response(502)])
+    with pytest.raises(RegistryResponseError) as raised:
+        client.get_manifest('stable')
+    assert str(raised.value) == 'the token service of registry.example.com answered HTTP 502'
+
+
+def test_token_service_unreachable():
+    client = make_client([unauthorized()], [requests.exceptions.ConnectionError('Name or service not known')])
+    with pytest.raises(RegistryConnectionError) as raised:
+        client.get_manifest('stable')
+    assert str(raised.value) == (
+        'cannot reach the token service of registry.example.com: Name or service not known')
+
+
+@pytest.mark.parametrize('body', [
+    b'{}', b'{"token": ""}', b'{"token": 42}', b'{"token": null}', b'["tok"]', b'not json', b'',
+])
+def test_token_response_without_a_token(body):
+    client = make_client([unauthorized()], [FakeResponse(200, body)])
+    with pytest.raises(AuthenticationError) as raised:
+        client.get_manifest('stable')
+    assert str(raised.value) == 'the token service of registry.example.com answered without a token'
+
+
+def test_oversized_token_response_is_refused():
+    client = make_client([unauthorized()], [FakeResponse(200, b'x', {'Content-Length': str(64 * 1024 + 1)})])
+    with pytest.raises(RegistryResponseError, match='token response is 65537 bytes, over the 65536 byte limit'):
+        client.get_manifest('stable')
+
+
+@pytest.mark.parametrize('challenge', [
+    'Bearer realm="ftp://auth.example/token"',
+    'Bearer realm="file:///etc/passwd"',
+    'Bearer realm="/token"',
+    'Bearer service="reg"',
+])
+def test_bearer_challenge_without_a_usable_realm(challenge):
+    client = make_client([unauthorized(challenge)])
+    with pytest.raises(AuthenticationError) as raised:
+        client.get_manifest('stable')
+    assert str(raised.value) == 'registry registry.example.com sent a bearer challenge without a usable realm'
+    assert client.session.token_gets == []
+
+
+def test_basic_challenge_without_credentials():
+    client = make_client([unauthorized('Basic realm="Registry"')])
+    with pytest.raises(AuthenticationError) as raised:
+        client.get_manifest('stable')
+    assert str(raised.value) == ('registry registry.example.com requires authentication (basic challenge) '
+                                 'to read kubesolo/os and no credentials were given')
+    assert len(client.session.sent) == 1
+
+
+def test_basic_challenge_with_credentials():
+    client = make_client([unauthorized('Basic realm="Registry"'), manifest_response()],
+                         credentials=('user', 'pass'))
+    client.get_manifest('stable')
+    assert client.session.sent[1].headers['Authorization'] == 'Basic dXNlcjpwYXNz'
+
+
+def test_unauthorized_without_a_challenge():
+    client = make_client([unauthorized(None)])
+    with pytest.raises(AuthenticationError) as raised:
+        client.get_manifest('stable')
+    assert str(raised.value) == ('registry registry.example.com requires authentication (no challenge) '
+                                 'to read kubesolo/os and no credentials were given')
+
+
+@pytest.mark.parametrize('credentials, message', [
+    (None, 'registry registry.example.com refused access to kubesolo/os (no credentials were given)'),
+    (('robot', 's3cret'), 'registry registry.example.com refused access to kubesolo/os'),
+])
+def test_second_unauthorized_after_the_token(credentials, message):
+    refused = unauthorized()
+    client = make_client([unauthorized(), refused], [json_response({'token': 'tok'})], credentials=credentials)
+    with pytest.raises(AuthenticationError) as raised:
+        client.get_manifest('stable')
+    assert str(raised.value) == message
+    assert refused.closed
+    assert len(client.session.sent) == 2
+
+
+# -- Manifests -------------------------------------------------------------
+
+
+def test_get_manifest_by_tag():
+    client = make_client([manifest_response()])
+    result = client.get_manifest('stable')
+    assert (result.data, result.media_type, result.digest, result.document) == (
+        MANIFEST_BYTES, _registry.MEDIA_OCI_MANIFEST, MANIFEST_DIGEST, MANIFEST)
+    assert client.session.sent[0].headers == {'Accept': ', '.join(ALL_MANIFEST_TYPES)}
+
+
+def test_get_manifest_sends_the_given_accept_list():
+    client = make_client([manifest_response()])
+    client.get_manifest(MANIFEST_DIGEST, accept=_registry.MANIFEST_MEDIA_TYPES)
+    assert client.session.sent[0].headers == {'Accept': ', '.join(_registry.MANIFEST_MEDIA_TYPES)}
+    assert client.session.sent[0].url == BASE_URL + '/manifests/' + MANIFEST_DIGEST
+
+
+@pytest.mark.parametrize('digest', [
+    MANIFEST_DIGEST,
+    'sha512:' + hashlib.sha512(MANIFEST_BYTES).hexdigest(),
+])
+def test_get_manifest_by_digest_keeps_the_verified_digest(digest):
+    client = make_client([manifest_response(headers={'Docker-Content-Digest': MANIFEST_DIGEST})])
+    assert client.get_manifest(digest).digest == digest
+
+
+def test_get_manifest_by_digest_rejects_other_bytes():
+    wanted = sha256_digest(b'another manifest')
+    client = make_client([manifest_response()])
+    with pytest.raises(DigestMismatchError) as raised:
+        client.get_manifest(wanted)
+    assert str(raised.value) == 'manifest %s has wrong content: its bytes hash to %s' % (wanted, MANIFEST_DIGEST)
+
+
+def test_get_manifest_rejects_a_disagreeing_docker_content_digest():
+    claimed = sha256_digest(b'what the registry claims')
+    client = make_client([manifest_response(headers={'Docker-Content-Digest': claimed})])
+    with pytest.raises(DigestMismatchError) as raised:
+        client.get_manifest('stable')
+    assert str(raised.value) == 'the registry says manifest stable has digest %s, but its bytes hash to %s' % (
+        claimed, MANIFEST_DIGEST)
+
+
+def test_get_manifest_ignores_a_docker_content_digest_of_another_algorithm():
+    other = 'sha512:' + hashlib.sha512(b'unrelated').hexdigest()
+    client = make_client([manifest_response(headers={'Docker-Content-Digest': other})])
+    assert client.get_manifest('stable').digest == MANIFEST_DIGEST
+
+
+def test_get_manifest_refuses_an_announced_oversized_manifest():
+    response = FakeResponse(200, MANIFEST_BYTES, {'Content-Type': _registry.MEDIA_OCI_MANIFEST,
+                                                  'Content-Length': str(4 * 1024 * 1024 + 1)})
+    client = make_client([response])
+    with pytest.raises(ManifestError) as raised:
+        client.get_manifest('stable')
+    assert str(raised.value) == 'manifest stable is 4194305 bytes, over the 4194304 byte limit'
+    assert response.chunks_served == 0
+
+
+def test_get_manifest_refuses_a_streamed_oversized_manifest():
+    body = MANIFEST_BYTES + b' ' * (4 * 1024 * 1024 + 1 - len(MANIFEST_BYTES))
+    client = make_client([FakeResponse(200, body, {'Content-Type': _registry.MEDIA_OCI_MANIFEST})])
+    with pytest.raises(ManifestError, match='manifest stable is over the 4194304 byte limit'):
+        client.get_manifest('stable')
+
+
+def test_get_manifest_accepts_a_manifest_of_exactly_the_cap():
+    body = MANIFEST_BYTES + b' ' * (4 * 1024 * 1024 - len(MANIFEST_BYTES))
+    client = make_client([manifest_response(body)])
+    assert client.get_manifest('stable').digest == sha256_digest(body)
+
+
+@pytest.mark.parametrize('reference, name', [
+    ('v9.9.9', REPOSITORY + ':v9.9.9'),
+    (MANIFEST_DIGEST, REPOSITORY + '@' + MANIFEST_DIGEST),
+])
+def test_get_manifest_not_found(reference, name):
+    client = make_client([error_response(404, {'errors': [{'code': 'MANIFEST_UNKNOWN'}]})])
+    with pytest.raises(NotFoundError) as raised:
+        client.get_manifest(reference)
+    assert str(raised.value) == '%s was not found in the registry' % name
+
+
+@pytest.mark.parametrize('document, detail', [
+    ({'errors': [{'code': 'UNAVAILABLE', 'message': 'storage backend down'}]}, ': storage backend down'),
+    ({'errors': [{'code': 'UNAVAILABLE'}]}, ': UNAVAILABLE'),
+    ({'errors': [{'message': 'bad\x1b[31m\nthing'}]}, ': bad[31mthing'),
+    ({'errors': []}, ''),
+    ({}, ''),
+])
+def test_get_manifest_server_error_quotes_the_registry(document, detail):
+    client = make_client([error_response(503, document)])
+    with pytest.raises(RegistryResponseError) as raised:
+        client.get_manifest('stable')
+    assert str(raised.value) == (
+        'the registry answered HTTP 503 for manifest stable of %s%s' % (REPOSITORY, detail))
+    assert raised.value.code == 'registry_error'
+
+
+def test_get_manifest_rejects_a_content_type_disagreeing_with_the_body():
+    client = make_client([manifest_response(content_type=_registry.MEDIA_OCI_INDEX)])
+    with pytest.raises(ManifestError, match='says its mediaType is %s but was served as %s' % (
+            re.escape(_registry.MEDIA_OCI_MANIFEST), re.escape(_registry.MEDIA_OCI_INDEX))):
+        client.get_manifest('stable')
+
+
+def test_get_manifest_rejects_invalid_json():
+    client = make_client([manifest_response(b'<html>login</html>', content_type='text/html')])
+    with pytest.raises(ManifestError, match='manifest stable is not valid JSON'):
+        client.get_manifest('stable')
