@@ -6,7 +6,7 @@ from __future__ import annotations
 
 
 class ModuleDocFragment:
-    """Options shared by every module that reads a release from a registry."""
+    """Options shared by the modules that talk to a registry."""
 
     DOCUMENTATION = r'''
 options:
@@ -18,26 +18,6 @@ options:
       - C(docker.io) is talked to at its API host C(registry-1.docker.io).
     type: str
     required: true
-  tag:
-    description:
-      - The tag of the release, for example C(stable) or C(v0.3.0).
-      - Defaults to C(stable) when O(digest) is not set.
-      - The tag may point at an image index (one manifest per architecture) or at a single
-        manifest.
-    type: str
-  digest:
-    description:
-      - Pin the release by the digest of its index or of a manifest, for example
-        C(sha256:3b1f...). The fetched bytes must hash to it.
-      - Mutually exclusive with O(tag).
-    type: str
-  architecture:
-    description:
-      - The architecture to select from an index, in GOARCH or C(uname -m) form
-        (C(amd64), C(x86_64), C(arm64), C(aarch64), C(arm/v7), C(armv7l)...). It is normalized to
-        GOARCH names; C(arm64/v8) is the same as C(arm64).
-      - Defaults to the architecture of the machine that runs the module.
-    type: str
   plain_http:
     description:
       - Talk to the registry over plain HTTP instead of HTTPS. Only for registries on a trusted
@@ -64,4 +44,29 @@ requirements:
 notes:
   - Public registries that hand out anonymous bearer tokens for pulls (such as C(ghcr.io))
     work without credentials.
+'''
+
+    # Options of the modules that read one release for one architecture.
+    RELEASE = r'''
+options:
+  tag:
+    description:
+      - The tag of the release, for example C(stable) or C(v0.3.0).
+      - Defaults to C(stable) when O(digest) is not set.
+      - The tag may point at an image index (one manifest per architecture) or at a single
+        manifest.
+    type: str
+  digest:
+    description:
+      - Pin the release by the digest of its index or of a manifest, for example
+        C(sha256:3b1f...). The fetched bytes must hash to it.
+      - Mutually exclusive with O(tag).
+    type: str
+  architecture:
+    description:
+      - The architecture to select from an index, in GOARCH or C(uname -m) form
+        (C(amd64), C(x86_64), C(arm64), C(aarch64), C(arm/v7), C(armv7l)...). It is normalized to
+        GOARCH names; C(arm64/v8) is the same as C(arm64).
+      - Defaults to the architecture of the machine that runs the module.
+    type: str
 '''

@@ -28,12 +28,10 @@ from ansible_collections.kubesolo.fleet.plugins.module_utils._release import res
 DEFAULT_TAG = 'stable'
 
 
-def registry_argument_spec(**extra):
+def connection_argument_spec(**extra):
+    """Options of the kubesolo.fleet.registry doc fragment."""
     spec = dict(
         repository=dict(type='str', required=True),
-        tag=dict(type='str'),
-        digest=dict(type='str'),
-        architecture=dict(type='str'),
         plain_http=dict(type='bool', default=False),
         validate_certs=dict(type='bool', default=True),
         ca_path=dict(type='path'),
@@ -41,6 +39,12 @@ def registry_argument_spec(**extra):
     )
     spec.update(extra)
     return spec
+
+
+def registry_argument_spec(**extra):
+    """Connection options plus those of the kubesolo.fleet.registry.release fragment."""
+    return connection_argument_spec(tag=dict(type='str'), digest=dict(type='str'),
+                                    architecture=dict(type='str'), **extra)
 
 
 REGISTRY_MUTUALLY_EXCLUSIVE = [('tag', 'digest')]
@@ -57,26 +61,35 @@ def fail(module, error, **extra):
     module.fail_json(msg=str(error), error_code=error.code, **extra)
 
 
-def resolve_release(module):
-    """Validate the registry options, connect and resolve the release.
-
-    Returns (client, repository, release); fails the module on any error.
-    """
+def new_client(module):
+    """Validate the connection options and build the client; fails the module on error."""
     require_requests(module)
     params = module.params
     try:
         repository = parse_repository(params['repository'])
+        if params['timeout'] <= 0:
+            raise ParameterError('timeout must be a positive number of seconds')
+    except FleetError as exc:
+        fail(module, exc)
+    return RegistryClient(repository, plain_http=params['plain_http'],
+                          validate_certs=params['validate_certs'], ca_path=params['ca_path'],
+                          timeout=params['timeout'])
+
+
+def resolve_release(module):
+    """Connect and resolve the release the options name.
+
+    Returns (client, release); fails the module on any error.
+    """
+    client = new_client(module)
+    params = module.params
+    try:
         if params['digest']:
             parse_digest(params['digest'])
         else:
             validate_tag(params['tag'] or DEFAULT_TAG)
-        if params['timeout'] <= 0:
-            raise ParameterError('timeout must be a positive number of seconds')
-        client = RegistryClient(repository, plain_http=params['plain_http'],
-                                validate_certs=params['validate_certs'],
-                                ca_path=params['ca_path'], timeout=params['timeout'])
         release = resolve(client, params['architecture'] or platform.machine(),
                           tag=params['tag'] or DEFAULT_TAG, digest=params['digest'])
     except FleetError as exc:
         fail(module, exc)
-    return client, repository, release
+    return client, release

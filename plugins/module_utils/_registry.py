@@ -115,10 +115,10 @@ class RegistryClient:
 
     # -- HTTP plumbing -------------------------------------------------
 
-    def _send(self, method, url, headers=None, stream=False, allow_redirects=True):
+    def _send(self, method, url, headers=None, stream=False, data=None):
         try:
-            return self.session.request(method, url, headers=headers, stream=stream,
-                                        timeout=self.timeout, allow_redirects=allow_redirects)
+            return self.session.request(method, url, headers=headers, stream=stream, data=data,
+                                        timeout=self.timeout)
         except requests.exceptions.SSLError as exc:
             raise RegistryConnectionError(
                 'TLS verification failed for %s: %s (set ca_path to trust a private CA, or '
@@ -130,19 +130,24 @@ class RegistryClient:
             raise RegistryConnectionError(
                 'cannot reach registry %s: %s' % (self.repository.registry, _reason(exc)))
 
-    def request(self, method, url, headers=None, stream=False):
-        """Send a request, answering one authentication challenge if needed."""
+    def request(self, method, url, headers=None, stream=False, data=None):
+        """Send a request, answering one authentication challenge if needed.
+
+        A file-like ``data`` is rewound before a retry.
+        """
         headers = dict(headers or {})
         if self._authorization:
             headers['Authorization'] = self._authorization
-        response = self._send(method, url, headers=headers, stream=stream)
+        response = self._send(method, url, headers=headers, stream=stream, data=data)
         if response.status_code != 401:
             return response
         challenge = response.headers.get('WWW-Authenticate', '')
         response.close()
         self._authorization = self._authorize(challenge)
         headers['Authorization'] = self._authorization
-        response = self._send(method, url, headers=headers, stream=stream)
+        if hasattr(data, 'seek'):
+            data.seek(0)
+        response = self._send(method, url, headers=headers, stream=stream, data=data)
         if response.status_code == 401:
             response.close()
             raise AuthenticationError(
@@ -280,6 +285,44 @@ class RegistryClient:
         return hashers['sha256'].hexdigest()
 
 
+    # -- Pushing (used by update_publish) ----------------------------------
+
+    def exists(self, kind, reference):
+        """None when a blob or manifest is missing, else its digest header ('' if not sent)."""
+        url = '%s/%s/%s' % (self.base_url, kind, reference)
+        headers = {'Accept': ', '.join(INDEX_MEDIA_TYPES + MANIFEST_MEDIA_TYPES)}
+        response = self.request('HEAD', url, headers=headers)
+        with response:
+            if response.status_code == 404:
+                return None
+            check_status(response, '%s %s' % (kind[:-1], reference))
+            return response.headers.get('Docker-Content-Digest', '')
+
+    def upload_blob(self, digest, size, fileobj):
+        """Upload a blob in one PUT, streaming ``fileobj`` (``size`` bytes)."""
+        response = self.request('POST', '%s/blobs/uploads/' % self.base_url)
+        with response:
+            if response.status_code != 202 or not response.headers.get('Location'):
+                raise RegistryResponseError('the registry answered HTTP %d to an upload request for %s%s'
+                                            % (response.status_code, self.repository, _error_detail(response)))
+            location = response.headers['Location']
+        url = requests.compat.urljoin('%s://%s/' % (self.scheme, self.repository.api_host), location)
+        url += ('&' if '?' in url else '?') + 'digest=' + digest
+        headers = {'Content-Type': 'application/octet-stream', 'Content-Length': str(size)}
+        response = self.request('PUT', url, headers=headers, data=fileobj)
+        with response:
+            if response.status_code != 201:
+                raise RegistryResponseError('the registry answered HTTP %d when uploading blob %s%s'
+                                            % (response.status_code, digest, _error_detail(response)))
+
+    def put_manifest(self, reference, data, media_type):
+        url = '%s/manifests/%s' % (self.base_url, reference)
+        response = self.request('PUT', url, headers={'Content-Type': media_type}, data=data)
+        with response:
+            if response.status_code != 201:
+                raise RegistryResponseError('the registry answered HTTP %d when pushing manifest %s%s'
+                                            % (response.status_code, reference, _error_detail(response)))
+
 def _read_network(raw, amount, digest, received, size):
     """Read from the blob stream; network faults become RegistryConnectionError."""
     try:
@@ -367,12 +410,14 @@ def _error_detail(response):
 
 
 def _reason(exc):
-    """A short reason for a requests/urllib3 exception (not its whole chain)."""
+    """A short reason for a requests/urllib3 exception (not its whole retry chain)."""
     reason = exc
-    while getattr(reason, 'reason', None) is not None and reason.reason is not reason:
-        reason = reason.reason
-    if isinstance(reason, requests.exceptions.RequestException) and reason.args:
-        reason = reason.args[0]
+    for _depth in range(8):
+        if isinstance(reason, requests.exceptions.RequestException) and reason.args:
+            reason = reason.args[0]
+        elif getattr(reason, 'reason', None) is not None and reason.reason is not reason:
+            reason = reason.reason
+        else:
+            break
     text = str(reason)
     return text if len(text) < 300 else text[:300] + '...'
-

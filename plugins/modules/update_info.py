@@ -18,6 +18,7 @@ author:
   - kubesolo.fleet maintainers
 extends_documentation_fragment:
   - kubesolo.fleet.registry
+  - kubesolo.fleet.registry.release
 attributes:
   check_mode:
     support: full
@@ -145,7 +146,7 @@ def main():
     module = AnsibleModule(argument_spec=registry_argument_spec(),
                            mutually_exclusive=REGISTRY_MUTUALLY_EXCLUSIVE,
                            supports_check_mode=True)
-    release = resolve_release(module)[2]
+    release = resolve_release(module)[1]
     module.exit_json(changed=False, **release.summary())
 
 

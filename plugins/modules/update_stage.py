@@ -29,6 +29,7 @@ author:
   - kubesolo.fleet maintainers
 extends_documentation_fragment:
   - kubesolo.fleet.registry
+  - kubesolo.fleet.registry.release
 options:
   dest:
     description:
@@ -182,14 +183,14 @@ def main():
     if not os.path.isabs(dest) or dest.rstrip('/') in ('', '/'):
         fail(module, ParameterError('dest must be an absolute path below /, got %r' % dest))
     dest = os.path.normpath(dest)
-    client, repository, release = resolve_release(module)
+    client, release = resolve_release(module)
     try:
         layers = release.staged_layers()
         current = current_release(dest, rehash=module.params['verify_existing'])
         changed = not current or current.get('manifest_digest') != release.manifest_digest
         bytes_downloaded = 0
         if changed and not module.check_mode:
-            bytes_downloaded = stage(client, release, dest, repository)[1]
+            bytes_downloaded = stage(client, release, dest)[1]
     except FleetError as exc:
         fail(module, exc)
     paths = dict((name, os.path.join(dest, name)) for name, _layer in layers)
