@@ -136,6 +136,10 @@ class RegistryClient:
         A file-like ``data`` is rewound before a retry.
         """
         headers = dict(headers or {})
+        # Credentials go to the registry itself only, never to an upload or
+        # blob location on another host.
+        if not self._same_origin(url):
+            return self._send(method, url, headers=headers, stream=stream, data=data)
         if self._authorization:
             headers['Authorization'] = self._authorization
         response = self._send(method, url, headers=headers, stream=stream, data=data)
@@ -155,6 +159,10 @@ class RegistryClient:
                 % (self.repository.registry, self.repository.path,
                    '' if self.credentials else ' (no credentials were given)'))
         return response
+
+    def _same_origin(self, url):
+        parsed = requests.compat.urlparse(url)
+        return parsed.scheme == self.scheme and parsed.netloc == self.repository.api_host
 
     def _authorize(self, challenge):
         scheme, params = parse_challenge(challenge)
@@ -284,7 +292,6 @@ class RegistryClient:
                                       % (digest, algorithm, actual))
         return hashers['sha256'].hexdigest()
 
-
     # -- Pushing (used by update_publish) ----------------------------------
 
     def exists(self, kind, reference):
@@ -322,6 +329,7 @@ class RegistryClient:
             if response.status_code != 201:
                 raise RegistryResponseError('the registry answered HTTP %d when pushing manifest %s%s'
                                             % (response.status_code, reference, _error_detail(response)))
+
 
 def _read_network(raw, amount, digest, received, size):
     """Read from the blob stream; network faults become RegistryConnectionError."""

@@ -168,4 +168,3 @@ def _descriptors(document, key, where):
 def _layer(descriptor):
     return {'media_type': descriptor['mediaType'], 'digest': descriptor['digest'],
             'size': descriptor['size']}
-

@@ -15,8 +15,9 @@ description:
   - The cheap "what is available" probe; it reads the index and one manifest and never
     downloads a blob.
 author:
-  - kubesolo.fleet maintainers
+  - kubesolo.fleet maintainers (@kubesolo)
 extends_documentation_fragment:
+  - kubesolo.fleet.attributes
   - kubesolo.fleet.registry
   - kubesolo.fleet.registry.release
 attributes:
@@ -29,8 +30,6 @@ attributes:
     support: full
   action_group:
     support: full
-    membership:
-      - kubesolo.fleet.registry
 seealso:
   - module: kubesolo.fleet.update_stage
 '''

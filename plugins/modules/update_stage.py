@@ -26,8 +26,9 @@ description:
     directory C(.<name>.kubesolo-fleet) where the releases are kept. An existing empty directory
     at O(dest) is replaced; anything else at O(dest) that the module did not create is refused.
 author:
-  - kubesolo.fleet maintainers
+  - kubesolo.fleet maintainers (@kubesolo)
 extends_documentation_fragment:
+  - kubesolo.fleet.attributes
   - kubesolo.fleet.registry
   - kubesolo.fleet.registry.release
 options:
@@ -53,8 +54,6 @@ attributes:
     support: full
   action_group:
     support: full
-    membership:
-      - kubesolo.fleet.registry
 seealso:
   - module: kubesolo.fleet.update_info
 '''

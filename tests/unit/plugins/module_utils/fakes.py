@@ -145,7 +145,7 @@ def descriptor(media_type, data, **extra):
 
 
 def release_annotations(version='v0.3.0', channel='stable', min_compatible_version='v0.2.0',
-                architecture='amd64', release_notes='Fixes.', release_date='2025-01-31T12:00:00Z'):
+                        architecture='amd64', release_notes='Fixes.', release_date='2025-01-31T12:00:00Z'):
     values = {'version': version, 'channel': channel,
               'min_compatible_version': min_compatible_version, 'architecture': architecture,
               'release_notes': release_notes, 'release_date': release_date}

@@ -148,4 +148,3 @@ def test_digest_of(algorithm, expected):
 
 def test_digest_of_defaults_to_sha256():
     assert _reference.digest_of(b'') == 'sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855'
-
