@@ -1,0 +1,69 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) kubesolo.fleet contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Filters the os_update role decides with; the logic lives in module_utils."""
+
+from __future__ import annotations
+
+from ansible.errors import AnsibleFilterError
+
+from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import FleetError
+from ansible_collections.kubesolo.fleet.plugins.module_utils._gates import InvalidWindow, decide
+from ansible_collections.kubesolo.fleet.plugins.module_utils._platform import normalize
+
+
+def update_decision(release, current_version='', channel='stable', allow_downgrade=False,
+                    maintenance_window='', local_time=''):
+    if not isinstance(release, dict):
+        raise AnsibleFilterError('update_decision expects the result of kubesolo.fleet.update_info')
+    try:
+        return decide(release, current_version, channel, allow_downgrade=allow_downgrade,
+                      maintenance_window=maintenance_window, local_time=local_time)
+    except InvalidWindow as exc:
+        raise AnsibleFilterError(str(exc))
+
+
+def goarch(architecture):
+    try:
+        return str(normalize(architecture))
+    except FleetError as exc:
+        raise AnsibleFilterError(str(exc))
+
+
+def node_state(text):
+    """Parse the ``key=value`` lines the role's raw probe prints."""
+    state = {}
+    for line in (text or '').splitlines():
+        key, sep, value = line.strip().partition('=')
+        if sep and key and key not in state:
+            state[key] = value.strip().strip('"\'')
+    return state
+
+
+def report_rows(hosts, hostvars, rollout=False, activating=False):
+    """One report row per host: its decision, plus its rollout status when ``rollout``.
+
+    A host without a decision could not be checked (unreachable or failed).
+    A staged host without a rollout status was not reached by the rollout, or
+    only staged when no activation command was set (``activating`` false).
+    """
+    rows = []
+    for host in hosts:
+        facts = hostvars[host]
+        decision = facts.get('kubesolo_fleet_decision') or {
+            'action': 'failed',
+            'reasons': [{'code': 'unreachable_or_failed', 'message': 'the node could not be checked'}],
+        }
+        row = dict(decision, host=host)
+        if rollout:
+            pending = 'not_reached' if activating else 'staged'
+            default = pending if decision['action'] == 'stage' else 'unchanged'
+            row['rollout'] = facts.get('kubesolo_fleet_rollout_status') or default
+        rows.append(row)
+    return rows
+
+
+class FilterModule:
+    def filters(self):
+        return {'update_decision': update_decision, 'goarch': goarch, 'node_state': node_state,
+                'report_rows': report_rows}

@@ -1,0 +1,137 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) kubesolo.fleet contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Decide what a node may do with an available release.
+
+The gates are the node agent's (maintenance window, channel, architecture,
+min_compatible_version stepping stone) plus a downgrade guard; unlike the
+agent, every failing gate is reported, not just the first, so one check run
+tells an operator everything that stands in the way.
+"""
+
+from __future__ import annotations
+
+import re
+
+from ansible_collections.kubesolo.fleet.plugins.module_utils._version import InvalidVersion, Version
+
+ACTION_STAGE = 'stage'
+ACTION_CURRENT = 'current'
+ACTION_BLOCKED = 'blocked'
+
+_WINDOW_RE = re.compile(r'^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)$')
+_TIME_RE = re.compile(r'^([01]\d|2[0-3]):([0-5]\d)$')
+
+
+class InvalidWindow(ValueError):
+    pass
+
+
+def parse_window(window):
+    """``HH:MM-HH:MM`` to (start, end) minutes of the day; '' means always open (None)."""
+    if not window:
+        return None
+    match = _WINDOW_RE.fullmatch(window.strip())
+    if not match:
+        raise InvalidWindow('maintenance window %r is not HH:MM-HH:MM (24-hour clock)' % (window,))
+    hour1, minute1, hour2, minute2 = (int(g) for g in match.groups())
+    return hour1 * 60 + minute1, hour2 * 60 + minute2
+
+
+def in_window(window, local_time):
+    """Whether ``local_time`` (HH:MM) falls in ``window``; the end is exclusive.
+
+    A window may wrap past midnight (22:00-04:00); equal start and end mean
+    the whole day.
+    """
+    bounds = parse_window(window)
+    if bounds is None:
+        return True
+    match = _TIME_RE.fullmatch(local_time or '')
+    if not match:
+        raise InvalidWindow('node time %r is not HH:MM' % (local_time,))
+    now = int(match.group(1)) * 60 + int(match.group(2))
+    start, end = bounds
+    if start == end:
+        return True
+    if start < end:
+        return start <= now < end
+    return now >= start or now < end
+
+
+def _reason(code, message):
+    return {'code': code, 'message': message}
+
+
+def decide(release, current_version, channel, allow_downgrade=False, maintenance_window='',
+           local_time=''):
+    """The decision for one node.
+
+    ``release`` is what update_info returned for the node's architecture: its
+    metadata and manifest_digest, or a failure whose error_code is
+    ``architecture_not_shipped``.
+    """
+    metadata = release.get('metadata') or {}
+    available = metadata.get('version', '')
+    decision = {
+        'current_version': current_version or '',
+        'available_version': available,
+        'channel': channel,
+        'release_channel': metadata.get('channel', ''),
+        'architecture': release.get('architecture', ''),
+        'manifest_digest': release.get('manifest_digest', ''),
+        'min_compatible_version': metadata.get('min_compatible_version', ''),
+    }
+    reasons = []
+    current = _parse_or_none(current_version)
+    if current is None:
+        reasons.append(_reason('version_unknown', 'the node version %r could not be read or is not '
+                                                  'a semantic version' % (current_version or '',)))
+    if release.get('error_code') == 'architecture_not_shipped':
+        shipped = ', '.join(release.get('available_architectures') or []) or 'none'
+        reasons.append(_reason('architecture_not_shipped',
+                               'the release has no build for %s (it ships: %s)'
+                               % (release.get('architecture') or 'this architecture', shipped)))
+        return _finish(decision, ACTION_BLOCKED, reasons)
+    target = _parse_or_none(available)
+    if target is None:
+        reasons.append(_reason('release_version_invalid', 'the release version %r is not a semantic '
+                                                          'version' % (available,)))
+    if reasons:
+        return _finish(decision, ACTION_BLOCKED, reasons)
+    if target == current:
+        return _finish(decision, ACTION_CURRENT, [])
+    if target < current and not allow_downgrade:
+        return _finish(decision, ACTION_CURRENT, [_reason(
+            'downgrade', 'the available %s is older than the current %s and downgrades are not '
+                         'allowed' % (available, current_version))])
+    if not in_window(maintenance_window, local_time):
+        reasons.append(_reason('outside_maintenance_window', 'node time %s is outside the maintenance '
+                                                             'window %s' % (local_time, maintenance_window)))
+    if decision['release_channel'] != channel:
+        reasons.append(_reason('channel_mismatch', 'the release is on channel %r, the node follows %r'
+                               % (decision['release_channel'], channel)))
+    minimum = metadata.get('min_compatible_version', '')
+    if minimum:
+        floor = _parse_or_none(minimum)
+        if floor is None:
+            reasons.append(_reason('release_version_invalid', 'the release min_compatible_version %r '
+                                                              'is not a semantic version' % (minimum,)))
+        elif current < floor:
+            reasons.append(_reason('below_min_compatible',
+                                   'the node runs %s, below the release minimum %s: update to %s '
+                                   'first (stepping stone)' % (current_version, minimum, minimum)))
+    return _finish(decision, ACTION_BLOCKED if reasons else ACTION_STAGE, reasons)
+
+
+def _finish(decision, action, reasons):
+    decision['action'] = action
+    decision['reasons'] = reasons
+    return decision
+
+
+def _parse_or_none(text):
+    try:
+        return Version(text)
+    except InvalidVersion:
+        return None
