@@ -34,7 +34,8 @@ def node_state(text):
     """Parse the ``key=value`` lines the role's raw probe prints."""
     state = {}
     for line in (text or '').splitlines():
-        key, sep, value = line.strip().partition('=')
+        key, sep, value = line.partition('=')
+        key = key.strip()
         if sep and key and key not in state:
             state[key] = value.strip().strip('"\'')
     return state

@@ -19,8 +19,8 @@ ACTION_STAGE = 'stage'
 ACTION_CURRENT = 'current'
 ACTION_BLOCKED = 'blocked'
 
-_WINDOW_RE = re.compile(r'^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)$')
-_TIME_RE = re.compile(r'^([01]\d|2[0-3]):([0-5]\d)$')
+_WINDOW_RE = re.compile(r'^([01][0-9]|2[0-3]):([0-5][0-9])-([01][0-9]|2[0-3]):([0-5][0-9])$')
+_TIME_RE = re.compile(r'^([01][0-9]|2[0-3]):([0-5][0-9])$')
 
 
 class InvalidWindow(ValueError):
@@ -29,9 +29,9 @@ class InvalidWindow(ValueError):
 
 def parse_window(window):
     """``HH:MM-HH:MM`` to (start, end) minutes of the day; '' means always open (None)."""
-    if not window:
+    if window is None or window == '':
         return None
-    match = _WINDOW_RE.fullmatch(window.strip())
+    match = _WINDOW_RE.fullmatch(window.strip()) if isinstance(window, str) else None
     if not match:
         raise InvalidWindow('maintenance window %r is not HH:MM-HH:MM (24-hour clock)' % (window,))
     hour1, minute1, hour2, minute2 = (int(g) for g in match.groups())
@@ -47,7 +47,7 @@ def in_window(window, local_time):
     bounds = parse_window(window)
     if bounds is None:
         return True
-    match = _TIME_RE.fullmatch(local_time or '')
+    match = _TIME_RE.fullmatch(local_time) if isinstance(local_time, str) else None
     if not match:
         raise InvalidWindow('node time %r is not HH:MM' % (local_time,))
     now = int(match.group(1)) * 60 + int(match.group(2))
@@ -97,14 +97,14 @@ def decide(release, current_version, channel, allow_downgrade=False, maintenance
     if target is None:
         reasons.append(_reason('release_version_invalid', 'the release version %r is not a semantic '
                                                           'version' % (available,)))
-    if reasons:
-        return _finish(decision, ACTION_BLOCKED, reasons)
-    if target == current:
-        return _finish(decision, ACTION_CURRENT, [])
-    if target < current and not allow_downgrade:
-        return _finish(decision, ACTION_CURRENT, [_reason(
-            'downgrade', 'the available %s is older than the current %s and downgrades are not '
-                         'allowed' % (available, current_version))])
+    if not reasons:
+        if target == current:
+            return _finish(decision, ACTION_CURRENT, [])
+        if target < current and not allow_downgrade:
+            return _finish(decision, ACTION_CURRENT, [_reason(
+                'downgrade', 'the available %s is older than the current %s and downgrades are not '
+                             'allowed' % (available, current_version))])
+    # From here on the node would move: every remaining gate is reported.
     if not in_window(maintenance_window, local_time):
         reasons.append(_reason('outside_maintenance_window', 'node time %s is outside the maintenance '
                                                              'window %s' % (local_time, maintenance_window)))
@@ -117,7 +117,7 @@ def decide(release, current_version, channel, allow_downgrade=False, maintenance
         if floor is None:
             reasons.append(_reason('release_version_invalid', 'the release min_compatible_version %r '
                                                               'is not a semantic version' % (minimum,)))
-        elif current < floor:
+        elif current is not None and current < floor:
             reasons.append(_reason('below_min_compatible',
                                    'the node runs %s, below the release minimum %s: update to %s '
                                    'first (stepping stone)' % (current_version, minimum, minimum)))

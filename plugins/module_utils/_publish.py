@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 
-from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import ParameterError
+from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import ManifestError, ParameterError
 from ansible_collections.kubesolo.fleet.plugins.module_utils._platform import normalize
 from ansible_collections.kubesolo.fleet.plugins.module_utils._reference import digest_of, validate_tag
 from ansible_collections.kubesolo.fleet.plugins.module_utils._registry import (
@@ -140,11 +140,19 @@ def publish(client, plan, check_mode=False):
             if not check_mode:
                 client.put_manifest(document.digest, document.data, document.media_type)
     for tag in plan.tags:
-        if client.exists('manifests', tag) != plan.index.digest:
+        if _tag_digest(client, tag) != plan.index.digest:
             pushed['tags'].append(tag)
             if not check_mode:
                 client.put_manifest(tag, plan.index.data, plan.index.media_type)
     return pushed
+
+
+def _tag_digest(client, tag):
+    """What ``tag`` points at now, or None; hashes the manifest when the registry sends no digest."""
+    digest = client.exists('manifests', tag)
+    if digest == '':
+        digest = client.get_manifest(tag).digest
+    return digest
 
 
 def _upload(client, blob):
@@ -169,4 +177,7 @@ def _check_metadata(metadata):
     if not metadata.get('version'):
         raise ParameterError('version is required')
     # Refuse what the stager would refuse (control characters and such).
-    metadata_from_annotations(_annotations(metadata), 'the release')
+    try:
+        metadata_from_annotations(_annotations(metadata), 'the release')
+    except ManifestError as exc:
+        raise ParameterError(str(exc))

@@ -35,6 +35,7 @@ from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import Stag
 
 RECORD_NAME = 'release.json'
 RECORD_SCHEMA = 1
+MAX_RECORD_BYTES = 1024 * 1024
 _HASH_CHUNK_BYTES = 1024 * 1024
 
 
@@ -58,11 +59,12 @@ def current_release(dest, rehash=False):
     """
     dest = dest.rstrip('/')
     if os.path.islink(dest):
-        release_dir = os.path.join(os.path.dirname(dest), os.readlink(dest))
-        if os.path.dirname(os.path.normpath(release_dir)) != os.path.normpath(store_dir(dest)):
-            raise StageError('%s is a symbolic link to %s, which kubesolo.fleet did not create; '
-                             'refusing to replace it' % (dest, os.readlink(dest)))
-        record = read_record(release_dir)
+        release_dir = managed_release_dir(dest, os.readlink(dest))
+        try:
+            with open(os.path.join(release_dir, RECORD_NAME), 'rb') as handle:
+                record = parse_record(handle.read(MAX_RECORD_BYTES))
+        except OSError:
+            return None
         if record and files_intact(release_dir, record, rehash):
             return record
         return None
@@ -70,15 +72,28 @@ def current_release(dest, rehash=False):
         return None
     if os.path.isdir(dest) and not os.listdir(dest):
         return None
+    raise_foreign(dest)
+
+
+def managed_release_dir(dest, link_target):
+    """The release directory a ``dest`` symlink names; refuses links we did not make."""
+    release_dir = os.path.normpath(os.path.join(os.path.dirname(dest), link_target))
+    if os.path.dirname(release_dir) != os.path.normpath(store_dir(dest)):
+        raise StageError('%s is a symbolic link to %s, which kubesolo.fleet did not create; '
+                         'refusing to replace it' % (dest, link_target))
+    return release_dir
+
+
+def raise_foreign(dest):
     raise StageError('%s exists and is not a release staged by kubesolo.fleet; refusing to '
                      'replace it (remove it or choose another dest)' % dest)
 
 
-def read_record(release_dir):
+def parse_record(data):
+    """A release.json record from its bytes, or None when it is not one."""
     try:
-        with open(os.path.join(release_dir, RECORD_NAME), 'rb') as handle:
-            record = json.loads(handle.read(1024 * 1024).decode('utf-8'))
-    except (OSError, ValueError):
+        record = json.loads(data.decode('utf-8'))
+    except (UnicodeDecodeError, ValueError):
         return None
     if not isinstance(record, dict) or record.get('schema') != RECORD_SCHEMA:
         return None
@@ -133,7 +148,7 @@ def stage(client, release, dest):
             sha256 = _download(client, layer, os.path.join(work, name))
             files[name] = {'media_type': layer['media_type'], 'digest': layer['digest'],
                            'size': layer['size'], 'sha256': sha256}
-        record = _record(release, client.repository, files)
+        record = build_record(release, client.repository, files)
         write_atomic(os.path.join(work, RECORD_NAME),
                      json.dumps(record, indent=2, sort_keys=True).encode('utf-8'))
         fsync_dir(work)
@@ -169,7 +184,8 @@ def _download(client, layer, path):
     return sha256
 
 
-def _record(release, repository, files):
+def build_record(release, repository, files):
+    """The release.json content; ``files`` maps file names to media_type/digest/size/sha256."""
     return {
         'schema': RECORD_SCHEMA,
         'staged_by': '%s %s' % (COLLECTION_NAME, COLLECTION_VERSION),

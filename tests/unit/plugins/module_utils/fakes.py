@@ -230,3 +230,55 @@ class FakeBlobClient:
             raise self.failures[digest]
         fileobj.write(data)
         return hashlib.sha256(data).hexdigest()
+
+
+class FakePushRegistry:
+    """An in-memory repository with the push primitives of the registry client.
+
+    ``blobs`` maps digest to bytes, ``manifests`` digest to (bytes, media
+    type) and ``tags`` tag to digest. ``exists`` answers like a HEAD (None when
+    missing, else the digest), ``get_manifest`` serves what was pushed, so a
+    published release can be resolved again. Every call lands in ``calls``.
+    """
+
+    def __init__(self):
+        self.blobs = {}
+        self.manifests = {}
+        self.tags = {}
+        self.calls = []
+
+    def exists(self, kind, reference):
+        self.calls.append(('exists', kind, reference))
+        if kind == 'blobs':
+            return reference if reference in self.blobs else None
+        if kind != 'manifests':
+            raise AssertionError('unexpected kind %r' % kind)
+        digest = self.tags.get(reference, reference)
+        return digest if digest in self.manifests else None
+
+    def upload_blob(self, digest, size, fileobj):
+        data = fileobj.read() if hasattr(fileobj, 'read') else bytes(fileobj)
+        self.calls.append(('upload_blob', digest, size))
+        assert len(data) == size, 'blob %s: %d bytes uploaded, %d declared' % (digest, len(data), size)
+        assert sha256_digest(data) == digest, 'blob %s uploaded with other content' % digest
+        self.blobs[digest] = data
+
+    def put_manifest(self, reference, data, media_type):
+        self.calls.append(('put_manifest', reference, media_type))
+        digest = sha256_digest(data)
+        if reference.startswith('sha256:'):
+            assert reference == digest, 'manifest %s pushed with other content' % reference
+        else:
+            self.tags[reference] = digest
+        self.manifests[digest] = (bytes(data), media_type)
+
+    def get_manifest(self, reference, accept=_registry.INDEX_MEDIA_TYPES + _registry.MANIFEST_MEDIA_TYPES):
+        self.calls.append(('get_manifest', reference))
+        digest = self.tags.get(reference, reference)
+        data, media_type = self.manifests[digest]
+        assert media_type in accept
+        return _registry.Fetched(data, media_type, digest, json.loads(data.decode('utf-8')))
+
+    def pushes(self):
+        """The calls that changed the repository."""
+        return [call for call in self.calls if call[0] in ('upload_blob', 'put_manifest')]

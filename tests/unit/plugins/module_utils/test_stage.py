@@ -414,8 +414,16 @@ def test_a_missing_or_corrupt_record_means_nothing_is_staged(dest, corrupt):
     assert _stage.current_release(dest) is None
 
 
-def test_read_record_of_a_missing_directory(tmp_path):
-    assert _stage.read_record(str(tmp_path / 'nothing')) is None
+def test_a_dangling_managed_link_holds_nothing(dest):
+    store = _stage.store_dir(dest)
+    os.makedirs(store)
+    os.symlink(os.path.join(os.path.basename(store), 'sha256-' + '0' * 64), dest)
+    assert _stage.current_release(dest) is None
+
+
+@pytest.mark.parametrize('data', [b'', b'\xff', b'[]', b'{"schema": 2, "files": {}}', b'{"schema": 1}'])
+def test_parse_record_refuses_what_is_not_a_record(data):
+    assert _stage.parse_record(data) is None
 
 
 def test_file_sha256(tmp_path):
