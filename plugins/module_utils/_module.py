@@ -8,6 +8,7 @@ The options here are documented once, in the kubesolo.fleet.registry doc fragmen
 
 from __future__ import annotations
 
+import os
 import platform
 
 from ansible.module_utils.basic import missing_required_lib
@@ -50,6 +51,17 @@ def registry_argument_spec(**extra):
 REGISTRY_MUTUALLY_EXCLUSIVE = [('tag', 'digest')]
 
 
+def stage_argument_spec():
+    """update_stage's options; its action plugin validates controller delivery with them."""
+    return registry_argument_spec(
+        dest=dict(type='path', required=True),
+        verify_existing=dict(type='bool', default=False),
+        delivery=dict(type='str', default='host', choices=['host', 'controller']),
+        controller_cache=dict(type='path'),
+        controller_cache_keep=dict(type='int', default=3),
+    )
+
+
 def require_requests(module):
     if not HAS_REQUESTS:
         module.fail_json(msg=missing_required_lib('requests'), exception=REQUESTS_IMPORT_ERROR)
@@ -61,35 +73,71 @@ def fail(module, error, **extra):
     module.fail_json(msg=str(error), error_code=error.code, **extra)
 
 
-def new_client(module):
-    """Validate the connection options and build the client; fails the module on error."""
-    require_requests(module)
-    params = module.params
-    try:
-        repository = parse_repository(params['repository'])
-        if params['timeout'] <= 0:
-            raise ParameterError('timeout must be a positive number of seconds')
-    except FleetError as exc:
-        fail(module, exc)
+def client_from_params(params):
+    """The registry client for the connection options; raises FleetError."""
+    repository = parse_repository(params['repository'])
+    if params['timeout'] <= 0:
+        raise ParameterError('timeout must be a positive number of seconds')
     return RegistryClient(repository, plain_http=params['plain_http'],
                           validate_certs=params['validate_certs'], ca_path=params['ca_path'],
                           timeout=params['timeout'])
 
 
-def resolve_release(module):
-    """Connect and resolve the release the options name.
+def release_from_params(params, default_architecture):
+    """(client, release) for the registry and release options; raises FleetError."""
+    client = client_from_params(params)
+    if params['digest']:
+        parse_digest(params['digest'])
+    else:
+        validate_tag(params['tag'] or DEFAULT_TAG)
+    release = resolve(client, params['architecture'] or default_architecture,
+                      tag=params['tag'] or DEFAULT_TAG, digest=params['digest'])
+    return client, release
 
-    Returns (client, release); fails the module on any error.
-    """
-    client = new_client(module)
-    params = module.params
+
+def new_client(module):
+    """client_from_params for a module; fails the module on error."""
+    require_requests(module)
     try:
-        if params['digest']:
-            parse_digest(params['digest'])
-        else:
-            validate_tag(params['tag'] or DEFAULT_TAG)
-        release = resolve(client, params['architecture'] or platform.machine(),
-                          tag=params['tag'] or DEFAULT_TAG, digest=params['digest'])
+        return client_from_params(module.params)
     except FleetError as exc:
         fail(module, exc)
-    return client, release
+
+
+def resolve_release(module):
+    """release_from_params for a module, defaulting to this machine's architecture."""
+    require_requests(module)
+    try:
+        return release_from_params(module.params, platform.machine())
+    except FleetError as exc:
+        fail(module, exc)
+
+
+def stage_dest(dest):
+    """The normalised absolute ``dest`` of update_stage; raises ParameterError."""
+    if not isinstance(dest, str) or not os.path.isabs(dest) or dest.rstrip('/') in ('', '/'):
+        raise ParameterError('dest must be an absolute path below /, got %r' % (dest,))
+    return os.path.normpath(dest)
+
+
+def stage_result(release, dest, current, changed, bytes_downloaded, diff, **extra):
+    """The result update_stage returns, whichever way the release was delivered."""
+    names = dict((name, os.path.join(dest, name)) for name, _layer in release.staged_layers())
+    result = dict(
+        changed=changed,
+        staged=dict(vmlinuz_path=names['vmlinuz'], initramfs_path=names['kubesolo-os.gz'],
+                    version=release.metadata['version']),
+        bytes_downloaded=bytes_downloaded,
+        **release.summary()
+    )
+    result.update(extra)
+    if diff:
+        result['diff'] = dict(before=_diff_view(current), after=_diff_view(release.summary()))
+    return result
+
+
+def _diff_view(state):
+    if not state:
+        return {}
+    version = state.get('version') or state.get('metadata', {}).get('version', '')
+    return {'version': version, 'manifest_digest': state['manifest_digest']}

@@ -39,11 +39,42 @@ options:
     required: true
   verify_existing:
     description:
-      - Re-hash an already staged release against its record instead of comparing sizes,
-        to find files that were changed in place. Costs a full read of the staged files.
+      - With O(delivery=host), re-hash an already staged release against its record instead of
+        comparing sizes, to find files that were changed in place. Costs a full read of the staged
+        files. Controller delivery always checks the staged files with C(sha256sum) on the node.
     type: bool
     default: false
+  delivery:
+    description:
+      - V(host) runs the module on the node, which pulls from the registry itself; the node needs
+        Python and the C(requests) library, and must reach the registry.
+      - V(controller) is for nodes without Python, such as real KubeSolo OS nodes. The controller
+        resolves the release and downloads each layer once into O(controller_cache) (forks staging the
+        same release share one download), copies the layers to the node over the connection (sftp or
+        scp) into a temporary directory beside O(dest), checks them there with C(sha256sum), and
+        publishes them exactly as host delivery does. The node needs only SSH, a POSIX C(sh) and
+        busybox-style C(sha256sum), C(mktemp), C(mv -T), C(ln), C(readlink), C(base64), C(df) and
+        C(awk); free space for the release plus 10% is checked first. When the node already holds
+        the release (record and file digests match) nothing is transferred.
+      - With V(controller) and no O(architecture), the node's C(uname -m) selects the build.
+    type: str
+    choices: [host, controller]
+    default: host
+  controller_cache:
+    description:
+      - Directory on the controller for the content-addressed blob cache of O(delivery=controller).
+      - Defaults to C(kubesolo-fleet) in C($XDG_CACHE_HOME), else in C(~/.cache).
+    type: path
+  controller_cache_keep:
+    description:
+      - After a controller delivery, keep the blobs of this many most recently used releases in the
+        cache and remove the rest. V(0) never prunes.
+    type: int
+    default: 3
 attributes:
+  action:
+    support: full
+    description: Has an action plugin that runs controller delivery on the controller.
   check_mode:
     support: full
     details: Resolves the release and reports whether it would be staged; downloads and writes nothing.
@@ -70,6 +101,12 @@ EXAMPLES = r'''
     repository: ghcr.io/portainer/kubesolo-os
     digest: "{{ available.manifest_digest }}"
     dest: /var/lib/kubesolo/update/staged
+
+- name: Stage on a KubeSolo OS node without Python, pulling on the controller
+  kubesolo.fleet.update_stage:
+    repository: ghcr.io/portainer/kubesolo-os
+    dest: /var/lib/kubesolo/update/staged
+    delivery: controller
 
 - name: Share registry options between modules
   module_defaults:
@@ -143,10 +180,22 @@ layers:
       digest: sha256:0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c4f1b3c0d2e9a8b7c6d5e4f3a2b1c
       size: 12582912
 bytes_downloaded:
-  description: Blob bytes fetched from the registry by this run; 0 when nothing changed or in check mode.
+  description:
+    - Blob bytes fetched from the registry by this run; 0 when nothing changed or in check mode.
+    - With controller delivery, bytes fetched into the controller cache; 0 when the cache already held them.
   returned: success
   type: int
   sample: 41943040
+bytes_transferred:
+  description: Layer bytes copied to the node over the connection.
+  returned: success and O(delivery=controller)
+  type: int
+  sample: 41943040
+delivery:
+  description: How the release was delivered, V(host) or V(controller).
+  returned: success
+  type: str
+  sample: controller
 error_code:
   description: On failure, a stable code for the kind of error (see M(kubesolo.fleet.update_info)),
     plus C(layer_missing), C(size_mismatch) and C(stage_failed).
@@ -155,36 +204,33 @@ error_code:
   sample: digest_mismatch
 '''
 
-import os
-
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import FleetError, ParameterError
+from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import FleetError
 from ansible_collections.kubesolo.fleet.plugins.module_utils._module import (
     REGISTRY_MUTUALLY_EXCLUSIVE,
     fail,
-    registry_argument_spec,
     resolve_release,
+    stage_argument_spec,
+    stage_dest,
+    stage_result,
 )
 from ansible_collections.kubesolo.fleet.plugins.module_utils._stage import current_release, stage
 
 
 def main():
     module = AnsibleModule(
-        argument_spec=registry_argument_spec(
-            dest=dict(type='path', required=True),
-            verify_existing=dict(type='bool', default=False),
-        ),
+        argument_spec=stage_argument_spec(),
         mutually_exclusive=REGISTRY_MUTUALLY_EXCLUSIVE,
         supports_check_mode=True,
     )
-    dest = module.params['dest']
-    if not os.path.isabs(dest) or dest.rstrip('/') in ('', '/'):
-        fail(module, ParameterError('dest must be an absolute path below /, got %r' % dest))
-    dest = os.path.normpath(dest)
+    try:
+        dest = stage_dest(module.params['dest'])
+    except FleetError as exc:
+        fail(module, exc)
     client, release = resolve_release(module)
     try:
-        layers = release.staged_layers()
+        release.staged_layers()
         current = current_release(dest, rehash=module.params['verify_existing'])
         changed = not current or current.get('manifest_digest') != release.manifest_digest
         bytes_downloaded = 0
@@ -192,24 +238,8 @@ def main():
             bytes_downloaded = stage(client, release, dest)[1]
     except FleetError as exc:
         fail(module, exc)
-    paths = dict((name, os.path.join(dest, name)) for name, _layer in layers)
-    result = dict(
-        changed=changed,
-        staged=dict(vmlinuz_path=paths['vmlinuz'], initramfs_path=paths['kubesolo-os.gz'],
-                    version=release.metadata['version']),
-        bytes_downloaded=bytes_downloaded,
-        **release.summary()
-    )
-    if module._diff:
-        result['diff'] = dict(before=_diff_view(current), after=_diff_view(release.summary()))
-    module.exit_json(**result)
-
-
-def _diff_view(state):
-    if not state:
-        return {}
-    version = state.get('version') or state.get('metadata', {}).get('version', '')
-    return {'version': version, 'manifest_digest': state['manifest_digest']}
+    module.exit_json(**stage_result(release, dest, current, changed, bytes_downloaded, module._diff,
+                                    delivery='host'))
 
 
 if __name__ == '__main__':

@@ -1,0 +1,76 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) kubesolo.fleet contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""update_stage: host delivery runs the module on the node; controller
+delivery pulls on the controller and stages over the connection, for nodes
+without Python."""
+
+from __future__ import annotations
+
+from ansible.plugins.action import ActionBase
+
+from ansible_collections.kubesolo.fleet.plugins.module_utils._cache import BlobCache, default_cache_root
+from ansible_collections.kubesolo.fleet.plugins.module_utils._delivery import ControllerDelivery
+from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import FleetError
+from ansible_collections.kubesolo.fleet.plugins.module_utils._module import (
+    REGISTRY_MUTUALLY_EXCLUSIVE,
+    release_from_params,
+    stage_argument_spec,
+    stage_dest,
+    stage_result,
+)
+from ansible_collections.kubesolo.fleet.plugins.module_utils._registry import (
+    HAS_REQUESTS,
+    REQUESTS_IMPORT_ERROR,
+)
+
+
+class ActionModule(ActionBase):
+
+    TRANSFERS_FILES = True
+
+    def run(self, tmp=None, task_vars=None):
+        result = super().run(tmp, task_vars)
+        if self._task.args.get('delivery', 'host') == 'host':
+            result.update(self._execute_module(module_name='kubesolo.fleet.update_stage',
+                                               module_args=self._task.args, task_vars=task_vars))
+            return result
+        params = self.validate_argument_spec(argument_spec=stage_argument_spec(),
+                                             mutually_exclusive=REGISTRY_MUTUALLY_EXCLUSIVE)[1]
+        if not HAS_REQUESTS:
+            return dict(result, failed=True, exception=REQUESTS_IMPORT_ERROR,
+                        msg='controller delivery needs the Python library requests on the controller')
+        try:
+            result.update(self._stage_from_controller(params))
+        except FleetError as exc:
+            result.update(failed=True, msg=str(exc), error_code=exc.code, **exc.details())
+        return result
+
+    def _stage_from_controller(self, params):
+        dest = stage_dest(params['dest'])
+        node = ControllerDelivery(self._node_shell, self._connection.put_file, dest)
+        client, release = release_from_params(params, params['architecture'] or node.architecture())
+        release.staged_layers()
+        current = node.current_release()
+        changed = not current or current.get('manifest_digest') != release.manifest_digest
+        downloaded = transferred = 0
+        if changed and not self._task.check_mode:
+            cache = BlobCache(params['controller_cache'] or default_cache_root())
+            cache.remember(release.manifest_digest, release.layers)
+
+            def fetch(layer):
+                nonlocal downloaded
+                path, sha256, fetched = cache.fetch(client, layer)
+                downloaded += fetched
+                return path, sha256
+
+            transferred = node.stage(release, client.repository, fetch)[1]
+            if params['controller_cache_keep'] > 0:
+                cache.prune(params['controller_cache_keep'])
+        return stage_result(release, dest, current, changed, downloaded, self._task.diff,
+                            delivery='controller', bytes_transferred=transferred)
+
+    def _node_shell(self, script):
+        """Run ``script`` with the node's /bin/sh, as the raw action would."""
+        out = self._low_level_execute_command(script, executable='/bin/sh')
+        return out.get('rc'), out.get('stdout', ''), out.get('stderr', '')

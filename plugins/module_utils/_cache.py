@@ -1,0 +1,136 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) kubesolo.fleet contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The controller's content-addressed blob cache for controller delivery.
+
+Layout under the cache root::
+
+    blobs/sha256/<hex>           verified blob bytes
+    blobs/sha256/<hex>.sha256    sha256 hex of the bytes (also for sha512 blobs)
+    locks/sha256-<hex>.lock      flock()ed while the blob is fetched
+    releases/sha256-<hex>.json   the layers of a staged manifest, touched on use
+
+Forks staging the same release take the blob's lock in turn: the first
+downloads and verifies, the others find the blob in place. Entries are only
+renamed into place after verification, so the cache never holds partial
+bytes; whether an entry was altered later is caught on the node, where the
+transferred bytes are checked against the layer's sha256.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import tempfile
+
+from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import StageError
+from ansible_collections.kubesolo.fleet.plugins.module_utils._reference import parse_digest
+from ansible_collections.kubesolo.fleet.plugins.module_utils._stage import (
+    release_dir_name,
+    write_atomic,
+)
+
+
+def default_cache_root():
+    base = os.environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'), '.cache')
+    return os.path.join(base, 'kubesolo-fleet')
+
+
+class BlobCache:
+
+    def __init__(self, root):
+        self.root = root
+
+    def _blob_path(self, digest):
+        algorithm, encoded = parse_digest(digest)
+        return os.path.join(self.root, 'blobs', algorithm, encoded)
+
+    def fetch(self, client, layer):
+        """The cached path and sha256 of ``layer``, downloading it if needed.
+
+        Returns (path, sha256 hex, bytes downloaded by this call).
+        """
+        digest, size = layer['digest'], layer['size']
+        path = self._blob_path(digest)
+        lock_path = os.path.join(self.root, 'locks', release_dir_name(digest) + '.lock')
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            os.makedirs(os.path.dirname(lock_path), exist_ok=True)
+            with open(lock_path, 'a') as lock:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+                cached = self._cached_sha256(path, size)
+                if cached:
+                    return path, cached, 0
+                sha256 = self._download(client, digest, size, path)
+                return path, sha256, size
+        except OSError as exc:
+            raise StageError('controller cache %s: %s (%s)'
+                             % (self.root, exc.strerror or exc, exc.filename or path))
+
+    @staticmethod
+    def _cached_sha256(path, size):
+        try:
+            if os.path.getsize(path) != size:
+                return None
+            with open(path + '.sha256') as handle:
+                return handle.read(64).strip() or None
+        except OSError:
+            return None
+
+    @staticmethod
+    def _download(client, digest, size, path):
+        fd, tmp = tempfile.mkstemp(prefix='.download-', dir=os.path.dirname(path))
+        try:
+            with os.fdopen(fd, 'wb', buffering=0) as handle:
+                sha256 = client.download_blob(digest, size, handle)
+                os.fsync(handle.fileno())
+            os.chmod(tmp, 0o644)
+            os.rename(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        write_atomic(path + '.sha256', sha256.encode('ascii'))
+        return sha256
+
+    def remember(self, manifest_digest, layers):
+        """Note that a release was used (for prune)."""
+        path = os.path.join(self.root, 'releases', release_dir_name(manifest_digest) + '.json')
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        write_atomic(path, json.dumps({'manifest_digest': manifest_digest,
+                                       'blobs': [layer['digest'] for layer in layers]}).encode('utf-8'))
+
+    def prune(self, keep):
+        """Keep the blobs of the ``keep`` most recently used releases; remove the rest.
+
+        Returns the digests of the removed blobs.
+        """
+        releases_dir = os.path.join(self.root, 'releases')
+        try:
+            names = [os.path.join(releases_dir, n) for n in os.listdir(releases_dir) if n.endswith('.json')]
+        except FileNotFoundError:
+            return []
+        names.sort(key=os.path.getmtime, reverse=True)
+        wanted = set()
+        for name in names[:keep]:
+            with open(name) as handle:
+                wanted.update(json.load(handle)['blobs'])
+        for name in names[keep:]:
+            os.unlink(name)
+        removed = []
+        blobs_dir = os.path.join(self.root, 'blobs')
+        for algorithm in os.listdir(blobs_dir) if os.path.isdir(blobs_dir) else []:
+            for entry in os.listdir(os.path.join(blobs_dir, algorithm)):
+                digest = '%s:%s' % (algorithm, entry)
+                if entry.startswith('.') or entry.endswith('.sha256') or digest in wanted:
+                    continue
+                path = os.path.join(blobs_dir, algorithm, entry)
+                lock_path = os.path.join(self.root, 'locks', release_dir_name(digest) + '.lock')
+                with open(lock_path, 'a') as lock:
+                    fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+                    for stale in (path, path + '.sha256'):
+                        if os.path.exists(stale):
+                            os.unlink(stale)
+                removed.append(digest)
+        return sorted(removed)

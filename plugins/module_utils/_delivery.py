@@ -1,0 +1,195 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) kubesolo.fleet contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Controller delivery: stage a release on a node that has no Python.
+
+The controller downloads the layers into its cache (_cache.py), copies them
+over the connection into a temporary directory beside the stage directory,
+and the node checks and publishes them with POSIX sh and busybox tools only
+(sh, sha256sum, mkdir, mktemp, mv -T, ln, rm, df, readlink, base64). The
+on-disk layout and the release record are the same as host delivery's
+(_stage.py), so either mode can take over from the other.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shlex
+import tempfile
+
+from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import FleetError, StageError
+from ansible_collections.kubesolo.fleet.plugins.module_utils._release import STAGED_FILES
+from ansible_collections.kubesolo.fleet.plugins.module_utils._stage import (
+    MAX_RECORD_BYTES,
+    RECORD_NAME,
+    build_record,
+    managed_release_dir,
+    parse_record,
+    raise_foreign,
+    release_dir_name,
+    store_dir,
+)
+
+# The node agent asks for the image size plus 10 % before it updates.
+SPACE_MARGIN = 0.10
+
+
+class NodeCommandError(FleetError):
+    code = 'node_command_failed'
+
+
+def _sh_quote(text):
+    return shlex.quote(text)
+
+
+class ControllerDelivery:
+    """Stages on one node through ``run`` (sh script -> (rc, stdout, stderr)) and ``put`` (local, remote)."""
+
+    def __init__(self, run, put, dest):
+        self._run = run
+        self._put = put
+        self.dest = dest.rstrip('/')
+        self.store = store_dir(self.dest)
+
+    def run(self, script, what, error=NodeCommandError):
+        rc, stdout, stderr = self._run(script)
+        if rc != 0:
+            detail = (stderr or stdout or '').strip().splitlines()
+            raise error('%s failed on the node (exit %s)%s'
+                        % (what, rc, ': ' + detail[-1][:300] if detail else ''))
+        return stdout
+
+    def architecture(self):
+        return self.run('uname -m', 'reading the architecture').strip()
+
+    def current_release(self):
+        """The record of the release dest holds on the node (files checked with sha256sum), or None."""
+        names = ' '.join(name for _media_type, name in STAGED_FILES)
+        script = '''d=%(dest)s
+if [ -L "$d" ]; then
+  printf 'link=%%s\\n' "$(readlink "$d")"
+  if [ -f "$d/%(record)s" ]; then printf 'record='; head -c %(max)d "$d/%(record)s" | base64 | tr -d '\\n'; echo; fi
+  for f in %(names)s; do
+    if [ -f "$d/$f" ]; then printf 'sha256=%%s %%s\\n' "$f" "$(sha256sum < "$d/$f" | cut -d' ' -f1)"; fi
+  done
+elif [ -d "$d" ]; then
+  if [ -z "$(ls -A "$d")" ]; then echo state=empty; else echo state=foreign; fi
+elif [ -e "$d" ]; then echo state=foreign
+else echo state=absent
+fi
+''' % {'dest': _sh_quote(self.dest), 'record': RECORD_NAME, 'max': MAX_RECORD_BYTES, 'names': names}
+        state, link, record, hashes = None, None, None, {}
+        for line in self.run(script, 'inspecting %s' % self.dest).splitlines():
+            key, _sep, value = line.partition('=')
+            if key == 'state':
+                state = value
+            elif key == 'link':
+                link = value
+            elif key == 'record':
+                try:
+                    record = parse_record(base64.b64decode(value))
+                except ValueError:
+                    record = None
+            elif key == 'sha256':
+                name, _sep, digest = value.partition(' ')
+                hashes[name] = digest
+        if state == 'foreign':
+            raise_foreign(self.dest)
+        if link is None:
+            return None
+        managed_release_dir(self.dest, link)
+        if not record:
+            return None
+        files = record['files']
+        if set(files) != set(hashes) or any(
+                not isinstance(entry, dict) or entry.get('sha256') != hashes[name]
+                for name, entry in files.items()):
+            return None
+        return record
+
+    def stage(self, release, repository, fetch):
+        """Copy the verified layers to the node and publish them.
+
+        ``fetch(layer)`` returns (local path, sha256 hex) from the controller cache.
+        Returns (record, bytes transferred).
+        """
+        layers = release.staged_layers()
+        total = sum(layer['size'] for _name, layer in layers)
+        needed_kib = int(total * (1 + SPACE_MARGIN) / 1024) + 1
+        local = dict((name, fetch(layer)) for name, layer in layers)
+        files = dict((name, {'media_type': layer['media_type'], 'digest': layer['digest'],
+                             'size': layer['size'], 'sha256': local[name][1]}) for name, layer in layers)
+        record = build_record(release, repository, files)
+        work = self._prepare(needed_kib, total)
+        try:
+            for name, _layer in layers:
+                self._put(local[name][0], '%s/%s' % (work, name))
+            with tempfile.NamedTemporaryFile('wb', suffix='.json') as record_file:
+                record_file.write(json.dumps(record, indent=2, sort_keys=True).encode('utf-8'))
+                record_file.flush()
+                self._put(record_file.name, '%s/%s' % (work, RECORD_NAME))
+        except BaseException as exc:
+            self._run('rm -rf %s' % _sh_quote(work))
+            if isinstance(exc, FleetError):
+                raise
+            if isinstance(exc, Exception):
+                raise StageError('copying the release to the node failed: %s' % exc)
+            raise
+        self._publish(work, release.manifest_digest, files)
+        return record, total
+
+    def _prepare(self, needed_kib, total):
+        script = '''set -e
+store=%(store)s
+mkdir -p "$store"
+chmod 755 "$store"
+avail=$(df -Pk "$store" | awk 'NR == 2 { print $4 }')
+if [ "$avail" -lt %(needed)d ]; then echo "space=$avail"; exit 0; fi
+printf 'work=%%s\\n' "$(mktemp -d "$store/tmp-XXXXXX")"
+''' % {'store': _sh_quote(self.store), 'needed': needed_kib}
+        output = self.run(script, 'preparing %s' % self.store)
+        values = dict(line.partition('=')[::2] for line in output.splitlines() if '=' in line)
+        if 'space' in values:
+            raise StageError('not enough space on the node for %s: %s KiB free, %d KiB needed (the '
+                             'release is %d bytes, plus %d%% margin); nothing was transferred'
+                             % (self.dest, values['space'], needed_kib, total, SPACE_MARGIN * 100))
+        work = values.get('work', '')
+        if not work.startswith(self.store + '/tmp-'):
+            raise NodeCommandError('the node did not create a staging directory in %s' % self.store)
+        return work
+
+    def _publish(self, work, manifest_digest, files):
+        name = release_dir_name(manifest_digest)
+        link_target = '%s/%s' % (os.path.basename(self.store), name)
+        checks = '\n'.join('check %s %s' % (_sh_quote(entry['sha256']), _sh_quote(file_name))
+                           for file_name, entry in sorted(files.items()))
+        script = '''work=%(work)s; store=%(store)s; dest=%(dest)s; final="$store/%(name)s"
+fail() { rm -rf "$work"; echo "$1" >&2; exit 3; }
+check() {
+  got=$(sha256sum < "$work/$2" | cut -d' ' -f1) || fail "cannot hash $2"
+  [ "$got" = "$1" ] || fail "$2 arrived with sha256 $got, expected $1; the previous release is kept"
+}
+%(checks)s
+chmod 755 "$work" && chmod 644 "$work"/* || fail "cannot set modes in $work"
+prev=$(readlink "$dest" 2>/dev/null || true)
+if [ -e "$final" ]; then
+  trash=$(mktemp -d "$store/trash-XXXXXX") && mv "$final" "$trash/old" && rm -rf "$trash" \\
+    || fail "cannot clear $final"
+fi
+mv "$work" "$final" || fail "cannot move the release into place"
+link="$store/link-$$"
+rm -f "$link"
+if ! { ln -s %(target)s "$link" && { [ ! -d "$dest" ] || [ -L "$dest" ] || rmdir "$dest"; } \\
+       && mv -fT "$link" "$dest"; }; then
+  rm -f "$link"
+  [ "$prev" = %(target)s ] || rm -rf "$final"
+  echo "cannot point $dest at the new release" >&2
+  exit 3
+fi
+sync
+if [ -n "$prev" ] && [ "$prev" != %(target)s ]; then rm -rf "$(dirname "$dest")/$prev"; fi
+''' % {'work': _sh_quote(work), 'store': _sh_quote(self.store), 'dest': _sh_quote(self.dest),
+            'name': name, 'checks': checks, 'target': _sh_quote(link_target)}
+        self.run(script, 'publishing the release at %s' % self.dest, error=StageError)
