@@ -112,31 +112,30 @@ fi
     def stage(self, release, repository, fetch):
         """Copy the verified layers to the node and publish them.
 
-        ``fetch(layer)`` returns (local path, sha256 hex) from the controller cache.
-        Returns (record, bytes transferred).
+        Checks the node's free space first; ``fetch(layer)`` then returns
+        (local path, sha256 hex) from the controller cache. Returns (record,
+        bytes transferred).
         """
         layers = release.staged_layers()
         total = sum(layer['size'] for _name, layer in layers)
-        needed_kib = int(total * (1 + SPACE_MARGIN) / 1024) + 1
-        local = dict((name, fetch(layer)) for name, layer in layers)
-        files = dict((name, {'media_type': layer['media_type'], 'digest': layer['digest'],
-                             'size': layer['size'], 'sha256': local[name][1]}) for name, layer in layers)
-        record = build_record(release, repository, files)
-        work = self._prepare(needed_kib, total)
+        work = self._prepare(int(total * (1 + SPACE_MARGIN) / 1024) + 1, total)
         try:
-            for name, _layer in layers:
-                self._put(local[name][0], '%s/%s' % (work, name))
+            files = {}
+            for name, layer in layers:
+                path, sha256 = fetch(layer)
+                files[name] = {'media_type': layer['media_type'], 'digest': layer['digest'],
+                               'size': layer['size'], 'sha256': sha256}
+                self._put(path, '%s/%s' % (work, name))
+            record = build_record(release, repository, files)
             with tempfile.NamedTemporaryFile('wb', suffix='.json') as record_file:
                 record_file.write(json.dumps(record, indent=2, sort_keys=True).encode('utf-8'))
                 record_file.flush()
                 self._put(record_file.name, '%s/%s' % (work, RECORD_NAME))
         except BaseException as exc:
             self._run('rm -rf %s' % _sh_quote(work))
-            if isinstance(exc, FleetError):
+            if isinstance(exc, FleetError) or not isinstance(exc, Exception):
                 raise
-            if isinstance(exc, Exception):
-                raise StageError('copying the release to the node failed: %s' % exc)
-            raise
+            raise StageError('copying the release to the node failed: %s' % exc)
         self._publish(work, release.manifest_digest, files)
         return record, total
 
