@@ -120,9 +120,13 @@ class RegistryClient:
             return self.session.request(method, url, headers=headers, stream=stream, data=data,
                                         timeout=self.timeout)
         except requests.exceptions.SSLError as exc:
-            raise RegistryConnectionError(
-                'TLS verification failed for %s: %s (set ca_path to trust a private CA, or '
-                'validate_certs=false to skip verification)' % (self.repository.registry, _reason(exc)))
+            reason = _reason(exc)
+            if 'certificate' in reason.lower() or 'hostname' in reason.lower():
+                hint = 'set ca_path to trust a private CA, or validate_certs=false to skip verification'
+            else:
+                hint = 'if the registry speaks plain HTTP, set plain_http=true'
+            raise RegistryConnectionError('TLS with %s failed: %s (%s)'
+                                          % (self.repository.registry, reason, hint))
         except requests.exceptions.Timeout:
             raise RegistryConnectionError(
                 'timed out after %ss talking to %s' % (self.timeout, self.repository.registry))

@@ -107,7 +107,10 @@ def test_manifest_url(repository, plain_http, url):
 
 @pytest.mark.parametrize('exception, message', [
     (requests.exceptions.SSLError('certificate verify failed'),
-     'TLS verification failed for registry.example.com: certificate verify failed (set ca_path'),
+     'TLS with registry.example.com failed: certificate verify failed (set ca_path'),
+    (requests.exceptions.SSLError('[SSL: WRONG_VERSION_NUMBER] wrong version number'),
+     'TLS with registry.example.com failed: [SSL: WRONG_VERSION_NUMBER] wrong version number (if the '
+     'registry speaks plain HTTP, set plain_http=true)'),
     (requests.exceptions.ReadTimeout('read timed out'),
      'timed out after 30s talking to registry.example.com'),
     (requests.exceptions.ConnectionError('Connection refused'),
