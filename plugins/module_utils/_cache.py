@@ -104,20 +104,33 @@ class BlobCache:
     def prune(self, keep):
         """Keep the blobs of the ``keep`` most recently used releases; remove the rest.
 
-        Returns the digests of the removed blobs.
+        Forks finishing together prune one after the other. Returns the
+        digests of the removed blobs.
         """
-        releases_dir = os.path.join(self.root, 'releases')
-        try:
-            names = [os.path.join(releases_dir, n) for n in os.listdir(releases_dir) if n.endswith('.json')]
-        except FileNotFoundError:
+        if not os.path.isdir(self.root):
             return []
-        names.sort(key=os.path.getmtime, reverse=True)
+        os.makedirs(os.path.join(self.root, 'locks'), exist_ok=True)
+        with open(os.path.join(self.root, 'locks', 'prune.lock'), 'a') as prune_lock:
+            fcntl.flock(prune_lock.fileno(), fcntl.LOCK_EX)
+            return self._prune(keep)
+
+    def _prune(self, keep):
+        releases_dir = os.path.join(self.root, 'releases')
+        releases = []
+        for name in os.listdir(releases_dir) if os.path.isdir(releases_dir) else []:
+            path = os.path.join(releases_dir, name)
+            try:
+                with open(path) as handle:
+                    blobs = json.load(handle)['blobs']
+                releases.append((os.path.getmtime(path), path, blobs))
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+        releases.sort(reverse=True)
         wanted = set()
-        for name in names[:keep]:
-            with open(name) as handle:
-                wanted.update(json.load(handle)['blobs'])
-        for name in names[keep:]:
-            os.unlink(name)
+        for _mtime, _path, blobs in releases[:keep]:
+            wanted.update(blobs)
+        for _mtime, path, _blobs in releases[keep:]:
+            _unlink_if_present(path)
         removed = []
         blobs_dir = os.path.join(self.root, 'blobs')
         for algorithm in os.listdir(blobs_dir) if os.path.isdir(blobs_dir) else []:
@@ -129,8 +142,14 @@ class BlobCache:
                 lock_path = os.path.join(self.root, 'locks', release_dir_name(digest) + '.lock')
                 with open(lock_path, 'a') as lock:
                     fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
-                    for stale in (path, path + '.sha256'):
-                        if os.path.exists(stale):
-                            os.unlink(stale)
+                    _unlink_if_present(path)
+                    _unlink_if_present(path + '.sha256')
                 removed.append(digest)
         return sorted(removed)
+
+
+def _unlink_if_present(path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

@@ -145,6 +145,7 @@ store=%(store)s
 mkdir -p "$store"
 chmod 755 "$store"
 avail=$(df -Pk "$store" | awk 'NR == 2 { print $4 }')
+case "$avail" in ''|*[!0-9]*) echo "cannot read the free space of $store with df" >&2; exit 5 ;; esac
 if [ "$avail" -lt %(needed)d ]; then echo "space=$avail"; exit 0; fi
 printf 'work=%%s\\n' "$(mktemp -d "$store/tmp-XXXXXX")"
 ''' % {'store': _sh_quote(self.store), 'needed': needed_kib}
@@ -188,7 +189,12 @@ if ! { ln -s %(target)s "$link" && { [ ! -d "$dest" ] || [ -L "$dest" ] || rmdir
   exit 3
 fi
 sync
-if [ -n "$prev" ] && [ "$prev" != %(target)s ]; then rm -rf "$(dirname "$dest")/$prev"; fi
+# Only ever remove a release directory of our own store, whatever dest pointed at.
+case "$prev" in
+  */*/*|*..*) ;;
+  %(storebase)s/sha256-*|%(storebase)s/sha512-*) [ "$prev" = %(target)s ] || rm -rf "$(dirname "$dest")/$prev" ;;
+esac
 ''' % {'work': _sh_quote(work), 'store': _sh_quote(self.store), 'dest': _sh_quote(self.dest),
-            'name': name, 'checks': checks, 'target': _sh_quote(link_target)}
+            'name': name, 'checks': checks, 'target': _sh_quote(link_target),
+            'storebase': _sh_quote(os.path.basename(self.store))}
         self.run(script, 'publishing the release at %s' % self.dest, error=StageError)

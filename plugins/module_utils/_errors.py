@@ -71,12 +71,14 @@ class ArchitectureNotShippedError(FleetError):
     def __init__(self, wanted, available):
         self.wanted = wanted
         self.available = list(available)
+        self.index_digest = None  # set by the resolver, so callers can pin the index
         shipped = ', '.join(self.available) if self.available else 'none'
         super().__init__(
             'the release does not ship for architecture %s (it ships: %s)' % (wanted, shipped))
 
     def details(self):
-        return {'architecture': self.wanted, 'available_architectures': self.available}
+        return {'architecture': self.wanted, 'available_architectures': self.available,
+                'index_digest': self.index_digest}
 
 
 class ArchitectureMismatchError(FleetError):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import (
     ArchitectureMismatchError,
+    ArchitectureNotShippedError,
     InvalidReferenceError,
     LayerMissingError,
     ManifestError,
@@ -91,7 +92,11 @@ def resolve(client, architecture, tag=None, digest=None):
     top = client.get_manifest(reference)
     if top.is_index:
         entries = _descriptors(top.document, 'manifests', reference)
-        entry = select_manifest(entries, platform)
+        try:
+            entry = select_manifest(entries, platform)
+        except ArchitectureNotShippedError as exc:
+            exc.index_digest = top.digest
+            raise
         if entry['mediaType'] not in MANIFEST_MEDIA_TYPES:
             raise ManifestError('index %s points at %s for %s; only image manifests are supported '
                                 'there (no nested indexes)' % (reference, entry['mediaType'], platform))

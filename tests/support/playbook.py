@@ -100,7 +100,7 @@ def _inventory_file(inventory, tmp_path: Path) -> str:
 
 
 def run_playbook(  # pylint: disable=too-many-arguments,too-many-locals
-    plays_or_tasks: Sequence[Mapping],
+    plays_or_tasks: Sequence[Mapping] | str,
     *,
     tmp_path: Path,
     inventory=None,
@@ -113,14 +113,20 @@ def run_playbook(  # pylint: disable=too-many-arguments,too-many-locals
 ) -> PlaybookRun:
     """Write ``plays_or_tasks`` as a playbook under ``tmp_path`` and run it; never raises on rc.
 
+    A string is passed to ``ansible-playbook`` as is: a playbook of a collection by name
+    (``kubesolo.fleet.check``) or a playbook file.
+
     ``inventory``: ``None`` (localhost, local connection, this interpreter), a dict (YAML
     inventory), an existing path, a ``"host1,host2,"`` list, or INI text.  ``extra_vars`` go through a JSON file so types
     survive.  ``env`` is added last (it can override anything set here); ``args`` are appended.
     """
     tmp_path = Path(tmp_path)
     tmp_path.mkdir(parents=True, exist_ok=True)
-    playbook = tmp_path / "playbook.yml"
-    playbook.write_text(yaml.safe_dump(_as_plays(plays_or_tasks), sort_keys=False), encoding="utf-8")
+    if isinstance(plays_or_tasks, str):
+        playbook = plays_or_tasks
+    else:
+        playbook = tmp_path / "playbook.yml"
+        playbook.write_text(yaml.safe_dump(_as_plays(plays_or_tasks), sort_keys=False), encoding="utf-8")
     results_file = tmp_path / "results.jsonl"
     results_file.unlink(missing_ok=True)
     config = tmp_path / "ansible.cfg"

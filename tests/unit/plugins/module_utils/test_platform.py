@@ -143,7 +143,8 @@ def test_select_manifest_not_shipped(wanted, entries, available):
     assert error.code == 'architecture_not_shipped'
     assert error.wanted == str(platform)
     assert error.available == available
-    assert error.details() == {'architecture': str(platform), 'available_architectures': available}
+    assert error.details() == {'architecture': str(platform), 'available_architectures': available,
+                               'index_digest': None}
     assert str(error) == 'the release does not ship for architecture %s (it ships: %s)' % (
         platform, ', '.join(available) or 'none')
 
