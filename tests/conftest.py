@@ -1,4 +1,4 @@
-"""Shared pytest setup for kubesolo.fleet: import paths and the registry / playbook fixtures."""
+"""Shared pytest setup for kubesolo.fleet: import paths and the registry / playbook / SSH node fixtures."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ if str(REPO_ROOT) not in sys.path:
 from tests.support.collection import collections_root  # noqa: E402
 from tests.support.playbook import run_playbook as _run_playbook  # noqa: E402
 from tests.support.registry import DEFAULT_BINARY, Registry  # noqa: E402
+from tests.support.sshnode import SSHNode, missing_requirements  # noqa: E402
 
 # ``import ansible_collections.kubesolo.fleet.plugins.module_utils...`` resolves to this working copy.
 sys.path.insert(0, str(collections_root()))
@@ -49,3 +50,33 @@ def run_playbook(tmp_path):
         return _run_playbook(plays_or_tasks, **kwargs)
 
     return run
+
+
+@pytest.fixture
+def ssh_node_factory():
+    """``ssh_node_factory(count=1, **kwargs) -> [SSHNode, ...]``: started Python-less SSH nodes.
+
+    Named ``node1``, ``node2``... in creation order (or ``names=[...]``); ``kwargs`` go to
+    :class:`SSHNode` (``version_id``).  Every node is stopped when the test ends.
+    Skipped locally when sshd, busybox-static or root is missing; a failure under CI.
+    """
+    problems = missing_requirements()
+    if problems:
+        message = "SSH test nodes unavailable (scripts/bootstrap installs the packages): " + "; ".join(problems)
+        if _in_ci():
+            pytest.fail(message)  # CI must never skip the end-to-end tests silently
+        pytest.skip(message)
+    nodes: list[SSHNode] = []
+
+    def make(count: int = 1, *, names=None, **kwargs) -> list[SSHNode]:
+        names = list(names) if names is not None else [f"node{len(nodes) + i + 1}" for i in range(count)]
+        created = []
+        for name in names:
+            node = SSHNode(name, **kwargs)
+            nodes.append(node)
+            created.append(node.start())
+        return created
+
+    yield make
+    for node in nodes:
+        node.stop()

@@ -1,0 +1,628 @@
+"""A Python-less "KubeSolo OS node" for tests: a real OpenSSH server whose sessions live in a chroot
+that holds nothing but a static busybox.
+
+Real KubeSolo OS nodes run Tiny Core Linux: busybox userland, reachable over SSH, **no Python**.
+An :class:`SSHNode` reproduces that on 127.0.0.1 so that ``ansible-playbook`` talks to it through the
+real ``ssh`` connection plugin, and anything that needs Python on the node fails as it would there.
+
+How it is built (all below one temp dir, removed by :meth:`SSHNode.stop`)::
+
+    <workdir>/                      root-owned, 0700
+        sshd_config, sshd.pid, sshd.log
+        ssh_host_ed25519_key[.pub]  host key, new per node
+        client_key[.pub]            the key tests log in with (:attr:`SSHNode.client_key`)
+        authorized_keys             root's keys: AuthorizedKeysFile, outside the chroot, 0600
+        cp/                         Ansible's ControlPersist sockets for this node (see ansible_host_vars)
+        root/                       the ChrootDirectory: the node's "/" (:attr:`SSHNode.chroot`)
+            bin/busybox             a copy of the static busybox
+            bin/sh, usr/bin/env...  one relative symlink per applet, where ``busybox --list-full`` puts it
+            bin/bash                wrapper for the host's login shell, see _install_login_shell()
+            etc/passwd, etc/group   root only (home /root, shell /bin/sh)
+            etc/os-release          VERSION_ID=<version_id>
+            dev/null                character device 1,3 (mknod)
+            proc/mounts             a one-line stub so busybox ``df`` works, see _write_proc_mounts()
+            root/ tmp/ (1777) var/lib/kubesolo/update/
+
+Gotchas, each handled below:
+
+* sshd refuses a ChrootDirectory unless *every* component of its path is owned by root and not
+  group/other-writable.  ``/tmp`` (1777) fails that, so the temp dir cannot live in the usual temp
+  dir: :func:`base_dir` picks one that qualifies (``$KUBESOLO_TEST_SSHNODE_DIR`` first).
+* after chroot, sshd executes the login shell named in the **host's** passwd entry (root's is
+  ``/bin/bash`` on Debian), not the chroot's ``etc/passwd``; a missing shell makes every session fail.
+* chroot needs root: the tests must run as root (CI does).
+* internal-sftp runs inside sshd after the chroot, so file transfer (Ansible's ``put_file``) needs
+  nothing in the chroot.
+* the chroot's ``/proc`` is not procfs; only ``proc/mounts`` exists.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import posixpath
+import pwd
+import shlex
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+DEFAULT_SSHD = os.environ.get("KUBESOLO_TEST_SSHD_BIN", "/usr/sbin/sshd")
+#: Must be statically linked: the chroot holds no libraries (Debian package busybox-static).
+DEFAULT_BUSYBOX = os.environ.get("KUBESOLO_TEST_BUSYBOX_BIN", "/bin/busybox")
+SSH = "ssh"
+SSH_KEYGEN = "ssh-keygen"
+#: sshd (OpenSSH 9.x) will not start without its privilege-separation directory; a machine where
+#: the ssh service never ran (a container, a fresh CI runner) may not have it.
+PRIVSEP_DIR = Path("/run/sshd")
+
+#: Options every ``ssh`` towards a node needs: each node has a new host key on a reused address.
+SSH_COMMON_ARGS = "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o IdentitiesOnly=yes"
+
+# Nodes still running when the interpreter exits (a test that forgot stop()) are stopped.
+_RUNNING: set["SSHNode"] = set()
+atexit.register(lambda: [node.stop() for node in list(_RUNNING)])
+
+
+class SSHCommandError(subprocess.CalledProcessError):
+    """:meth:`SSHNode.run` with ``check=True`` saw a non-zero exit status."""
+
+    def __str__(self) -> str:
+        return f"{super().__str__()}\n--- stdout\n{self.stdout}\n--- stderr\n{self.stderr}"
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def chroot_capable(path: str | os.PathLike) -> bool:
+    """True when sshd would accept a ChrootDirectory at (or below a root-owned 0755 dir in) ``path``.
+
+    sshd checks every component from ``/`` down: owned by root, no group/other write bit.
+    """
+    current = Path(os.path.abspath(path))
+    for component in [current, *current.parents]:
+        try:
+            info = component.stat()
+        except OSError:
+            return False
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != 0 or info.st_mode & 0o022:
+            return False
+    return True
+
+
+def _allows_devices(path: str | os.PathLike) -> bool:
+    return not os.statvfs(path).f_flag & getattr(os, "ST_NODEV", 4)
+
+
+def base_dir() -> Path:
+    """Directory in which node temp dirs are created.
+
+    ``$KUBESOLO_TEST_SSHNODE_DIR`` when set (it must pass :func:`chroot_capable`); otherwise the
+    first of the usual temp dir, ``/run`` and ``/var/cache`` that passes it, preferring one whose
+    filesystem is not mounted ``nodev`` (``/run`` usually is, and ``dev/null`` would not open).
+    """
+    override = os.environ.get("KUBESOLO_TEST_SSHNODE_DIR")
+    if override:
+        if not chroot_capable(override):
+            raise RuntimeError(
+                f"KUBESOLO_TEST_SSHNODE_DIR={override}: every component must be a root-owned directory"
+                " that is not group/other-writable (sshd's rule for ChrootDirectory)"
+            )
+        return Path(override)
+    candidates = [Path(c) for c in (tempfile.gettempdir(), "/run", "/var/cache") if chroot_capable(c)]
+    if not candidates:
+        raise RuntimeError(
+            "no directory for SSH test nodes: sshd needs a ChrootDirectory whose every path component is"
+            " root-owned and not group/other-writable; set KUBESOLO_TEST_SSHNODE_DIR to one"
+        )
+    return next((c for c in candidates if _allows_devices(c)), candidates[0])
+
+
+def missing_requirements(sshd: str = DEFAULT_SSHD, busybox: str = DEFAULT_BUSYBOX) -> list[str]:
+    """Why SSH nodes cannot run here (empty when they can): for a skip or fail message."""
+    problems = []
+    if not os.access(sshd, os.X_OK):
+        problems.append(f"{sshd} missing: install the Debian package openssh-server")
+    if not os.access(busybox, os.X_OK):
+        problems.append(f"{busybox} missing: install the Debian package busybox-static")
+    for tool in (SSH, SSH_KEYGEN, "sftp"):
+        if not shutil.which(tool):
+            problems.append(f"{tool} missing: install the Debian package openssh-client")
+    if os.geteuid() != 0:
+        problems.append("SSH test nodes chroot their sessions, which needs root: run the tests as root")
+    return problems
+
+
+def inventory(nodes: Iterable["SSHNode"], group_vars: Mapping | None = None) -> dict:
+    """A YAML-ready inventory dict with every node as a host (named :attr:`SSHNode.name`) in ``all``."""
+    hosts = {}
+    for node in nodes:
+        if node.name in hosts:
+            raise ValueError(f"two nodes named {node.name!r}")
+        hosts[node.name] = node.ansible_host_vars()
+    return {"all": {"hosts": hosts, "vars": dict(group_vars or {})}}
+
+
+class SSHNode:  # pylint: disable=too-many-instance-attributes
+    """An sshd on 127.0.0.1 whose root sessions see only a busybox userland (no Python).
+
+    ``version_id`` goes into ``/etc/os-release`` (``None``: no such file).  ``name`` is the
+    inventory hostname :func:`inventory` uses.  ``uname -m`` reports the host's machine: the node's
+    shell cannot be made to lie about it (see _install_busybox), so tests of other architectures
+    override the architecture on the Ansible side instead.
+    """
+
+    host = "127.0.0.1"
+
+    def __init__(  # pylint: disable=too-many-arguments
+        self,
+        name: str = "node",
+        *,
+        version_id: str | None = "v0.2.0",
+        sshd: str = DEFAULT_SSHD,
+        busybox: str = DEFAULT_BUSYBOX,
+        startup_timeout: float = 15.0,
+    ) -> None:
+        self.name = name
+        self.version_id = version_id
+        self.sshd = sshd
+        self.busybox = busybox
+        self.startup_timeout = startup_timeout
+        self.port: int | None = None
+        self.workdir: Path | None = None
+        #: True when dev/null is a real character device (False: a 0666 regular file, see _make_dev_null).
+        self.dev_null_is_device: bool | None = None
+        self._process: subprocess.Popen | None = None
+
+    # ---------------------------------------------------------------- paths
+
+    def _workdir(self) -> Path:
+        if self.workdir is None:
+            raise RuntimeError("node not started")
+        return self.workdir
+
+    @property
+    def chroot(self) -> Path:
+        """The node's ``/`` on the host."""
+        return self._workdir() / "root"
+
+    @property
+    def log_path(self) -> Path:
+        """sshd's log (LogLevel VERBOSE): connections, authentication, sessions, sftp."""
+        return self._workdir() / "sshd.log"
+
+    @property
+    def config_path(self) -> Path:
+        """The sshd_config the server was started with."""
+        return self._workdir() / "sshd_config"
+
+    @property
+    def client_key(self) -> Path:
+        """Private key (ed25519, no passphrase) that logs in as root."""
+        return self._workdir() / "client_key"
+
+    @property
+    def control_path_dir(self) -> Path:
+        """Where Ansible's ssh keeps ControlPersist sockets for this node (closed by :meth:`stop`)."""
+        return self._workdir() / "cp"
+
+    def path(self, node_path: str) -> Path:
+        """Host path of the absolute node path ``node_path`` (``/etc/os-release`` -> ``<chroot>/etc/os-release``)."""
+        if not node_path.startswith("/"):
+            raise ValueError(f"node paths must be absolute, not {node_path!r}")
+        # Lexical normalisation: "/../x" stays inside the chroot, as it does on the node.
+        return self.chroot / posixpath.normpath(node_path).lstrip("/")
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def start(self) -> "SSHNode":
+        """Build the chroot and keys, start sshd and wait until it listens; returns ``self``."""
+        if self._process is not None:
+            raise RuntimeError("node already started")
+        problems = missing_requirements(self.sshd, self.busybox)
+        if problems:
+            raise FileNotFoundError("; ".join(problems))
+        self.workdir = Path(tempfile.mkdtemp(prefix="kubesolo-fleet-sshnode-", dir=base_dir()))
+        _RUNNING.add(self)
+        try:
+            self._build_chroot()
+            self._make_keys()
+            self.control_path_dir.mkdir(mode=0o700)
+            PRIVSEP_DIR.mkdir(mode=0o755, parents=True, exist_ok=True)
+            self._launch()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _launch(self) -> None:
+        # The port is picked before sshd binds it; retry on the rare collision.
+        for attempt in range(3):
+            self.port = free_port()
+            self.config_path.write_text(self._sshd_config(), encoding="utf-8")
+            with open(self.log_path, "ab") as log:
+                self._process = subprocess.Popen(  # pylint: disable=consider-using-with
+                    # -D: stay in the foreground; -e -E: log to the file, not syslog.
+                    [self.sshd, "-D", "-e", "-E", str(self.log_path), "-f", str(self.config_path)],
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=log,
+                )
+            try:
+                self._wait_ready()
+                return
+            except RuntimeError:
+                self._stop_server()
+                if attempt == 2 or "Address already in use" not in self.log_tail():
+                    raise
+
+    def _sshd_config(self) -> str:
+        workdir = self._workdir()
+
+        def quoted(path: Path) -> str:
+            return '"%s"' % path
+
+        return "\n".join(
+            [
+                f"Port {self.port}",
+                "ListenAddress 127.0.0.1",
+                f"HostKey {quoted(workdir / 'ssh_host_ed25519_key')}",
+                f"PidFile {quoted(workdir / 'sshd.pid')}",
+                # Read by sshd before the chroot, so it lives outside it.
+                f"AuthorizedKeysFile {quoted(workdir / 'authorized_keys')}",
+                "PermitRootLogin prohibit-password",
+                "PubkeyAuthentication yes",
+                "PasswordAuthentication no",
+                "KbdInteractiveAuthentication no",
+                "UsePAM no",
+                f"ChrootDirectory {quoted(self.chroot)}",
+                # In-process sftp server: works in a chroot without any binary in it.  Its own log
+                # (file operations) goes to syslog, i.e. nowhere from inside the chroot; sshd's log
+                # still has "Starting session: subsystem 'sftp'" for each transfer.
+                "Subsystem sftp internal-sftp",
+                # No AcceptEnv: like a stock server, the client's LANG/LC_* are not passed through.
+                "PrintMotd no",
+                "PrintLastLog no",
+                "LogLevel VERBOSE",
+                "",
+            ]
+        )
+
+    def _wait_ready(self) -> None:
+        # sshd logs this line once it listens.  (Probing the port instead would leave a
+        # "kex_exchange_identification: Connection closed" line in the log.)
+        ready = f"Server listening on {self.host} port {self.port}.".encode()
+        deadline = time.monotonic() + self.startup_timeout
+        while True:
+            if self._process.poll() is not None:
+                raise RuntimeError(
+                    f"{self.sshd} exited with {self._process.returncode}; log tail:\n{self.log_tail()}"
+                )
+            if ready in self.log_path.read_bytes():
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"sshd did not answer on {self.host}:{self.port} within {self.startup_timeout:.0f} s;"
+                    f" log tail:\n{self.log_tail()}"
+                )
+            time.sleep(0.02)
+
+    def stop(self, *, keep_files: bool = False) -> None:
+        """Stop sshd and every session it started, close Ansible's ControlPersist masters for this
+        node, and remove the temp dir unless ``keep_files``.  Safe to call twice."""
+        _RUNNING.discard(self)
+        if self.workdir is None:
+            return
+        self._close_control_masters()
+        self._stop_server()
+        if not keep_files:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def _close_control_masters(self) -> None:
+        """Ask each ControlPersist master (left running by ``ansible-playbook`` for 60 s) to exit."""
+        if not self.control_path_dir.is_dir():
+            return
+        for sock in self.control_path_dir.iterdir():
+            subprocess.run(
+                [SSH, "-F", "/dev/null", "-o", f"ControlPath={sock}", "-O", "exit", self.host],
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                timeout=10,
+                check=False,
+            )
+
+    def _stop_server(self) -> None:
+        """SIGTERM the listener and its per-connection processes, SIGKILL what is left after 5 s.
+
+        Per-connection sshd processes start their own session (setsid), so they are found through
+        their parent (before the listener exits) and through their root directory (the chroot).
+        """
+        process, self._process = self._process, None
+        pids = set()
+        if process is not None and process.poll() is None:
+            pids = {process.pid, *_descendants(process.pid)}
+        if self.workdir is not None:
+            pids |= _chrooted_in(self.chroot)
+        for pid in pids:
+            _signal(pid, signal.SIGTERM)
+        if process is not None:
+            try:
+                process.wait(5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
+        deadline = time.monotonic() + 5
+        while pids and time.monotonic() < deadline:
+            pids = {pid for pid in pids if _alive(pid)}
+            time.sleep(0.02)
+        for pid in pids:
+            _signal(pid, signal.SIGKILL)
+
+    @property
+    def running(self) -> bool:
+        """True while sshd is alive."""
+        return self._process is not None and self._process.poll() is None
+
+    def __enter__(self) -> "SSHNode":
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+    def log_tail(self, lines: int = 30) -> str:
+        """Return the last ``lines`` lines of sshd's log (for error messages)."""
+        try:
+            text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        except (OSError, RuntimeError):
+            return "<no log>"
+        return "\n".join(text.splitlines()[-lines:])
+
+    # ---------------------------------------------------------------- the node's filesystem
+
+    def _build_chroot(self) -> None:
+        root = self.chroot
+        # mkdtemp made the workdir 0700 root: fine for sshd (no group/other write bit).
+        root.mkdir(mode=0o755)
+        for directory in ("bin", "dev", "etc", "proc", "root", "tmp", "var/lib/kubesolo/update"):
+            (root / directory).mkdir(mode=0o755, parents=True, exist_ok=True)
+        (root / "root").chmod(0o700)
+        (root / "tmp").chmod(0o1777)
+        self._install_busybox()
+        self._install_login_shell()
+        (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\n", encoding="utf-8")
+        (root / "etc/group").write_text("root:x:0:\n", encoding="utf-8")
+        if self.version_id is not None:
+            (root / "etc/os-release").write_text(
+                'NAME="KubeSolo OS"\nID=kubesolo\n'
+                f'VERSION_ID={self.version_id}\nPRETTY_NAME="KubeSolo OS {self.version_id}"\n',
+                encoding="utf-8",
+            )
+        self._make_dev_null()
+        self._write_proc_mounts()
+        strays = [str(p.relative_to(root)) for p in root.rglob("*") if "python" in p.name.lower()]
+        if strays:  # the whole point of the node
+            raise RuntimeError(f"python found in the node's chroot: {strays}")
+
+    def _install_busybox(self) -> None:
+        root = self.chroot
+        target = root / "bin/busybox"
+        shutil.copy2(self.busybox, target)
+        listing = subprocess.run(
+            [self.busybox, "--list-full"], capture_output=True, text=True, check=True
+        ).stdout.split()
+        # Where a busybox install puts each applet (bin/sh, sbin/ip, usr/bin/env...), as on Tiny Core.
+        for applet in listing:
+            link = root / applet
+            if link.exists() or link.is_symlink():
+                continue
+            link.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+            link.symlink_to(os.path.relpath(target, link.parent))
+        if not (root / "bin/sh").exists():
+            raise RuntimeError(f"{self.busybox} has no sh applet")
+        # Debian's busybox-static is built with FEATURE_SH_STANDALONE and FEATURE_PREFER_APPLETS:
+        # its sh runs an applet for any applet name *before* looking at PATH (``type uname`` says
+        # "uname is uname").  So a script or function placed on PATH cannot stand in for an applet
+        # (a fake ``uname`` would be ignored); only shell functions in the same shell win.
+
+    def _install_login_shell(self) -> None:
+        """Make the login shell of the *host's* root account exist in the chroot.
+
+        sshd looks the user up in the host's passwd database before the chroot and, after it,
+        runs ``<pw_shell> -c <command>`` (and the in-chroot ``etc/passwd`` is never consulted).
+        On Debian that is ``/bin/bash``; busybox has no ``bash`` applet (a symlink to busybox would
+        fail with "applet not found"), so the shell's path gets a two-line script that hands its
+        arguments to busybox ``sh``.  Commands therefore run in busybox ash, as on a real node.
+        """
+        shell = pwd.getpwnam("root").pw_shell or "/bin/sh"
+        wrapper = self.path(shell)
+        if wrapper.exists() or wrapper.is_symlink():
+            return  # /bin/sh, /bin/ash: already a busybox applet
+        wrapper.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        wrapper.write_text(
+            "#!/bin/sh\n# The host's login shell for root, as seen by sshd: run busybox sh instead.\n"
+            'exec /bin/sh "$@"\n',
+            encoding="utf-8",
+        )
+        wrapper.chmod(0o755)
+
+    def _make_dev_null(self) -> None:
+        """``dev/null`` as the real device (root may mknod; opening it needs a mount without nodev,
+        which base_dir() prefers).  Where that is impossible (no CAP_MKNOD, only nodev mounts), a
+        0666 regular file stands in: redirections work, but reads return what was written."""
+        dev_null = self.chroot / "dev/null"
+        try:
+            os.mknod(dev_null, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+            dev_null.chmod(0o666)  # mknod applies the umask
+            with open(dev_null, "wb") as handle:
+                handle.write(b"probe")
+            self.dev_null_is_device = True
+        except OSError:
+            dev_null.unlink(missing_ok=True)
+            dev_null.touch(mode=0o666)
+            dev_null.chmod(0o666)
+            self.dev_null_is_device = False
+
+    def _write_proc_mounts(self) -> None:
+        """A one-line ``/proc/mounts`` so that busybox ``df PATH`` finds the mount point.
+
+        busybox df reads /proc/mounts and matches entries by device number; without it, it fails
+        with "can't find mount point".  Mounting a real procfs would need cleanup and would show
+        the host's processes, so the node gets a stub naming its root with the host filesystem's
+        source and type ("rootfs" would not do: busybox skips entries of that name).
+        """
+        source, fstype = "none", "unknown"
+        best = ""
+        chroot = str(self.chroot)
+        with open("/proc/self/mounts", encoding="utf-8") as mounts:
+            for line in mounts:
+                fields = line.split()
+                if len(fields) < 3:
+                    continue
+                point = fields[1].replace("\\040", " ")
+                if (chroot == point or chroot.startswith(point.rstrip("/") + "/")) and len(point) >= len(best):
+                    best, source, fstype = point, fields[0], fields[2]
+        (self.chroot / "proc/mounts").write_text(f"{source} / {fstype} rw 0 0\n", encoding="utf-8")
+
+    def _make_keys(self) -> None:
+        workdir = self._workdir()
+        for key, comment in (("ssh_host_ed25519_key", "kubesolo-fleet test node"), ("client_key", "kubesolo-fleet tests")):
+            subprocess.run(
+                [SSH_KEYGEN, "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(workdir / key)],
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                check=True,
+            )
+        authorized_keys = workdir / "authorized_keys"
+        authorized_keys.write_bytes((workdir / "client_key.pub").read_bytes())
+        authorized_keys.chmod(0o600)
+
+    # ---------------------------------------------------------------- talking to it
+
+    def ansible_host_vars(self) -> dict:
+        """Host variables that make Ansible reach this node over SSH.
+
+        No ``ansible_python_interpreter``: module tasks get whatever the run configures (run_playbook
+        sets the controller's interpreter path, which does not exist on the node) and fail there.
+        ``ansible_control_path_dir`` keeps the ControlPersist sockets with the node so that
+        :meth:`stop` can close them (and the default ``~/.ansible/cp`` is not shared between runs).
+        """
+        return {
+            "ansible_host": self.host,
+            "ansible_port": self.port,
+            "ansible_user": "root",
+            "ansible_connection": "ssh",
+            "ansible_ssh_private_key_file": str(self.client_key),
+            "ansible_ssh_common_args": SSH_COMMON_ARGS,
+            "ansible_ssh_transfer_method": "sftp",
+            "ansible_control_path_dir": str(self.control_path_dir),
+        }
+
+    def ssh_command(self, command: str | None = None, *, tty: bool = False) -> list[str]:
+        """The ``ssh`` argv that runs ``command`` (a shell string) on the node as root."""
+        argv = [
+            SSH, "-F", "/dev/null", "-i", str(self.client_key), "-p", str(self.port),
+            *shlex.split(SSH_COMMON_ARGS),
+            "-o", "BatchMode=yes", "-o", "LogLevel=ERROR", "-o", "ControlMaster=no", "-o", "ControlPath=none",
+            "-tt" if tty else "-T",
+            f"root@{self.host}",
+        ]
+        if command is not None:
+            argv += ["--", command]
+        return argv
+
+    def run(
+        self, command: str, *, check: bool = True, input: str | None = None, timeout: float = 60  # pylint: disable=redefined-builtin
+    ) -> subprocess.CompletedProcess:
+        """Run the shell string ``command`` on the node (busybox sh, as root, cwd /root) over ssh.
+
+        Returns the CompletedProcess (text stdout/stderr); raises :class:`SSHCommandError` on a
+        non-zero exit when ``check``.
+        """
+        if self._process is None:
+            raise RuntimeError("node not started")
+        argv = self.ssh_command(command)
+        completed = subprocess.run(
+            argv,
+            input=input,
+            stdin=None if input is not None else subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if check and completed.returncode != 0:
+            raise SSHCommandError(completed.returncode, argv, completed.stdout, completed.stderr)
+        return completed
+
+    def __repr__(self) -> str:
+        return f"SSHNode({self.name!r}, port={self.port}, chroot={self.workdir and self.chroot})"
+
+
+# -------------------------------------------------------------------- processes
+
+
+def _proc_pids() -> list[int]:
+    return [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]
+
+
+def _descendants(pid: int) -> set[int]:
+    """Children, grandchildren... of ``pid`` (from /proc/PID/stat)."""
+    children: dict[int, list[int]] = {}
+    for other in _proc_pids():
+        try:
+            with open(f"/proc/{other}/stat", encoding="utf-8", errors="replace") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        children.setdefault(int(fields[1]), []).append(other)
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def _chrooted_in(chroot: Path) -> set[int]:
+    """Processes whose root directory is ``chroot``: the sessions of this node's sshd."""
+    found = set()
+    for pid in _proc_pids():
+        try:
+            if os.readlink(f"/proc/{pid}/root") == str(chroot):
+                found.add(pid)
+        except OSError:
+            continue
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie that is our child is reaped by Popen; any other zombie counts as gone.
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _signal(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
