@@ -80,7 +80,7 @@ def test_plan_is_deterministic(tmp_path, artifacts):
     assert [m.data for m in first.manifests] == [m.data for m in second.manifests]
     assert [b.digest for b in first.blobs] == [b.digest for b in second.blobs]
     # The same bytes elsewhere on disk give the same release: paths are not part of it.
-    moved, _ = write_artifacts(tmp_path / 'elsewhere')
+    moved, _moved_contents = write_artifacts(tmp_path / 'elsewhere')
     third = _publish.plan_release(moved, dict(METADATA), ['stable', 'v0.3.0'])
     assert third.index.digest == first.index.digest
     assert third.index.data == first.index.data
@@ -88,7 +88,7 @@ def test_plan_is_deterministic(tmp_path, artifacts):
 
 def test_plan_changes_with_content(tmp_path, artifacts):
     files, _contents = artifacts
-    other, _ = write_artifacts(tmp_path / 'other', tag=b' rebuilt')
+    other, _other_contents = write_artifacts(tmp_path / 'other', tag=b' rebuilt')
     assert (_publish.plan_release(files, METADATA, ['stable']).index.digest
             != _publish.plan_release(other, METADATA, ['stable']).index.digest)
     assert (_publish.plan_release(files, METADATA, ['stable']).index.digest
@@ -435,7 +435,7 @@ def test_check_mode_after_publish_reports_nothing(artifacts):
 
 
 def test_tag_pointing_elsewhere_is_moved(tmp_path):
-    old_files, _ = write_artifacts(tmp_path / 'old', architectures=('amd64',))
+    old_files, _old_contents = write_artifacts(tmp_path / 'old', architectures=('amd64',))
     old = _publish.plan_release(old_files, METADATA, ['stable', 'v0.3.0'])
     registry = FakePushRegistry()
     _publish.publish(registry, old)
