@@ -68,7 +68,8 @@ class ActionModule(ActionBase):
             if params['controller_cache_keep'] > 0:
                 cache.prune(params['controller_cache_keep'])
         return stage_result(release, dest, current, changed, downloaded, self._task.diff,
-                            delivery='controller', bytes_transferred=transferred)
+                            delivery='controller', bytes_transferred=transferred,
+                            sources=client.sources, mirror_errors=client.mirror_errors)
 
     def _node_shell(self, script):
         """Run ``script`` with the node's /bin/sh, as the raw action would."""

@@ -34,16 +34,46 @@ options:
       - A CA bundle file, or a directory of hashed CA certificates, to verify the registry's
         certificate with, instead of the system trust store.
     type: path
+  client_cert:
+    description:
+      - A PEM client certificate for registries that require mutual TLS; with O(client_key) unless the file
+        holds the key too.
+    type: path
+  client_key:
+    description: The PEM private key of O(client_cert).
+    type: path
   timeout:
     description:
       - Seconds to wait for a connection or for the next bytes of an answer.
     type: float
     default: 30
+  username:
+    description:
+      - User name for the registry. With O(password), wins over O(registry_config).
+      - Used for Basic challenges and to obtain bearer tokens; without any credentials the module pulls anonymously.
+    type: str
+  password:
+    description:
+      - Password or access token for O(username). Never logged or returned.
+    type: str
+  registry_config:
+    description:
+      - A docker C(config.json) to take credentials from, read on the machine that talks to the registry.
+      - Defaults to C($DOCKER_CONFIG/config.json), else C(~/.docker/config.json); a missing default file means
+        anonymous access, a missing explicit one is an error.
+      - Supported entries, in docker's order, are C(credHelpers) for the registry host, C(auths) (C(auth) as base64
+        C(user:password), or C(identitytoken)), then C(credsStore). Helpers run as C(docker-credential-<name> get)
+        and must be on C(PATH).
+    type: path
 requirements:
   - requests (Python library) on the machine that runs the module
 notes:
   - Public registries that hand out anonymous bearer tokens for pulls (such as C(ghcr.io))
-    work without credentials.
+    work without credentials. Bearer tokens are cached per scope for the run and fetched again once when
+    the registry rejects one; a token realm over plain HTTP is refused for an HTTPS registry.
+  - Redirects (CDN or object-store blob locations) are followed, but C(Authorization) is never sent to
+    another scheme, host or port. Proxies from the standard C(HTTPS_PROXY), C(HTTP_PROXY) and C(NO_PROXY)
+    environment variables are used.
 '''
 
     # Options of the modules that read one release for one architecture.
@@ -69,4 +99,48 @@ options:
         GOARCH names; C(arm64/v8) is the same as C(arm64).
       - Defaults to the architecture of the machine that runs the module.
     type: str
+  mirrors:
+    description:
+      - Registries tried in order, before the upstream O(repository), for manifests by digest and for blobs.
+        Any failure at a mirror (unreachable, missing, wrong content) falls back to the next one and finally
+        to the upstream. Everything a mirror serves is verified against the digest the upstream named.
+      - Tags are resolved at the upstream unless O(mirror_tags) is true.
+      - Each mirror has its own TLS settings and credentials; the upstream's credentials are never sent to
+        a mirror.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      location:
+        description:
+          - The mirror as C(host[:port]) or C(host[:port]/prefix); the repository path is appended, after the prefix.
+        type: str
+        required: true
+      plain_http:
+        description: Talk to this mirror over plain HTTP.
+        type: bool
+        default: false
+      validate_certs:
+        description: Verify this mirror's TLS certificate.
+        type: bool
+        default: true
+      ca_path:
+        description: CA bundle file or directory for this mirror.
+        type: path
+      client_cert:
+        description: Client certificate for this mirror.
+        type: path
+      client_key:
+        description: Private key of O(mirrors[].client_cert).
+        type: path
+      username:
+        description: User name for this mirror; else the docker config is consulted for its host.
+        type: str
+      password:
+        description: Password for O(mirrors[].username).
+        type: str
+  mirror_tags:
+    description: Also resolve the tag at the mirrors (only for mirrors you trust to be current).
+    type: bool
+    default: false
 '''

@@ -13,7 +13,9 @@ import platform
 
 from ansible.module_utils.basic import missing_required_lib
 
+from ansible_collections.kubesolo.fleet.plugins.module_utils._auth import resolve_credentials
 from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import FleetError, ParameterError
+from ansible_collections.kubesolo.fleet.plugins.module_utils._mirrors import MirroredClient
 from ansible_collections.kubesolo.fleet.plugins.module_utils._reference import (
     parse_digest,
     parse_repository,
@@ -36,16 +38,35 @@ def connection_argument_spec(**extra):
         plain_http=dict(type='bool', default=False),
         validate_certs=dict(type='bool', default=True),
         ca_path=dict(type='path'),
+        client_cert=dict(type='path'),
+        client_key=dict(type='path'),
         timeout=dict(type='float', default=30),
+        username=dict(type='str'),
+        password=dict(type='str', no_log=True),
+        registry_config=dict(type='path'),
     )
     spec.update(extra)
     return spec
 
 
+MIRROR_SPEC = dict(
+    location=dict(type='str', required=True),
+    plain_http=dict(type='bool', default=False),
+    validate_certs=dict(type='bool', default=True),
+    ca_path=dict(type='path'),
+    client_cert=dict(type='path'),
+    client_key=dict(type='path'),
+    username=dict(type='str'),
+    password=dict(type='str', no_log=True),
+)
+
+
 def registry_argument_spec(**extra):
     """Connection options plus those of the kubesolo.fleet.registry.release fragment."""
     return connection_argument_spec(tag=dict(type='str'), digest=dict(type='str'),
-                                    architecture=dict(type='str'), **extra)
+                                    architecture=dict(type='str'),
+                                    mirrors=dict(type='list', elements='dict', options=MIRROR_SPEC, default=[]),
+                                    mirror_tags=dict(type='bool', default=False), **extra)
 
 
 REGISTRY_MUTUALLY_EXCLUSIVE = [('tag', 'digest')]
@@ -73,19 +94,40 @@ def fail(module, error, **extra):
     module.fail_json(msg=str(error), error_code=error.code, **extra)
 
 
+def _client(repository, options, config_path):
+    """A client for ``repository`` with the TLS and credential ``options`` of one registry."""
+    credentials = resolve_credentials(repository.registry, options.get('username'), options.get('password'),
+                                      config_path)
+    return RegistryClient(repository, plain_http=options['plain_http'],
+                          validate_certs=options['validate_certs'], ca_path=options.get('ca_path'),
+                          client_cert=options.get('client_cert'), client_key=options.get('client_key'),
+                          timeout=options['timeout'], credentials=credentials)
+
+
 def client_from_params(params):
     """The registry client for the connection options; raises FleetError."""
     repository = parse_repository(params['repository'])
     if params['timeout'] <= 0:
         raise ParameterError('timeout must be a positive number of seconds')
-    return RegistryClient(repository, plain_http=params['plain_http'],
-                          validate_certs=params['validate_certs'], ca_path=params['ca_path'],
-                          timeout=params['timeout'])
+    return _client(repository, params, params['registry_config'])
+
+
+def mirrored_client_from_params(params):
+    """The upstream client with the ``mirrors`` of the options in front of it."""
+    upstream = client_from_params(params)
+    mirrors = []
+    for mirror in params['mirrors'] or []:
+        host, _sep, prefix = mirror['location'].strip('/').partition('/')
+        path = '%s/%s' % (prefix, upstream.repository.path) if prefix else upstream.repository.path
+        repository = parse_repository('%s/%s' % (host, path))
+        mirrors.append((mirror['location'], _client(repository, dict(mirror, timeout=params['timeout']),
+                                                    params['registry_config'])))
+    return MirroredClient(upstream, mirrors, mirror_tags=params['mirror_tags'])
 
 
 def release_from_params(params, default_architecture):
     """(client, release) for the registry and release options; raises FleetError."""
-    client = client_from_params(params)
+    client = mirrored_client_from_params(params)
     if params['digest']:
         parse_digest(params['digest'])
     else:

@@ -34,10 +34,10 @@ from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import (
     RegistryResponseError,
     SizeMismatchError,
 )
-from ansible_collections.kubesolo.fleet.plugins.module_utils._about import COLLECTION_VERSION
+from ansible_collections.kubesolo.fleet.plugins.module_utils._about import COLLECTION_NAME, COLLECTION_VERSION
 from ansible_collections.kubesolo.fleet.plugins.module_utils._reference import parse_digest
 
-USER_AGENT = 'kubesolo.fleet/%s' % COLLECTION_VERSION
+USER_AGENT = '%s/%s' % (COLLECTION_NAME, COLLECTION_VERSION)
 
 MEDIA_OCI_INDEX = 'application/vnd.oci.image.index.v1+json'
 MEDIA_OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json'
@@ -90,24 +90,49 @@ class Fetched:
         return self.media_type in INDEX_MEDIA_TYPES
 
 
+class _OriginBoundSession(requests.Session if HAS_REQUESTS else object):
+    """A session that drops Authorization on any redirect to another origin.
+
+    requests keeps it across an http -> https upgrade of the same host and may
+    add netrc credentials for the new host; neither is wanted for registries
+    whose blobs redirect to a CDN or object store.
+    """
+
+    def rebuild_auth(self, prepared_request, response):
+        if _origin(prepared_request.url) != _origin(response.request.url):
+            prepared_request.headers.pop('Authorization', None)
+
+
+def _origin(url):
+    parsed = requests.compat.urlparse(url)
+    port = parsed.port or {'http': 80, 'https': 443}.get(parsed.scheme)
+    return parsed.scheme, (parsed.hostname or '').lower(), port
+
+
 class RegistryClient:
     """Reads manifests and blobs of one repository.
 
-    ``credentials`` is an optional (username, password) pair used for Basic
-    challenges and to obtain bearer tokens; without it the client pulls
-    anonymously, which is what public registries such as ghcr.io expect.
+    ``credentials`` (_auth.Credentials) answer Basic challenges and obtain
+    bearer tokens; without them the client pulls anonymously, which is what
+    public registries such as ghcr.io expect. Bearer tokens are cached per
+    realm, service and scope for the life of the client and fetched anew once
+    when the registry rejects a cached one.
     """
 
     def __init__(self, repository, plain_http=False, validate_certs=True, ca_path=None,
-                 timeout=30, credentials=None):
+                 timeout=30, credentials=None, client_cert=None, client_key=None):
         self.repository = repository
         self.scheme = 'http' if plain_http else 'https'
         self.timeout = timeout
         self.credentials = credentials
-        self.session = requests.Session()
+        self.session = _OriginBoundSession()
         self.session.headers['User-Agent'] = USER_AGENT
         self.session.verify = (ca_path or True) if validate_certs else False
+        self.session.max_redirects = 10
+        if client_cert:
+            self.session.cert = (client_cert, client_key) if client_key else client_cert
         self._authorization = None
+        self._tokens = {}
 
     @property
     def base_url(self):
@@ -142,7 +167,7 @@ class RegistryClient:
         headers = dict(headers or {})
         # Credentials go to the registry itself only, never to an upload or
         # blob location on another host.
-        if not self._same_origin(url):
+        if _origin(url) != _origin(self.base_url):
             return self._send(method, url, headers=headers, stream=stream, data=data)
         if self._authorization:
             headers['Authorization'] = self._authorization
@@ -151,62 +176,79 @@ class RegistryClient:
             return response
         challenge = response.headers.get('WWW-Authenticate', '')
         response.close()
-        self._authorization = self._authorize(challenge)
+        rejected = headers.get('Authorization')
+        self._authorization = self._authorize(challenge, rejected)
         headers['Authorization'] = self._authorization
         if hasattr(data, 'seek'):
             data.seek(0)
         response = self._send(method, url, headers=headers, stream=stream, data=data)
         if response.status_code == 401:
             response.close()
-            raise AuthenticationError(
-                'registry %s refused access to %s%s'
-                % (self.repository.registry, self.repository.path,
-                   '' if self.credentials else ' (no credentials were given)'))
+            raise AuthenticationError(self._refused())
         return response
 
-    def _same_origin(self, url):
-        parsed = requests.compat.urlparse(url)
-        return parsed.scheme == self.scheme and parsed.netloc == self.repository.api_host
+    def _refused(self):
+        if self.credentials:
+            return 'registry %s refused the credentials of %r for %s' % (
+                self.repository.registry, self.credentials.username, self.repository.path)
+        return 'registry %s refused anonymous access to %s (no credentials were given)' % (
+            self.repository.registry, self.repository.path)
 
-    def _authorize(self, challenge):
+    def _authorize(self, challenge, rejected):
+        """The Authorization value answering ``challenge``; ``rejected`` was just refused."""
         scheme, params = parse_challenge(challenge)
         if scheme == 'bearer':
-            return 'Bearer %s' % self._fetch_token(params)
-        if scheme == 'basic' and self.credentials:
-            return requests.auth._basic_auth_str(*self.credentials)
+            key = (params.get('realm'), params.get('service'),
+                   params.get('scope') or 'repository:%s:pull' % self.repository.path)
+            cached = self._tokens.get(key)
+            if cached is None or 'Bearer ' + cached == rejected:
+                self._tokens[key] = cached = self._fetch_token(*key)
+            return 'Bearer ' + cached
+        if scheme == 'basic' and self.credentials and self.credentials.password is not None:
+            basic = requests.auth._basic_auth_str(self.credentials.username, self.credentials.password)
+            if basic == rejected:
+                raise AuthenticationError(self._refused())
+            return basic
         raise AuthenticationError(
             'registry %s requires authentication (%s challenge) to read %s%s'
             % (self.repository.registry, scheme or 'no', self.repository.path,
                '' if self.credentials else ' and no credentials were given'))
 
-    def _fetch_token(self, params):
-        realm = params.get('realm')
-        if not realm or not realm.lower().startswith(('https://', 'http://')):
-            raise AuthenticationError(
-                'registry %s sent a bearer challenge without a usable realm'
-                % self.repository.registry)
-        query = {'scope': params.get('scope') or 'repository:%s:pull' % self.repository.path}
-        if params.get('service'):
-            query['service'] = params['service']
-        auth = self.credentials if self.credentials else None
+    def _fetch_token(self, realm, service, scope):
+        """A bearer token from the registry's token service (docker token or OAuth2 refresh)."""
+        if not realm or _origin(realm)[0] not in ('http', 'https') or not _origin(realm)[1]:
+            raise AuthenticationError('registry %s sent a bearer challenge without a usable realm'
+                                      % self.repository.registry)
+        if self.scheme == 'https' and _origin(realm)[0] == 'http':
+            raise AuthenticationError('registry %s sent a plain-HTTP token realm %s; refusing to '
+                                      'send credentials or take tokens over it'
+                                      % (self.repository.registry, realm))
+        query = {'scope': scope}
+        if service:
+            query['service'] = service
+        credentials = self.credentials
         try:
-            response = self.session.get(realm, params=query, auth=auth, timeout=self.timeout,
-                                        stream=True)
+            if credentials and credentials.identity_token:
+                form = dict(query, grant_type='refresh_token', refresh_token=credentials.identity_token,
+                            client_id=COLLECTION_NAME)
+                response = self.session.post(realm, data=form, timeout=self.timeout, stream=True,
+                                             allow_redirects=False)
+            else:
+                auth = (credentials.username, credentials.password) if credentials else None
+                response = self.session.get(realm, params=query, auth=auth, timeout=self.timeout,
+                                            stream=True, allow_redirects=False)
         except requests.exceptions.RequestException as exc:
             raise RegistryConnectionError(
                 'cannot reach the token service of %s: %s' % (self.repository.registry, _reason(exc)))
         with response:
-            body = read_capped(response, MAX_SMALL_BODY_BYTES, 'token response')
+            body = read_capped(response, MAX_SMALL_BODY_BYTES, 'token response of %s' % self.repository.registry,
+                               error=AuthenticationError)
             if response.status_code in (401, 403):
-                raise AuthenticationError(
-                    'the token service of %s refused %s access to %s'
-                    % (self.repository.registry,
-                       'authenticated' if self.credentials else 'anonymous',
-                       self.repository.path))
+                raise AuthenticationError(self._refused().replace('registry %s' % self.repository.registry,
+                                                                  'the token service of %s' % self.repository.registry))
             if response.status_code != 200:
-                raise RegistryResponseError(
-                    'the token service of %s answered HTTP %d'
-                    % (self.repository.registry, response.status_code))
+                raise AuthenticationError('the token service of %s answered HTTP %d'
+                                          % (self.repository.registry, response.status_code))
         try:
             document = json.loads(body)
         except ValueError:

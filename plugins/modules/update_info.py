@@ -122,6 +122,17 @@ layers:
       description: Size of the layer in bytes.
       type: int
       sample: 12582912
+sources:
+  description: Which registry (the upstream or a mirror location) served each manifest, by digest.
+  returned: success
+  type: dict
+  sample: {"sha256:4f1b3c0d2e9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c": "mirror.example.com:5000"}
+mirror_errors:
+  description: Why mirrors that were tried did not serve, in order (the next source was then used).
+  returned: success
+  type: list
+  elements: str
+  sample: ["mirror.example.com:5000: cannot reach registry mirror.example.com:5000: Connection refused"]
 error_code:
   description:
     - On failure, a stable code for the kind of error, for example C(architecture_not_shipped),
@@ -145,8 +156,9 @@ def main():
     module = AnsibleModule(argument_spec=registry_argument_spec(),
                            mutually_exclusive=REGISTRY_MUTUALLY_EXCLUSIVE,
                            supports_check_mode=True)
-    release = resolve_release(module)[1]
-    module.exit_json(changed=False, **release.summary())
+    client, release = resolve_release(module)
+    module.exit_json(changed=False, sources=client.sources, mirror_errors=client.mirror_errors,
+                     **release.summary())
 
 
 if __name__ == '__main__':

@@ -191,6 +191,18 @@ bytes_transferred:
   returned: success and O(delivery=controller)
   type: int
   sample: 41943040
+sources:
+  description:
+    - Which registry (the upstream or a mirror location) served each manifest and layer fetched by this run, by digest.
+  returned: success
+  type: dict
+  sample: {"sha256:0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c4f1b3c0d2e9a8b7c6d5e4f3a2b1c": "mirror.example.com:5000"}
+mirror_errors:
+  description: Why mirrors that were tried did not serve, in order (the next source was then used).
+  returned: success
+  type: list
+  elements: str
+  sample: []
 delivery:
   description: How the release was delivered, V(host) or V(controller).
   returned: success
@@ -239,7 +251,8 @@ def main():
     except FleetError as exc:
         fail(module, exc)
     module.exit_json(**stage_result(release, dest, current, changed, bytes_downloaded, module._diff,
-                                    delivery='host'))
+                                    delivery='host', sources=client.sources,
+                                    mirror_errors=client.mirror_errors))
 
 
 if __name__ == '__main__':
