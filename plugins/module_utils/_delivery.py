@@ -34,6 +34,9 @@ from ansible_collections.kubesolo.fleet.plugins.module_utils._stage import (
 
 # The node agent asks for the image size plus 10 % before it updates.
 SPACE_MARGIN = 0.10
+# Prefixes the scripts' own error lines: over SSH with a terminal, stderr and
+# stdout arrive mixed with the client's chatter ("Shared connection ... closed.").
+ERROR_MARKER = 'kubesolo-fleet-error: '
 
 
 class NodeCommandError(FleetError):
@@ -42,6 +45,15 @@ class NodeCommandError(FleetError):
 
 def _sh_quote(text):
     return shlex.quote(text)
+
+
+def _error_detail(stdout, stderr):
+    """': <reason>' from a failed script: its own marked line, else the last line it printed."""
+    errors = [line.strip() for line in (stderr or '').splitlines() if line.strip()]
+    output = [line.strip() for line in (stdout or '').splitlines() if line.strip()]
+    marked = [line[len(ERROR_MARKER):] for line in errors + output if line.startswith(ERROR_MARKER)]
+    chosen = marked[-1] if marked else (errors or output or [''])[-1]
+    return ': ' + chosen[:300] if chosen else ''
 
 
 class ControllerDelivery:
@@ -56,9 +68,7 @@ class ControllerDelivery:
     def run(self, script, what, error=NodeCommandError):
         rc, stdout, stderr = self._run(script)
         if rc != 0:
-            detail = (stderr or stdout or '').strip().splitlines()
-            raise error('%s failed on the node (exit %s)%s'
-                        % (what, rc, ': ' + detail[-1][:300] if detail else ''))
+            raise error('%s failed on the node (exit %s)%s' % (what, rc, _error_detail(stdout, stderr)))
         return stdout
 
     def architecture(self):
@@ -145,10 +155,10 @@ store=%(store)s
 mkdir -p "$store"
 chmod 755 "$store"
 avail=$(df -Pk "$store" | awk 'NR == 2 { print $4 }')
-case "$avail" in ''|*[!0-9]*) echo "cannot read the free space of $store with df" >&2; exit 5 ;; esac
+case "$avail" in ''|*[!0-9]*) echo "%(marker)scannot read the free space of $store with df" >&2; exit 5 ;; esac
 if [ "$avail" -lt %(needed)d ]; then echo "space=$avail"; exit 0; fi
 printf 'work=%%s\\n' "$(mktemp -d "$store/tmp-XXXXXX")"
-''' % {'store': _sh_quote(self.store), 'needed': needed_kib}
+''' % {'store': _sh_quote(self.store), 'needed': needed_kib, 'marker': ERROR_MARKER}
         output = self.run(script, 'preparing %s' % self.store)
         values = dict(line.partition('=')[::2] for line in output.splitlines() if '=' in line)
         if 'space' in values:
@@ -166,7 +176,7 @@ printf 'work=%%s\\n' "$(mktemp -d "$store/tmp-XXXXXX")"
         checks = '\n'.join('check %s %s' % (_sh_quote(entry['sha256']), _sh_quote(file_name))
                            for file_name, entry in sorted(files.items()))
         script = '''work=%(work)s; store=%(store)s; dest=%(dest)s; final="$store/%(name)s"
-fail() { rm -rf "$work"; echo "$1" >&2; exit 3; }
+fail() { rm -rf "$work"; echo "%(marker)s$1" >&2; exit 3; }
 check() {
   got=$(sha256sum < "$work/$2" | cut -d' ' -f1) || fail "cannot hash $2"
   [ "$got" = "$1" ] || fail "$2 arrived with sha256 $got, expected $1; the previous release is kept"
@@ -185,7 +195,7 @@ if ! { ln -s %(target)s "$link" && { [ ! -d "$dest" ] || [ -L "$dest" ] || rmdir
        && mv -fT "$link" "$dest"; }; then
   rm -f "$link"
   [ "$prev" = %(target)s ] || rm -rf "$final"
-  echo "cannot point $dest at the new release" >&2
+  echo "%(marker)scannot point $dest at the new release" >&2
   exit 3
 fi
 sync
@@ -196,5 +206,5 @@ case "$prev" in
 esac
 ''' % {'work': _sh_quote(work), 'store': _sh_quote(self.store), 'dest': _sh_quote(self.dest),
             'name': name, 'checks': checks, 'target': _sh_quote(link_target),
-            'storebase': _sh_quote(os.path.basename(self.store))}
+            'storebase': _sh_quote(os.path.basename(self.store)), 'marker': ERROR_MARKER}
         self.run(script, 'publishing the release at %s' % self.dest, error=StageError)

@@ -14,15 +14,10 @@ Distribution writes two logs, both captured in one file (``log_path``):
 
 from __future__ import annotations
 
-import atexit
 import copy
 import hashlib
 import os
 import re
-import shutil
-import socket
-import subprocess
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass
@@ -31,6 +26,11 @@ from urllib.parse import urljoin
 
 import requests
 import yaml
+
+from .process import ManagedProcess, free_port
+
+# free_port is defined in .process; tests import it from here too.
+__all__ = ["DEFAULT_BINARY", "AccessLogEntry", "Registry", "deep_merge", "free_port", "parse_access_log", "sha256_digest"]
 
 #: Debian's build of Distribution 2.8.2; another ``registry`` binary can be named in the environment.
 DEFAULT_BINARY = os.environ.get("KUBESOLO_TEST_REGISTRY_BIN", "/usr/bin/docker-registry")
@@ -45,10 +45,6 @@ _MANIFEST_RE = re.compile(r"^/v2/(?P<repo>.+)/manifests/(?P<ref>[^/]+)$")
 _UPLOAD_RE = re.compile(r"^/v2/(?P<repo>.+)/blobs/uploads/(?P<ref>[^/]*)$")
 _TAGS_RE = re.compile(r"^/v2/(?P<repo>.+)/tags/list$")
 _SYNC_PARAM = "harness-sync"
-
-# Registries still running when the interpreter exits (a test that forgot stop()) are stopped.
-_RUNNING: set["Registry"] = set()
-atexit.register(lambda: [registry.stop() for registry in list(_RUNNING)])
 
 
 def sha256_digest(data: bytes) -> str:
@@ -65,13 +61,6 @@ def deep_merge(base: dict, extra: dict) -> dict:
         else:
             merged[key] = copy.deepcopy(value)
     return merged
-
-
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass(frozen=True)
@@ -138,13 +127,16 @@ def parse_access_log(text: str) -> list[AccessLogEntry]:
     return entries
 
 
-class Registry:
+class Registry(ManagedProcess):
     """A Distribution registry process on 127.0.0.1 with its own temporary storage.
 
     ``extra_config`` is deep-merged into the generated config (htpasswd auth, TLS certificate...).
     ``scheme`` must match it (``https`` when ``http.tls`` is configured).  ``auth`` and ``verify``
     are what the test-side helpers (``push_*``, ``request``) use to talk to it.
     """
+
+    _noun = "registry"
+    _workdir_prefix = "kubesolo-fleet-registry-"
 
     def __init__(
         self,
@@ -158,16 +150,13 @@ class Registry:
     ) -> None:
         if scheme not in ("http", "https"):
             raise ValueError(f"scheme must be http or https, not {scheme!r}")
+        super().__init__(startup_timeout=startup_timeout)
         self.extra_config = extra_config or {}
         self.scheme = scheme
         self.auth = auth
         self.verify = verify
         self.binary = binary
-        self.startup_timeout = startup_timeout
-        self.port: int | None = None
-        self.workdir: Path | None = None
         self.config: dict = {}
-        self._process: subprocess.Popen | None = None
         self._session: requests.Session | None = None
 
     # ---------------------------------------------------------------- lifecycle
@@ -199,41 +188,16 @@ class Registry:
         """The YAML config file the process was started with."""
         return self._workdir() / "config.yml"
 
-    def _workdir(self) -> Path:
-        if self.workdir is None:
-            raise RuntimeError("registry not started")
-        return self.workdir
-
-    def start(self) -> "Registry":
-        """Start the process and wait until ``GET /v2/`` answers; returns ``self``."""
-        if self._process is not None:
-            raise RuntimeError("registry already started")
+    def _check_requirements(self) -> None:
         if not os.access(self.binary, os.X_OK):
             raise FileNotFoundError(f"{self.binary} not found: install the Debian package docker-registry")
-        self.workdir = Path(tempfile.mkdtemp(prefix="kubesolo-fleet-registry-"))
+
+    def _prepare_workdir(self) -> None:
         self.storage_dir.mkdir()
-        # The port is picked before the process binds it; retry on the rare collision.
-        for attempt in range(3):
-            self.port = free_port()
-            self.config = deep_merge(self._base_config(), self.extra_config)
-            self.config_path.write_text(yaml.safe_dump(self.config, sort_keys=False), encoding="utf-8")
-            with open(self.log_path, "ab") as log:
-                self._process = subprocess.Popen(  # pylint: disable=consider-using-with
-                    [self.binary, "serve", str(self.config_path)],
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=log,
-                )
-            _RUNNING.add(self)
-            try:
-                self._wait_ready()
-                return self
-            except RuntimeError:
-                self._terminate()
-                if attempt == 2 or "address already in use" not in self.log_tail():
-                    self.stop()
-                    raise
-        raise AssertionError("unreachable")
+
+    def _write_config(self) -> None:
+        self.config = deep_merge(self._base_config(), self.extra_config)
+        self.config_path.write_text(yaml.safe_dump(self.config, sort_keys=False), encoding="utf-8")
 
     def _base_config(self) -> dict:
         return {
@@ -248,66 +212,24 @@ class Registry:
             "health": {"storagedriver": {"enabled": False}},
         }
 
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + self.startup_timeout
-        while True:
-            if self._process.poll() is not None:
-                raise RuntimeError(
-                    f"{self.binary} exited with {self._process.returncode} before answering; "
-                    f"log tail:\n{self.log_tail()}"
-                )
-            try:
-                # Any HTTP answer will do: with auth configured /v2/ answers 401.
-                self.request("GET", "/v2/", timeout=1)
-                return
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"registry did not answer GET {self.url}/v2/ within {self.startup_timeout:.0f} s; "
-                    f"log tail:\n{self.log_tail()}"
-                )
-            time.sleep(0.05)
+    def _command(self) -> list[str]:
+        return [self.binary, "serve", str(self.config_path)]
 
-    def _terminate(self, timeout: float = 10.0) -> None:
-        process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
+    def _is_ready(self) -> bool:
         try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout)
+            # Any HTTP answer will do: with auth configured /v2/ answers 401.
+            self.request("GET", "/v2/", timeout=1)
+        except requests.RequestException:
+            return False
+        return True
 
-    def stop(self, *, keep_files: bool = False) -> None:
-        """Stop the process (SIGTERM, SIGKILL after 10 s) and remove the temp dir unless ``keep_files``."""
-        _RUNNING.discard(self)
-        self._terminate()
+    def _not_ready_message(self) -> str:
+        return f"registry did not answer GET {self.url}/v2/"
+
+    def _release_resources(self) -> None:
         if self._session is not None:
             self._session.close()
             self._session = None
-        if self.workdir is not None and not keep_files:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-
-    @property
-    def running(self) -> bool:
-        """True while the process is alive."""
-        return self._process is not None and self._process.poll() is None
-
-    def __enter__(self) -> "Registry":
-        return self.start()
-
-    def __exit__(self, *exc_info) -> None:
-        self.stop()
-
-    def log_tail(self, lines: int = 30) -> str:
-        """Return the last ``lines`` lines of the process log (for error messages)."""
-        try:
-            text = self.log_path.read_text(encoding="utf-8", errors="replace")
-        except (OSError, RuntimeError):
-            return "<no log>"
-        return "\n".join(text.splitlines()[-lines:])
 
     # ---------------------------------------------------------------- access log
 

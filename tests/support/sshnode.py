@@ -38,20 +38,26 @@ Gotchas, each handled below:
 
 from __future__ import annotations
 
-import atexit
 import os
 import posixpath
 import pwd
 import shlex
 import shutil
 import signal
-import socket
 import stat
 import subprocess
 import tempfile
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+
+from .process import ManagedProcess, free_port
+
+# free_port is defined in .process; tests import it from here too.
+__all__ = [
+    "DEFAULT_BUSYBOX", "DEFAULT_SSHD", "PRIVSEP_DIR", "SSH", "SSH_COMMON_ARGS", "SSH_KEYGEN", "SSHCommandError", "SSHNode",
+    "base_dir", "chroot_capable", "free_port", "inventory", "missing_requirements",
+]
 
 DEFAULT_SSHD = os.environ.get("KUBESOLO_TEST_SSHD_BIN", "/usr/sbin/sshd")
 #: Must be statically linked: the chroot holds no libraries (Debian package busybox-static).
@@ -65,23 +71,12 @@ PRIVSEP_DIR = Path("/run/sshd")
 #: Options every ``ssh`` towards a node needs: each node has a new host key on a reused address.
 SSH_COMMON_ARGS = "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o IdentitiesOnly=yes"
 
-# Nodes still running when the interpreter exits (a test that forgot stop()) are stopped.
-_RUNNING: set["SSHNode"] = set()
-atexit.register(lambda: [node.stop() for node in list(_RUNNING)])
-
 
 class SSHCommandError(subprocess.CalledProcessError):
     """:meth:`SSHNode.run` with ``check=True`` saw a non-zero exit status."""
 
     def __str__(self) -> str:
         return f"{super().__str__()}\n--- stdout\n{self.stdout}\n--- stderr\n{self.stderr}"
-
-
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def chroot_capable(path: str | os.PathLike) -> bool:
@@ -153,7 +148,7 @@ def inventory(nodes: Iterable["SSHNode"], group_vars: Mapping | None = None) -> 
     return {"all": {"hosts": hosts, "vars": dict(group_vars or {})}}
 
 
-class SSHNode:  # pylint: disable=too-many-instance-attributes
+class SSHNode(ManagedProcess):
     """An sshd on 127.0.0.1 whose root sessions see only a busybox userland (no Python).
 
     ``version_id`` goes into ``/etc/os-release`` (``None``: no such file).  ``name`` is the
@@ -163,6 +158,8 @@ class SSHNode:  # pylint: disable=too-many-instance-attributes
     """
 
     host = "127.0.0.1"
+    _noun = "node"
+    _workdir_prefix = "kubesolo-fleet-sshnode-"
 
     def __init__(  # pylint: disable=too-many-arguments
         self,
@@ -173,23 +170,16 @@ class SSHNode:  # pylint: disable=too-many-instance-attributes
         busybox: str = DEFAULT_BUSYBOX,
         startup_timeout: float = 15.0,
     ) -> None:
+        super().__init__(startup_timeout=startup_timeout)
         self.name = name
         self.version_id = version_id
         self.sshd = sshd
         self.busybox = busybox
-        self.startup_timeout = startup_timeout
-        self.port: int | None = None
-        self.workdir: Path | None = None
         #: True when dev/null is a real character device (False: a 0666 regular file, see _make_dev_null).
         self.dev_null_is_device: bool | None = None
-        self._process: subprocess.Popen | None = None
+        self._mounts: list[Path] = []
 
     # ---------------------------------------------------------------- paths
-
-    def _workdir(self) -> Path:
-        if self.workdir is None:
-            raise RuntimeError("node not started")
-        return self.workdir
 
     @property
     def chroot(self) -> Path:
@@ -225,46 +215,26 @@ class SSHNode:  # pylint: disable=too-many-instance-attributes
 
     # ---------------------------------------------------------------- lifecycle
 
-    def start(self) -> "SSHNode":
-        """Build the chroot and keys, start sshd and wait until it listens; returns ``self``."""
-        if self._process is not None:
-            raise RuntimeError("node already started")
+    def _check_requirements(self) -> None:
         problems = missing_requirements(self.sshd, self.busybox)
         if problems:
             raise FileNotFoundError("; ".join(problems))
-        self.workdir = Path(tempfile.mkdtemp(prefix="kubesolo-fleet-sshnode-", dir=base_dir()))
-        _RUNNING.add(self)
-        try:
-            self._build_chroot()
-            self._make_keys()
-            self.control_path_dir.mkdir(mode=0o700)
-            PRIVSEP_DIR.mkdir(mode=0o755, parents=True, exist_ok=True)
-            self._launch()
-        except BaseException:
-            self.stop()
-            raise
-        return self
 
-    def _launch(self) -> None:
-        # The port is picked before sshd binds it; retry on the rare collision.
-        for attempt in range(3):
-            self.port = free_port()
-            self.config_path.write_text(self._sshd_config(), encoding="utf-8")
-            with open(self.log_path, "ab") as log:
-                self._process = subprocess.Popen(  # pylint: disable=consider-using-with
-                    # -D: stay in the foreground; -e -E: log to the file, not syslog.
-                    [self.sshd, "-D", "-e", "-E", str(self.log_path), "-f", str(self.config_path)],
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=log,
-                )
-            try:
-                self._wait_ready()
-                return
-            except RuntimeError:
-                self._stop_server()
-                if attempt == 2 or "Address already in use" not in self.log_tail():
-                    raise
+    def _workdir_parent(self) -> Path:
+        return base_dir()  # sshd's ChrootDirectory rule rules out the usual temp dir
+
+    def _prepare_workdir(self) -> None:
+        self._build_chroot()
+        self._make_keys()
+        self.control_path_dir.mkdir(mode=0o700)
+        PRIVSEP_DIR.mkdir(mode=0o755, parents=True, exist_ok=True)
+
+    def _write_config(self) -> None:
+        self.config_path.write_text(self._sshd_config(), encoding="utf-8")
+
+    def _command(self) -> list[str]:
+        # -D: stay in the foreground; -e -E: log to the file, not syslog.
+        return [self.sshd, "-D", "-e", "-E", str(self.log_path), "-f", str(self.config_path)]
 
     def _sshd_config(self) -> str:
         workdir = self._workdir()
@@ -298,35 +268,23 @@ class SSHNode:  # pylint: disable=too-many-instance-attributes
             ]
         )
 
-    def _wait_ready(self) -> None:
+    def _is_ready(self) -> bool:
         # sshd logs this line once it listens.  (Probing the port instead would leave a
         # "kex_exchange_identification: Connection closed" line in the log.)
-        ready = f"Server listening on {self.host} port {self.port}.".encode()
-        deadline = time.monotonic() + self.startup_timeout
-        while True:
-            if self._process.poll() is not None:
-                raise RuntimeError(
-                    f"{self.sshd} exited with {self._process.returncode}; log tail:\n{self.log_tail()}"
-                )
-            if ready in self.log_path.read_bytes():
-                return
-            if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"sshd did not answer on {self.host}:{self.port} within {self.startup_timeout:.0f} s;"
-                    f" log tail:\n{self.log_tail()}"
-                )
-            time.sleep(0.02)
+        return f"Server listening on {self.host} port {self.port}.".encode() in self.log_path.read_bytes()
+
+    def _not_ready_message(self) -> str:
+        return f"sshd did not answer on {self.host}:{self.port}"
 
     def stop(self, *, keep_files: bool = False) -> None:
         """Stop sshd and every session it started, close Ansible's ControlPersist masters for this
         node, and remove the temp dir unless ``keep_files``.  Safe to call twice."""
-        _RUNNING.discard(self)
-        if self.workdir is None:
-            return
-        self._close_control_masters()
-        self._stop_server()
-        if not keep_files:
-            shutil.rmtree(self.workdir, ignore_errors=True)
+        if self.workdir is not None:
+            self._close_control_masters()
+        super().stop(keep_files=keep_files)
+
+    def _release_resources(self) -> None:
+        self._unmount_all()
 
     def _close_control_masters(self) -> None:
         """Ask each ControlPersist master (left running by ``ansible-playbook`` for 60 s) to exit."""
@@ -341,51 +299,26 @@ class SSHNode:  # pylint: disable=too-many-instance-attributes
                 check=False,
             )
 
-    def _stop_server(self) -> None:
-        """SIGTERM the listener and its per-connection processes, SIGKILL what is left after 5 s.
+    def _terminate(self, timeout: float = 5.0) -> None:
+        """SIGTERM the listener and its per-connection processes, SIGKILL what is left after ``timeout`` seconds.
 
         Per-connection sshd processes start their own session (setsid), so they are found through
         their parent (before the listener exits) and through their root directory (the chroot).
         """
-        process, self._process = self._process, None
-        pids = set()
-        if process is not None and process.poll() is None:
-            pids = {process.pid, *_descendants(process.pid)}
+        sessions = set()
+        if self.running:
+            sessions = _descendants(self._process.pid)
         if self.workdir is not None:
-            pids |= _chrooted_in(self.chroot)
-        for pid in pids:
+            sessions |= _chrooted_in(self.chroot)
+        for pid in sessions:
             _signal(pid, signal.SIGTERM)
-        if process is not None:
-            try:
-                process.wait(5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(5)
-        deadline = time.monotonic() + 5
-        while pids and time.monotonic() < deadline:
-            pids = {pid for pid in pids if _alive(pid)}
+        super()._terminate(timeout)
+        deadline = time.monotonic() + timeout
+        while sessions and time.monotonic() < deadline:
+            sessions = {pid for pid in sessions if _alive(pid)}
             time.sleep(0.02)
-        for pid in pids:
+        for pid in sessions:
             _signal(pid, signal.SIGKILL)
-
-    @property
-    def running(self) -> bool:
-        """True while sshd is alive."""
-        return self._process is not None and self._process.poll() is None
-
-    def __enter__(self) -> "SSHNode":
-        return self.start()
-
-    def __exit__(self, *exc_info) -> None:
-        self.stop()
-
-    def log_tail(self, lines: int = 30) -> str:
-        """Return the last ``lines`` lines of sshd's log (for error messages)."""
-        try:
-            text = self.log_path.read_text(encoding="utf-8", errors="replace")
-        except (OSError, RuntimeError):
-            return "<no log>"
-        return "\n".join(text.splitlines()[-lines:])
 
     # ---------------------------------------------------------------- the node's filesystem
 
@@ -505,6 +438,38 @@ class SSHNode:  # pylint: disable=too-many-instance-attributes
         authorized_keys = workdir / "authorized_keys"
         authorized_keys.write_bytes((workdir / "client_key.pub").read_bytes())
         authorized_keys.chmod(0o600)
+
+    def mount_tmpfs(self, node_path: str, size: str) -> Path:
+        """Mount a tmpfs of ``size`` (mount's ``size=``, e.g. ``"256k"``) at the node path ``node_path``.
+
+        Gives the node a small filesystem to fill.  The mount is also listed in the node's stub
+        ``/proc/mounts``, without which busybox ``df`` cannot find its mount point.  Returns the host
+        path; :meth:`stop` unmounts it.  Raises :class:`subprocess.CalledProcessError` when mounting
+        is not permitted (no CAP_SYS_ADMIN, as in many containers).
+        """
+        if self.workdir is None:
+            raise RuntimeError("node not started")
+        target = self.path(node_path)
+        target.mkdir(mode=0o755, parents=True, exist_ok=True)
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "kubesolo-test-tmpfs", str(target)],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        self._mounts.append(target)
+        with open(self.chroot / "proc/mounts", "a", encoding="utf-8") as mounts:
+            mounts.write(f"kubesolo-test-tmpfs {posixpath.normpath(node_path)} tmpfs rw 0 0\n")
+        return target
+
+    def _unmount_all(self) -> None:
+        """Unmount what :meth:`mount_tmpfs` mounted (lazily when busy), newest first."""
+        while self._mounts:
+            target = self._mounts.pop()
+            done = subprocess.run(["umount", str(target)], capture_output=True, check=False)
+            if done.returncode != 0:
+                subprocess.run(["umount", "-l", str(target)], capture_output=True, check=False)
 
     # ---------------------------------------------------------------- talking to it
 
