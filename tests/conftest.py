@@ -80,3 +80,42 @@ def ssh_node_factory():
     yield make
     for node in nodes:
         node.stop()
+
+
+# ---------------------------------------------------------------- registry credentials and transports
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory):
+    """A test CA with server, client and token-signing certificates (:class:`tests.support.tls.PKI`)."""
+    from tests.support.tls import make_pki  # pylint: disable=import-outside-toplevel
+
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture
+def registry_factory():
+    """``registry_factory(reg=None, *, client_cert=None, **kwargs) -> Registry``: a started registry.
+
+    Builds ``Registry(**kwargs)`` unless an unstarted ``reg`` is given; ``client_cert`` (``(cert,
+    key)``) is what the test-side session presents to a mutual-TLS registry, its readiness probe
+    included.  Every registry is stopped when the test ends.  Skipped (failed under CI) like
+    the ``registry`` fixture when Distribution is not installed.
+    """
+    if not os.access(DEFAULT_BINARY, os.X_OK):
+        message = f"{DEFAULT_BINARY} missing: install the Debian package docker-registry (scripts/bootstrap does)"
+        if _in_ci():
+            pytest.fail(message)
+        pytest.skip(message)
+    started: list[Registry] = []
+
+    def make(reg: Registry | None = None, *, client_cert=None, **kwargs) -> Registry:
+        reg = reg if reg is not None else Registry(**kwargs)
+        if client_cert is not None:
+            reg.session.cert = client_cert
+        started.append(reg)
+        return reg.start()
+
+    yield make
+    for reg in reversed(started):
+        reg.stop()

@@ -106,7 +106,7 @@ def _from_auths_entry(entry, registry):
     if entry.get('auth'):
         try:
             username, sep, password = base64.b64decode(entry['auth']).decode('utf-8').partition(':')
-        except (binascii.Error, ValueError):
+        except (binascii.Error, ValueError, TypeError):
             sep = ''
         if not sep:
             raise ParameterError('the auths entry for %s in the docker config is not base64 of '

@@ -27,6 +27,7 @@ else:
 
 from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import (
     AuthenticationError,
+    ParameterError,
     DigestMismatchError,
     ManifestError,
     NotFoundError,
@@ -99,14 +100,25 @@ class _OriginBoundSession(requests.Session if HAS_REQUESTS else object):
     """
 
     def rebuild_auth(self, prepared_request, response):
-        if _origin(prepared_request.url) != _origin(response.request.url):
+        if _origin(prepared_request.url) is None or \
+                _origin(prepared_request.url) != _origin(response.request.url):
             prepared_request.headers.pop('Authorization', None)
 
 
 def _origin(url):
-    parsed = requests.compat.urlparse(url)
-    port = parsed.port or {'http': 80, 'https': 443}.get(parsed.scheme)
+    """(scheme, host, port) of a URL; None for a URL that cannot be parsed."""
+    try:
+        parsed = requests.compat.urlparse(url)
+        port = parsed.port or {'http': 80, 'https': 443}.get(parsed.scheme)
+    except ValueError:
+        return None
     return parsed.scheme, (parsed.hostname or '').lower(), port
+
+
+def _no_netrc(request):
+    """Session-wide auth that changes nothing: it only keeps requests from
+    applying ~/.netrc over the registry's Authorization header."""
+    return request
 
 
 class RegistryClient:
@@ -129,6 +141,9 @@ class RegistryClient:
         self.session.headers['User-Agent'] = USER_AGENT
         self.session.verify = (ca_path or True) if validate_certs else False
         self.session.max_redirects = 10
+        self.session.auth = _no_netrc
+        if client_key and not client_cert:
+            raise ParameterError('client_key needs client_cert')
         if client_cert:
             self.session.cert = (client_cert, client_key) if client_key else client_cert
         self._authorization = None
@@ -216,10 +231,11 @@ class RegistryClient:
 
     def _fetch_token(self, realm, service, scope):
         """A bearer token from the registry's token service (docker token or OAuth2 refresh)."""
-        if not realm or _origin(realm)[0] not in ('http', 'https') or not _origin(realm)[1]:
+        origin = _origin(realm) if realm else None
+        if not origin or origin[0] not in ('http', 'https') or not origin[1]:
             raise AuthenticationError('registry %s sent a bearer challenge without a usable realm'
                                       % self.repository.registry)
-        if self.scheme == 'https' and _origin(realm)[0] == 'http':
+        if self.scheme == 'https' and origin[0] == 'http':
             raise AuthenticationError('registry %s sent a plain-HTTP token realm %s; refusing to '
                                       'send credentials or take tokens over it'
                                       % (self.repository.registry, realm))

@@ -11,8 +11,10 @@ stager. Nothing here opens a socket.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 
+import requests
 from requests.structures import CaseInsensitiveDict
 
 from ansible_collections.kubesolo.fleet.plugins.module_utils import _reference, _registry, _release
@@ -103,10 +105,11 @@ class Sent:
 class FakeSession:
     """Replaces ``RegistryClient.session``.
 
-    ``request()`` answers from ``responses`` and ``get()`` (the token fetch)
-    from ``token_responses``, in order; an item that is an exception is
-    raised instead. Every call is recorded (a file-like body is read, as
-    requests would); an unexpected one fails the test.
+    ``request()`` answers from ``responses``; ``get()`` and ``post()`` (the
+    token fetch, docker token or OAuth2 refresh) from ``token_responses``, in
+    order; an item that is an exception is raised instead. Every call is
+    recorded (a file-like body is read, as requests would); an unexpected one
+    fails the test.
     """
 
     def __init__(self, responses=(), token_responses=()):
@@ -114,6 +117,7 @@ class FakeSession:
         self.token_responses = list(token_responses)
         self.sent = []
         self.token_gets = []
+        self.token_posts = []
         self.headers = {}
         self.verify = True
 
@@ -121,9 +125,13 @@ class FakeSession:
         self.sent.append(Sent(method, url, dict(headers or {}), kwargs))
         return self._answer(self.responses, '%s %s' % (method, url))
 
-    def get(self, url, **kwargs):
-        self.token_gets.append(Sent('GET', url, {}, kwargs))
+    def get(self, url, headers=None, **kwargs):
+        self.token_gets.append(Sent('GET', url, dict(headers or {}), kwargs))
         return self._answer(self.token_responses, 'token GET %s' % url)
+
+    def post(self, url, headers=None, **kwargs):
+        self.token_posts.append(Sent('POST', url, dict(headers or {}), kwargs))
+        return self._answer(self.token_responses, 'token POST %s' % url)
 
     @staticmethod
     def _answer(queue, what):
@@ -133,6 +141,39 @@ class FakeSession:
         if isinstance(answer, BaseException):
             raise answer
         return answer
+
+
+class FakeAdapter(requests.adapters.BaseAdapter):
+    """A transport for a real ``requests.Session`` (mount it for http:// and https://).
+
+    ``answers`` maps a URL without its query to a list of (status, headers,
+    body), served in order; every prepared request that reaches the transport
+    is recorded in ``sent``, so what requests itself did to the headers
+    (redirects, netrc) is visible. An unexpected request fails the test.
+    """
+
+    def __init__(self, answers):
+        super().__init__()
+        self.answers = dict((url, list(items)) for url, items in answers.items())
+        self.sent = []
+
+    def send(self, request, **kwargs):  # pylint: disable=arguments-differ
+        self.sent.append(request)
+        queue = self.answers.get(request.url.split('?', 1)[0])
+        if not queue:
+            raise AssertionError('unexpected request: %s %s' % (request.method, request.url))
+        status, headers, body = queue.pop(0)
+        response = requests.Response()
+        response.status_code = status
+        response.reason = 'fake'
+        response.headers = CaseInsensitiveDict(headers or {})
+        response.raw = io.BytesIO(body)
+        response.url = request.url
+        response.request = request
+        return response
+
+    def close(self):
+        pass
 
 
 # -- OCI documents ------------------------------------------------------
@@ -220,6 +261,8 @@ class FakeBlobClient:
         self.blobs = dict((sha256_digest(data), data) for data in blobs)
         self.failures = dict(failures or {})
         self.downloaded = []
+        self.sources = {}
+        self.mirror_errors = []
 
     def download_blob(self, digest, size, fileobj):
         self.downloaded.append(digest)

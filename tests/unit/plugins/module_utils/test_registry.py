@@ -16,6 +16,7 @@ import requests
 import urllib3
 
 from ansible_collections.kubesolo.fleet.plugins.module_utils import _about, _reference, _registry
+from ansible_collections.kubesolo.fleet.plugins.module_utils._auth import Credentials
 from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import (
     AuthenticationError,
     DigestMismatchError,
@@ -27,6 +28,7 @@ from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import (
     SizeMismatchError,
 )
 from ansible_collections.kubesolo.fleet.tests.unit.plugins.module_utils.fakes import (
+    FakeAdapter,
     FakeRaw,
     FakeResponse,
     FakeSession,
@@ -505,7 +507,7 @@ def test_a_rejected_token_is_replaced_once():
 
 def test_token_request_defaults_the_scope_and_sends_credentials():
     client = make_client([unauthorized('Bearer realm="https://auth.example/token"'), manifest_response()],
-                         [json_response({'token': 'tok'})], credentials=('robot', 's3cret'))
+                         [json_response({'token': 'tok'})], credentials=Credentials('robot', 's3cret'))
     client.get_manifest('stable')
     [token_get] = client.session.token_gets
     assert token_get.kwargs['params'] == {'scope': 'repository:kubesolo/os:pull'}
@@ -528,22 +530,26 @@ def test_token_service_refusal(status_code):
     client = make_client([unauthorized()], [error_response(status_code)])
     with pytest.raises(AuthenticationError) as raised:
         client.get_manifest('stable')
-    assert str(raised.value) == (
-        'the token service of registry.example.com refused anonymous access to kubesolo/os')
+    assert str(raised.value) == ('the token service of registry.example.com refused anonymous access to '
+                                 'kubesolo/os (no credentials were given)')
     assert raised.value.code == 'authentication_failed'
 
 
-def test_token_service_refusal_with_credentials_says_authenticated():
-    client = make_client([unauthorized()], [error_response(401)], credentials=('robot', 'wrong'))
-    with pytest.raises(AuthenticationError, match='refused authenticated access to kubesolo/os'):
+def test_token_service_refusal_with_credentials_names_the_user():
+    client = make_client([unauthorized()], [error_response(401)], credentials=Credentials('robot', 'wrong'))
+    with pytest.raises(AuthenticationError) as raised:
         client.get_manifest('stable')
+    assert str(raised.value) == (
+        "the token service of registry.example.com refused the credentials of 'robot' for kubesolo/os")
+    assert 'wrong' not in str(raised.value)
 
 
 def test_token_service_server_error():
     client = make_client([unauthorized()], [error_response(502)])
-    with pytest.raises(RegistryResponseError) as raised:
+    with pytest.raises(AuthenticationError) as raised:
         client.get_manifest('stable')
     assert str(raised.value) == 'the token service of registry.example.com answered HTTP 502'
+    assert raised.value.code == 'authentication_failed'
 
 
 def test_token_service_unreachable():
@@ -565,9 +571,14 @@ def test_token_response_without_a_token(body):
 
 
 def test_oversized_token_response_is_refused():
-    client = make_client([unauthorized()], [FakeResponse(200, b'x', {'Content-Length': str(64 * 1024 + 1)})])
-    with pytest.raises(RegistryResponseError, match='token response is 65537 bytes, over the 65536 byte limit'):
+    token_response = FakeResponse(200, b'x', {'Content-Length': str(64 * 1024 + 1)})
+    client = make_client([unauthorized()], [token_response])
+    with pytest.raises(AuthenticationError) as raised:
         client.get_manifest('stable')
+    assert str(raised.value) == (
+        'token response of registry.example.com is 65537 bytes, over the 65536 byte limit')
+    assert token_response.chunks_served == 0
+    assert len(client.session.sent) == 1
 
 
 @pytest.mark.parametrize('challenge', [
@@ -595,7 +606,7 @@ def test_basic_challenge_without_credentials():
 
 def test_basic_challenge_with_credentials():
     client = make_client([unauthorized('Basic realm="Registry"'), manifest_response()],
-                         credentials=('user', 'pass'))
+                         credentials=Credentials('user', 'pass'))
     client.get_manifest('stable')
     assert client.session.sent[1].headers['Authorization'] == 'Basic dXNlcjpwYXNz'
 
@@ -609,8 +620,9 @@ def test_unauthorized_without_a_challenge():
 
 
 @pytest.mark.parametrize('credentials, message', [
-    (None, 'registry registry.example.com refused access to kubesolo/os (no credentials were given)'),
-    (('robot', 's3cret'), 'registry registry.example.com refused access to kubesolo/os'),
+    (None, 'registry registry.example.com refused anonymous access to kubesolo/os (no credentials were given)'),
+    (Credentials('robot', 's3cret'),
+     "registry registry.example.com refused the credentials of 'robot' for kubesolo/os"),
 ])
 def test_second_unauthorized_after_the_token(credentials, message):
     refused = unauthorized()
@@ -733,3 +745,475 @@ def test_get_manifest_rejects_invalid_json():
     client = make_client([manifest_response(b'<html>login</html>', content_type='text/html')])
     with pytest.raises(ManifestError, match='manifest stable is not valid JSON'):
         client.get_manifest('stable')
+
+
+# -- Token cache, credentials and origins ----------------------------------
+
+ROBOT = Credentials('robot', 's3cret-pw')
+PULL = 'repository:kubesolo/os:pull'
+PUSH = 'repository:kubesolo/os:pull,push'
+BLOB_URL = BASE_URL + '/blobs/' + BLOB_DIGEST
+
+
+def bearer(scope=None, realm='https://auth.example/token', service='reg'):
+    parts = ['realm="%s"' % realm]
+    if service is not None:
+        parts.append('service="%s"' % service)
+    if scope is not None:
+        parts.append('scope="%s"' % scope)
+    return 'Bearer ' + ','.join(parts)
+
+
+def authorizations(client):
+    return [sent.headers.get('Authorization') for sent in client.session.sent]
+
+
+def test_tokens_are_cached_per_scope():
+    client = make_client([
+        unauthorized(bearer(PULL)), manifest_response(),   # pull: token fetched
+        unauthorized(bearer(PUSH)), FakeResponse(201),     # push: another scope, another token
+        unauthorized(bearer(PULL)), manifest_response(),   # pull again: the cached pull token
+        manifest_response(),
+    ], [json_response({'token': 'tok-pull'}), json_response({'token': 'tok-push'})])
+    client.get_manifest('stable')
+    assert client.request('PUT', BASE_URL + '/manifests/v0.3.0', data=MANIFEST_BYTES).status_code == 201
+    client.get_manifest('stable')
+    client.get_manifest('stable')
+    assert [get.kwargs['params']['scope'] for get in client.session.token_gets] == [PULL, PUSH]
+    assert authorizations(client) == [
+        None, 'Bearer tok-pull',
+        'Bearer tok-pull', 'Bearer tok-push',
+        'Bearer tok-push', 'Bearer tok-pull',
+        'Bearer tok-pull']
+
+
+def test_a_challenge_without_scope_shares_the_token_of_the_default_scope():
+    client = make_client([
+        unauthorized(bearer(None)), manifest_response(),
+        unauthorized(bearer(PUSH)), FakeResponse(201),
+        unauthorized(bearer(PULL)), manifest_response(),
+    ], [json_response({'token': 'tok-pull'}), json_response({'token': 'tok-push'})])
+    client.get_manifest('stable')
+    client.request('PUT', BASE_URL + '/manifests/v0.3.0', data=MANIFEST_BYTES)
+    client.get_manifest('stable')
+    assert len(client.session.token_gets) == 2
+    assert authorizations(client)[-1] == 'Bearer tok-pull'
+
+
+@pytest.mark.parametrize('other', [
+    bearer(PULL, service='other-service'),
+    bearer(PULL, realm='https://auth2.example/token'),
+])
+def test_the_token_cache_key_includes_realm_and_service(other):
+    client = make_client([
+        unauthorized(bearer(PULL)), manifest_response(),
+        unauthorized(other), manifest_response(),
+    ], [json_response({'token': 'first'}), json_response({'token': 'second'})])
+    client.get_manifest('stable')
+    client.get_manifest('stable')
+    assert len(client.session.token_gets) == 2
+    assert authorizations(client) == [None, 'Bearer first', 'Bearer first', 'Bearer second']
+
+
+def test_a_rejected_cached_token_is_fetched_again_once_then_succeeds():
+    client = make_client([unauthorized(), manifest_response(), unauthorized(), manifest_response()],
+                         [json_response({'token': 'old'}), json_response({'token': 'new'})], credentials=ROBOT)
+    client.get_manifest('stable')
+    assert client.get_manifest('stable').digest == MANIFEST_DIGEST
+    assert authorizations(client) == [None, 'Bearer old', 'Bearer old', 'Bearer new']
+    assert [get.kwargs['auth'] for get in client.session.token_gets] == [('robot', 's3cret-pw')] * 2
+    assert client.session.sent[3].url == client.session.sent[2].url == BASE_URL + '/manifests/stable'
+    # The new token is the one kept for later requests.
+    client.session.responses.append(manifest_response())
+    client.get_manifest('stable')
+    assert authorizations(client)[-1] == 'Bearer new'
+    assert len(client.session.token_gets) == 2
+
+
+def test_a_refused_replacement_token_names_the_user_and_not_the_password():
+    refused = unauthorized()
+    client = make_client([unauthorized(), manifest_response(), unauthorized(), refused],
+                         [json_response({'token': 'old'}), json_response({'token': 'new'})], credentials=ROBOT)
+    client.get_manifest('stable')
+    with pytest.raises(AuthenticationError) as raised:
+        client.get_manifest('stable')
+    message = str(raised.value)
+    assert message == "registry registry.example.com refused the credentials of 'robot' for kubesolo/os"
+    assert 's3cret-pw' not in message and 's3cret-pw' not in repr(raised.value)
+    assert refused.closed
+    assert len(client.session.token_gets) == 2
+    assert len(client.session.sent) == 4
+
+
+def test_a_fresh_token_refused_is_not_fetched_again():
+    client = make_client([unauthorized(), unauthorized()], [json_response({'token': 'tok'})], credentials=ROBOT)
+    with pytest.raises(AuthenticationError, match="refused the credentials of 'robot'"):
+        client.get_manifest('stable')
+    assert len(client.session.token_gets) == 1
+    assert authorizations(client) == [None, 'Bearer tok']
+
+
+def test_basic_credentials_are_sent_again_on_later_requests():
+    client = make_client([unauthorized('Basic realm="Registry"'), manifest_response(), manifest_response()],
+                         credentials=Credentials('user', 'pass'))
+    client.get_manifest('stable')
+    client.get_manifest('stable')
+    assert authorizations(client) == [None, 'Basic dXNlcjpwYXNz', 'Basic dXNlcjpwYXNz']
+    assert client.session.token_gets == []
+
+
+def test_basic_refusal_after_the_first_answer():
+    refused = unauthorized('Basic realm="Registry"')
+    client = make_client([unauthorized('Basic realm="Registry"'), refused], credentials=ROBOT)
+    with pytest.raises(AuthenticationError) as raised:
+        client.get_manifest('stable')
+    assert str(raised.value) == "registry registry.example.com refused the credentials of 'robot' for kubesolo/os"
+    assert 's3cret-pw' not in str(raised.value)
+    assert len(client.session.sent) == 2
+    assert refused.closed
+
+
+def test_basic_credentials_refused_later_are_not_sent_twice():
+    client = make_client([unauthorized('Basic realm="Registry"'), manifest_response(),
+                          unauthorized('Basic realm="Registry"')], credentials=ROBOT)
+    client.get_manifest('stable')
+    with pytest.raises(AuthenticationError) as raised:
+        client.get_manifest('stable')
+    assert str(raised.value) == "registry registry.example.com refused the credentials of 'robot' for kubesolo/os"
+    # The refused request carried the credentials already: no identical retry.
+    assert len(client.session.sent) == 3
+    assert authorizations(client)[2] == requests.auth._basic_auth_str('robot', 's3cret-pw')
+
+
+def test_basic_challenge_with_only_an_identity_token():
+    client = make_client([unauthorized('Basic realm="Registry"')],
+                         credentials=Credentials('<token>', identity_token='refresh-me'))
+    with pytest.raises(AuthenticationError) as raised:
+        client.get_manifest('stable')
+    assert str(raised.value) == ('registry registry.example.com requires authentication (basic challenge) '
+                                 'to read kubesolo/os')
+    assert len(client.session.sent) == 1
+
+
+def test_an_identity_token_is_exchanged_with_an_oauth2_refresh_grant():
+    client = make_client([unauthorized(), manifest_response()], [json_response({'access_token': 'acc-9'})],
+                         credentials=Credentials('<token>', identity_token='refresh-me'))
+    client.get_manifest('stable')
+    assert client.session.token_gets == []
+    [post] = client.session.token_posts
+    assert post.url == 'https://auth.example/token'
+    assert post.kwargs['data'] == {'grant_type': 'refresh_token', 'refresh_token': 'refresh-me',
+                                   'service': 'reg', 'scope': 'repository:x:pull', 'client_id': 'kubesolo.fleet'}
+    assert post.kwargs['allow_redirects'] is False
+    assert 'auth' not in post.kwargs or post.kwargs['auth'] is None
+    assert authorizations(client) == [None, 'Bearer acc-9']
+    assert not any('refresh-me' in str(sent.headers) for sent in client.session.sent)
+
+
+def test_an_identity_token_grant_without_service_defaults_the_scope():
+    client = make_client([unauthorized('Bearer realm="https://auth.example/token"'), manifest_response()],
+                         [json_response({'access_token': 'acc'})],
+                         credentials=Credentials('<token>', identity_token='refresh-me'))
+    client.get_manifest('stable')
+    [post] = client.session.token_posts
+    assert post.kwargs['data'] == {'grant_type': 'refresh_token', 'refresh_token': 'refresh-me',
+                                   'scope': PULL, 'client_id': 'kubesolo.fleet'}
+
+
+def test_a_refused_identity_token():
+    client = make_client([unauthorized()], [error_response(401)],
+                         credentials=Credentials('<token>', identity_token='refresh-me'))
+    with pytest.raises(AuthenticationError) as raised:
+        client.get_manifest('stable')
+    assert str(raised.value) == (
+        "the token service of registry.example.com refused the credentials of '<token>' for kubesolo/os")
+    assert 'refresh-me' not in str(raised.value)
+
+
+def test_the_docker_token_fetch_does_not_follow_redirects():
+    client = make_client([unauthorized(), manifest_response()], [json_response({'token': 'tok'})])
+    client.get_manifest('stable')
+    [token_get] = client.session.token_gets
+    assert token_get.kwargs['allow_redirects'] is False
+    assert 'Authorization' not in token_get.headers
+
+
+def test_a_token_service_redirect_is_not_followed():
+    client = make_client([unauthorized()], [FakeResponse(302, b'', {'Location': 'https://elsewhere.example/'})])
+    with pytest.raises(AuthenticationError) as raised:
+        client.get_manifest('stable')
+    assert str(raised.value) == 'the token service of registry.example.com answered HTTP 302'
+
+
+def test_the_cached_token_is_not_sent_to_the_token_service():
+    client = make_client([unauthorized(bearer(PULL)), manifest_response(), unauthorized(bearer(PUSH)),
+                          FakeResponse(201)],
+                         [json_response({'token': 'tok-pull'}), json_response({'token': 'tok-push'})])
+    client.get_manifest('stable')
+    client.request('PUT', BASE_URL + '/manifests/v0.3.0', data=MANIFEST_BYTES)
+    assert [get.headers for get in client.session.token_gets] == [{}, {}]
+    assert [get.kwargs['auth'] for get in client.session.token_gets] == [None, None]
+
+
+def test_a_plain_http_realm_is_refused_for_an_https_registry():
+    client = make_client([unauthorized('Bearer realm="http://auth.example/token",service="reg"')],
+                         credentials=ROBOT)
+    with pytest.raises(AuthenticationError) as raised:
+        client.get_manifest('stable')
+    assert str(raised.value) == ('registry registry.example.com sent a plain-HTTP token realm '
+                                 'http://auth.example/token; refusing to send credentials or take tokens over it')
+    assert client.session.token_gets == [] and client.session.token_posts == []
+
+
+@pytest.mark.parametrize('realm', ['http://127.0.0.1:5001/token', 'https://auth.example/token'])
+def test_a_plain_http_registry_may_use_either_realm(realm):
+    client = make_client([unauthorized('Bearer realm="%s"' % realm), manifest_response()],
+                         [json_response({'token': 'tok'})], repository='127.0.0.1:5000/kubesolo/os',
+                         plain_http=True, credentials=ROBOT)
+    client.get_manifest('stable')
+    [token_get] = client.session.token_gets
+    assert token_get.url == realm
+    assert token_get.kwargs['auth'] == ('robot', 's3cret-pw')
+    assert authorizations(client) == [None, 'Bearer tok']
+
+
+@pytest.mark.parametrize('challenge', [
+    'Bearer realm="https:///token"',
+    'Bearer realm="javascript:alert(1)"',
+    'Bearer realm="ldap://auth.example/token"',
+    'Bearer realm=""',
+])
+def test_more_realms_that_are_not_usable(challenge):
+    client = make_client([unauthorized(challenge)], credentials=ROBOT)
+    with pytest.raises(AuthenticationError) as raised:
+        client.get_manifest('stable')
+    assert str(raised.value) == 'registry registry.example.com sent a bearer challenge without a usable realm'
+    assert client.session.token_gets == [] and client.session.token_posts == []
+
+
+@pytest.mark.parametrize('challenge', [
+    'Bearer realm="https://auth.example:99999/token"',
+    'Bearer realm="https://auth.example:port/token"',
+    'Bearer realm="https://[::1/token"',
+])
+def test_a_malformed_realm_is_an_authentication_error(challenge):
+    # The realm comes from the registry: a malformed one must be refused
+    # like any unusable realm, never escape as a bare ValueError.
+    client = make_client([unauthorized(challenge)], credentials=ROBOT)
+    with pytest.raises(AuthenticationError) as raised:
+        client.get_manifest('stable')
+    assert 'without a usable realm' in str(raised.value)
+    assert client.session.token_gets == []
+
+
+def test_a_streamed_token_body_over_the_cap_is_refused():
+    chunks = [b'{"token": "' + b'a' * 40000, b'b' * 40000, b'c' * 40000]
+    token_response = FakeResponse(200, chunks=chunks)
+    client = make_client([unauthorized()], [token_response])
+    with pytest.raises(AuthenticationError) as raised:
+        client.get_manifest('stable')
+    assert str(raised.value) == 'token response of registry.example.com is over the 65536 byte limit'
+    assert token_response.chunks_served == 2
+    assert len(client.session.sent) == 1
+
+
+def test_a_token_body_of_exactly_the_cap_is_accepted():
+    body = json.dumps({'token': 'tok'}).encode('utf-8')
+    body += b' ' * (64 * 1024 - len(body))
+    client = make_client([unauthorized(), manifest_response()], [FakeResponse(200, body)])
+    client.get_manifest('stable')
+    assert authorizations(client) == [None, 'Bearer tok']
+
+
+# -- Requests to other origins ----------------------------------------------
+
+
+def client_with_a_token(**kwargs):
+    client = make_client([unauthorized(), manifest_response()], [json_response({'token': 'tok'})], **kwargs)
+    client.get_manifest('stable')
+    assert authorizations(client)[-1] == 'Bearer tok'
+    return client
+
+
+@pytest.mark.parametrize('url', [
+    'https://cdn.example.net/blobs/x?sig=1',
+    'https://registry.example.com:8443/v2/kubesolo/os/blobs/x',
+    'http://registry.example.com/v2/kubesolo/os/blobs/x',
+    'https://registry.example.com.evil.example/v2/kubesolo/os/blobs/x',
+])
+def test_no_authorization_goes_to_another_origin(url):
+    client = client_with_a_token(credentials=ROBOT)
+    client.session.responses.append(FakeResponse(401, b'', {'WWW-Authenticate': CHALLENGE}))
+    response = client.request('GET', url)
+    # Not answered either: a 401 from another origin is the caller's to handle.
+    assert response.status_code == 401
+    sent = client.session.sent[-1]
+    assert sent.url == url
+    assert 'Authorization' not in sent.headers
+    assert len(client.session.token_gets) == 1
+    assert len(client.session.sent) == 3
+
+
+@pytest.mark.parametrize('url', [
+    'https://registry.example.com:443/v2/kubesolo/os/blobs/x',
+    'https://REGISTRY.example.com/v2/kubesolo/os/blobs/x',
+])
+def test_the_same_origin_written_otherwise_gets_the_authorization(url):
+    client = client_with_a_token()
+    client.session.responses.append(FakeResponse(200))
+    client.request('GET', url)
+    assert client.session.sent[-1].headers['Authorization'] == 'Bearer tok'
+
+
+def test_an_upload_location_on_another_host_gets_no_authorization():
+    client = client_with_a_token(credentials=ROBOT)
+    client.session.responses += [
+        FakeResponse(202, b'', {'Location': 'https://uploads.example.net/session/1?state=x'}),
+        FakeResponse(201),
+    ]
+    client.upload_blob(BLOB_DIGEST, len(BLOB), io.BytesIO(BLOB))
+    post, put = client.session.sent[-2:]
+    assert (post.method, post.url, post.headers['Authorization']) == (
+        'POST', BASE_URL + '/blobs/uploads/', 'Bearer tok')
+    assert (put.method, put.url) == ('PUT', 'https://uploads.example.net/session/1?state=x&digest=' + BLOB_DIGEST)
+    assert 'Authorization' not in put.headers
+    assert put.body == BLOB
+
+
+# -- Redirects ----------------------------------------------------------------
+
+
+def redirected(from_url, to_url, authorization='Bearer tok'):
+    """(the request requests prepared for the redirect target, the redirect response)."""
+    previous = requests.Request('GET', from_url, headers={'Authorization': authorization}).prepare()
+    response = FakeResponse(307, b'', {'Location': to_url})
+    response.request = previous
+    target = requests.Request('GET', to_url, headers={'Authorization': authorization}).prepare()
+    return target, response
+
+
+@pytest.mark.parametrize('from_url, to_url', [
+    ('http://registry.example.com/v2/x', 'https://registry.example.com/v2/x'),
+    ('https://registry.example.com/v2/x', 'http://registry.example.com/v2/x'),
+    ('https://registry.example.com/v2/x', 'https://cdn.example.net/blob?sig=1'),
+    ('https://registry.example.com/v2/x', 'https://registry.example.com:8443/v2/x'),
+    ('http://registry.example.com:5000/v2/x', 'http://registry.example.com:5001/v2/x'),
+    ('https://registry.example.com/v2/x', 'https://sub.registry.example.com/v2/x'),
+])
+def test_rebuild_auth_drops_authorization_for_another_origin(from_url, to_url):
+    target, response = redirected(from_url, to_url)
+    session = _registry._OriginBoundSession()
+    session.rebuild_auth(target, response)
+    assert 'Authorization' not in target.headers
+
+
+@pytest.mark.parametrize('from_url, to_url', [
+    ('https://registry.example.com/v2/x', 'https://registry.example.com/v2/y'),
+    ('https://registry.example.com/v2/x', 'https://REGISTRY.EXAMPLE.COM:443/v2/y'),
+    ('http://registry.example.com:5000/v2/x', 'http://registry.example.com:5000/other'),
+    ('http://registry.example.com/v2/x', 'http://registry.example.com:80/v2/y'),
+])
+def test_rebuild_auth_keeps_authorization_for_the_same_origin(from_url, to_url):
+    target, response = redirected(from_url, to_url)
+    session = _registry._OriginBoundSession()
+    session.rebuild_auth(target, response)
+    assert target.headers['Authorization'] == 'Bearer tok'
+
+
+def test_rebuild_auth_adds_no_netrc_credentials(monkeypatch):
+    monkeypatch.setattr(requests.sessions, 'get_netrc_auth', lambda url, raise_errors=False: ('netrc', 'pw'))
+    target, response = redirected('https://registry.example.com/v2/x', 'https://cdn.example.net/blob')
+    _registry._OriginBoundSession().rebuild_auth(target, response)
+    assert 'Authorization' not in target.headers
+
+
+def real_client(adapter, monkeypatch, tmp_path, netrc=None, **kwargs):
+    """A client on its real session, whose transport is ``adapter``; netrc from ``netrc`` only."""
+    netrc_path = tmp_path / 'netrc'
+    if netrc is not None:
+        netrc_path.write_text(netrc)
+        netrc_path.chmod(0o600)
+    monkeypatch.setenv('NETRC', str(netrc_path))
+    client = _registry.RegistryClient(_reference.parse_repository(kwargs.pop('repository', REPOSITORY)), **kwargs)
+    client.session.mount('https://', adapter)
+    client.session.mount('http://', adapter)
+    return client
+
+
+def test_a_blob_redirect_to_a_cdn_carries_no_authorization(monkeypatch, tmp_path):
+    adapter = FakeAdapter({
+        BLOB_URL: [(401, {'WWW-Authenticate': CHALLENGE}, b''),
+                   (307, {'Location': 'https://cdn.example.net/blob?sig=1'}, b'')],
+        'https://auth.example/token': [(200, {}, b'{"token": "tok"}')],
+        'https://cdn.example.net/blob': [(200, {'Content-Length': str(len(BLOB))}, BLOB)],
+    })
+    client = real_client(adapter, monkeypatch, tmp_path, credentials=ROBOT)
+    sink = io.BytesIO()
+    client.download_blob(BLOB_DIGEST, len(BLOB), sink)
+    assert sink.getvalue() == BLOB
+    assert [(sent.url.split('?')[0], sent.headers.get('Authorization')) for sent in adapter.sent] == [
+        (BLOB_URL, None),
+        ('https://auth.example/token', requests.auth._basic_auth_str('robot', 's3cret-pw')),
+        (BLOB_URL, 'Bearer tok'),
+        ('https://cdn.example.net/blob', None),
+    ]
+
+
+def test_an_http_to_https_redirect_of_the_same_host_drops_authorization(monkeypatch, tmp_path):
+    url = 'http://registry.example.com/v2/kubesolo/os/blobs/' + BLOB_DIGEST
+    adapter = FakeAdapter({
+        url: [(401, {'WWW-Authenticate': 'Bearer realm="http://registry.example.com/token"'}, b''),
+              (301, {'Location': url.replace('http:', 'https:', 1)}, b'')],
+        'http://registry.example.com/token': [(200, {}, b'{"token": "tok"}')],
+        url.replace('http:', 'https:', 1): [(200, {}, BLOB)],
+    })
+    client = real_client(adapter, monkeypatch, tmp_path, plain_http=True)
+    client.download_blob(BLOB_DIGEST, len(BLOB), io.BytesIO())
+    assert [sent.headers.get('Authorization') for sent in adapter.sent] == [None, None, 'Bearer tok', None]
+    assert adapter.sent[-1].url.startswith('https://registry.example.com/')
+
+
+def test_netrc_does_not_replace_the_registry_token(monkeypatch, tmp_path):
+    # The class promises netrc credentials are not wanted; requests applies
+    # netrc to every request made without ``auth`` and lets it override the
+    # Authorization header the client set.
+    adapter = FakeAdapter({
+        BASE_URL + '/manifests/stable': [(401, {'WWW-Authenticate': CHALLENGE}, b''),
+                                         (200, {'Content-Type': _registry.MEDIA_OCI_MANIFEST}, MANIFEST_BYTES)],
+        'https://auth.example/token': [(200, {}, b'{"token": "tok"}')],
+    })
+    client = real_client(adapter, monkeypatch, tmp_path, credentials=ROBOT,
+                         netrc='machine registry.example.com login netrc-user password netrc-pw\n')
+    client.get_manifest('stable')
+    assert adapter.sent[-1].headers.get('Authorization') == 'Bearer tok'
+
+
+# -- Transport options and secrets -------------------------------------------
+
+
+@pytest.mark.parametrize('client_cert, client_key, cert', [
+    ('/etc/kubesolo/client.pem', '/etc/kubesolo/client.key', ('/etc/kubesolo/client.pem', '/etc/kubesolo/client.key')),
+    ('/etc/kubesolo/client-with-key.pem', None, '/etc/kubesolo/client-with-key.pem'),
+    (None, None, None),
+])
+def test_client_certificate_options_map_to_session_cert(client_cert, client_key, cert):
+    client = _registry.RegistryClient(_reference.parse_repository(REPOSITORY),
+                                      client_cert=client_cert, client_key=client_key)
+    assert client.session.cert == cert
+
+
+def test_the_session_bounds_authorization_to_its_origin():
+    client = _registry.RegistryClient(_reference.parse_repository(REPOSITORY))
+    assert isinstance(client.session, _registry._OriginBoundSession)
+    assert client.session.max_redirects == 10
+
+
+@pytest.mark.parametrize('credentials, secret', [
+    (Credentials('robot', 's3cret-pw'), 's3cret-pw'),
+    (Credentials('<token>', identity_token='refresh-me-please'), 'refresh-me-please'),
+])
+def test_credentials_repr_hides_the_secret(credentials, secret):
+    for text in (repr(credentials), str(credentials), repr([credentials]), '%s' % (credentials,)):
+        assert secret not in text
+        assert credentials.username in text
+    assert repr(credentials) == "Credentials(username=%r, secret=<hidden>)" % credentials.username
