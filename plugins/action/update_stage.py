@@ -69,7 +69,8 @@ class ActionModule(ActionBase):
                 cache.prune(params['controller_cache_keep'])
         return stage_result(release, dest, current, changed, downloaded, self._task.diff,
                             delivery='controller', bytes_transferred=transferred,
-                            sources=client.sources, mirror_errors=client.mirror_errors)
+                            sources=client.sources, mirror_errors=client.mirror_errors,
+                            transfer=client.transfer_summary())
 
     def _node_shell(self, script):
         """Run ``script`` with the node's /bin/sh, as the raw action would."""

@@ -47,6 +47,24 @@ options:
       - Seconds to wait for a connection or for the next bytes of an answer.
     type: float
     default: 30
+  retries:
+    description:
+      - How many times a read from the registry is tried again after a connection error, a timeout, HTTP 408,
+        429 or 5xx. A broken blob download resumes where it stopped (HTTP Range) instead of starting over.
+      - Other 4xx answers fail at once.
+    type: int
+    default: 5
+  retry_max_wait:
+    description:
+      - The longest wait before a retry, in seconds. A C(Retry-After) answer (seconds or an HTTP date) is honoured up
+        to this; otherwise waits grow exponentially with jitter from half a second.
+    type: float
+    default: 60
+  retry_budget:
+    description:
+      - The most seconds all retries of one run may add up to; past it the last error is reported.
+    type: float
+    default: 300
   username:
     description:
       - User name for the registry. With O(password), wins over O(registry_config).

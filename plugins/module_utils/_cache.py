@@ -82,7 +82,7 @@ class BlobCache:
     def _download(client, digest, size, path):
         fd, tmp = tempfile.mkstemp(prefix='.download-', dir=os.path.dirname(path))
         try:
-            with os.fdopen(fd, 'wb', buffering=0) as handle:
+            with os.fdopen(fd, 'w+b', buffering=0) as handle:
                 sha256 = client.download_blob(digest, size, handle)
                 os.fsync(handle.fileno())
             os.chmod(tmp, 0o644)

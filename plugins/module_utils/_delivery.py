@@ -24,6 +24,7 @@ from ansible_collections.kubesolo.fleet.plugins.module_utils._release import STA
 from ansible_collections.kubesolo.fleet.plugins.module_utils._stage import (
     MAX_RECORD_BYTES,
     RECORD_NAME,
+    SPACE_MARGIN,
     build_record,
     managed_release_dir,
     parse_record,
@@ -32,8 +33,6 @@ from ansible_collections.kubesolo.fleet.plugins.module_utils._stage import (
     store_dir,
 )
 
-# The node agent asks for the image size plus 10 % before it updates.
-SPACE_MARGIN = 0.10
 # Prefixes the scripts' own error lines: over SSH with a terminal, stderr and
 # stdout arrive mixed with the client's chatter ("Shared connection ... closed.").
 ERROR_MARKER = 'kubesolo-fleet-error: '

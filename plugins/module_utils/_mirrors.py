@@ -30,6 +30,12 @@ class MirroredClient:
         self.sources = {}
         self.mirror_errors = []
 
+    def transfer_summary(self):
+        """Retries (one policy shared by all sources) and bytes resumed at any source."""
+        summary = self.upstream.transfer_summary()
+        summary['resumed_bytes'] += sum(client.resumed_bytes for _location, client in self.mirrors)
+        return summary
+
     def get_manifest(self, reference, accept=INDEX_MEDIA_TYPES + MANIFEST_MEDIA_TYPES):
         by_digest = ':' in reference
         mirrors = self.mirrors if by_digest or self.mirror_tags else []

@@ -27,6 +27,7 @@ from ansible_collections.kubesolo.fleet.plugins.module_utils._registry import (
     RegistryClient,
 )
 from ansible_collections.kubesolo.fleet.plugins.module_utils._release import resolve
+from ansible_collections.kubesolo.fleet.plugins.module_utils._retry import RetryPolicy
 
 DEFAULT_TAG = 'stable'
 
@@ -41,6 +42,9 @@ def connection_argument_spec(**extra):
         client_cert=dict(type='path'),
         client_key=dict(type='path'),
         timeout=dict(type='float', default=30),
+        retries=dict(type='int', default=5),
+        retry_max_wait=dict(type='float', default=60),
+        retry_budget=dict(type='float', default=300),
         username=dict(type='str'),
         password=dict(type='str', no_log=True),
         registry_config=dict(type='path'),
@@ -80,6 +84,7 @@ def stage_argument_spec():
         delivery=dict(type='str', default='host', choices=['host', 'controller']),
         controller_cache=dict(type='path'),
         controller_cache_keep=dict(type='int', default=3),
+        lock_timeout=dict(type='float', default=300),
     )
 
 
@@ -94,14 +99,14 @@ def fail(module, error, **extra):
     module.fail_json(msg=str(error), error_code=error.code, **extra)
 
 
-def _client(repository, options, config_path):
+def _client(repository, options, config_path, retry):
     """A client for ``repository`` with the TLS and credential ``options`` of one registry."""
     credentials = resolve_credentials(repository.registry, options.get('username'), options.get('password'),
                                       config_path)
     return RegistryClient(repository, plain_http=options['plain_http'],
                           validate_certs=options['validate_certs'], ca_path=options.get('ca_path'),
                           client_cert=options.get('client_cert'), client_key=options.get('client_key'),
-                          timeout=options['timeout'], credentials=credentials)
+                          timeout=options['timeout'], credentials=credentials, retry=retry)
 
 
 def client_from_params(params):
@@ -109,7 +114,10 @@ def client_from_params(params):
     repository = parse_repository(params['repository'])
     if params['timeout'] <= 0:
         raise ParameterError('timeout must be a positive number of seconds')
-    return _client(repository, params, params['registry_config'])
+    if params['retries'] < 0 or params['retry_max_wait'] < 0 or params['retry_budget'] < 0:
+        raise ParameterError('retries, retry_max_wait and retry_budget must not be negative')
+    retry = RetryPolicy(params['retries'], params['retry_max_wait'], params['retry_budget'])
+    return _client(repository, params, params['registry_config'], retry)
 
 
 def mirrored_client_from_params(params):
@@ -121,7 +129,7 @@ def mirrored_client_from_params(params):
         path = '%s/%s' % (prefix, upstream.repository.path) if prefix else upstream.repository.path
         repository = parse_repository('%s/%s' % (host, path))
         mirrors.append((mirror['location'], _client(repository, dict(mirror, timeout=params['timeout']),
-                                                    params['registry_config'])))
+                                                    params['registry_config'], upstream.retry)))
     return MirroredClient(upstream, mirrors, mirror_tags=params['mirror_tags'])
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import time
 import traceback
 
 try:
@@ -37,6 +38,11 @@ from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import (
 )
 from ansible_collections.kubesolo.fleet.plugins.module_utils._about import COLLECTION_NAME, COLLECTION_VERSION
 from ansible_collections.kubesolo.fleet.plugins.module_utils._reference import parse_digest
+from ansible_collections.kubesolo.fleet.plugins.module_utils._retry import (
+    RETRY_STATUSES,
+    RetryPolicy,
+    retry_after_seconds,
+)
 
 USER_AGENT = '%s/%s' % (COLLECTION_NAME, COLLECTION_VERSION)
 
@@ -132,8 +138,10 @@ class RegistryClient:
     """
 
     def __init__(self, repository, plain_http=False, validate_certs=True, ca_path=None,
-                 timeout=30, credentials=None, client_cert=None, client_key=None):
+                 timeout=30, credentials=None, client_cert=None, client_key=None, retry=None):
         self.repository = repository
+        self.retry = retry or RetryPolicy()
+        self.resumed_bytes = 0
         self.scheme = 'http' if plain_http else 'https'
         self.timeout = timeout
         self.credentials = credentials
@@ -156,23 +164,43 @@ class RegistryClient:
     # -- HTTP plumbing -------------------------------------------------
 
     def _send(self, method, url, headers=None, stream=False, data=None):
-        try:
-            return self.session.request(method, url, headers=headers, stream=stream, data=data,
-                                        timeout=self.timeout)
-        except requests.exceptions.SSLError as exc:
-            reason = _reason(exc)
-            if 'certificate' in reason.lower() or 'hostname' in reason.lower():
-                hint = 'set ca_path to trust a private CA, or validate_certs=false to skip verification'
-            else:
-                hint = 'if the registry speaks plain HTTP, set plain_http=true'
-            raise RegistryConnectionError('TLS with %s failed: %s (%s)'
-                                          % (self.repository.registry, reason, hint))
-        except requests.exceptions.Timeout:
-            raise RegistryConnectionError(
-                'timed out after %ss talking to %s' % (self.timeout, self.repository.registry))
-        except requests.exceptions.RequestException as exc:
-            raise RegistryConnectionError(
-                'cannot reach registry %s: %s' % (self.repository.registry, _reason(exc)))
+        """One request; reads (GET, HEAD) are tried again on faults worth it."""
+        attempt = 0
+        while True:
+            attempt += 1
+            retryable = method in ('GET', 'HEAD')
+            try:
+                response = self.session.request(method, url, headers=headers, stream=stream, data=data,
+                                                timeout=self.timeout)
+            except requests.exceptions.SSLError as exc:
+                reason = _reason(exc)
+                if 'certificate' in reason.lower() or 'hostname' in reason.lower():
+                    hint = 'set ca_path to trust a private CA, or validate_certs=false to skip verification'
+                else:
+                    hint = 'if the registry speaks plain HTTP, set plain_http=true'
+                raise RegistryConnectionError('TLS with %s failed: %s (%s)'
+                                              % (self.repository.registry, reason, hint))
+            except (requests.exceptions.Timeout, requests.exceptions.ConnectionError) as exc:
+                if isinstance(exc, requests.exceptions.Timeout):
+                    error = 'timed out after %ss talking to %s' % (self.timeout, self.repository.registry)
+                else:
+                    error = 'cannot reach registry %s: %s' % (self.repository.registry, _reason(exc))
+                if retryable and self.retry.wait(attempt, error):
+                    continue
+                raise RegistryConnectionError(error)
+            except requests.exceptions.RequestException as exc:
+                raise RegistryConnectionError(
+                    'cannot reach registry %s: %s' % (self.repository.registry, _reason(exc)))
+            if retryable and response.status_code in RETRY_STATUSES:
+                error = 'registry %s answered HTTP %d' % (self.repository.registry, response.status_code)
+                if self.retry.wait(attempt, error, retry_after_seconds(response.headers.get('Retry-After'))):
+                    response.close()
+                    continue
+            return response
+
+    def transfer_summary(self):
+        """Retries and resumed bytes of this client, for module results."""
+        return dict(self.retry.summary(), resumed_bytes=self.resumed_bytes)
 
     def request(self, method, url, headers=None, stream=False, data=None):
         """Send a request, answering one authentication challenge if needed.
@@ -309,50 +337,125 @@ class RegistryClient:
     # -- Blobs ---------------------------------------------------------
 
     def download_blob(self, digest, size, fileobj):
-        """Stream blob ``digest`` of ``size`` bytes into ``fileobj``.
+        """Stream blob ``digest`` of ``size`` bytes into ``fileobj``, resuming if it can.
 
-        The bytes are hashed while they are written; reading stops at the
-        declared size. Returns the blob's sha256 hex digest (the on-node check
-        uses sha256 whatever algorithm the descriptor names). Raises on any
-        size or digest mismatch; the caller owns removing ``fileobj``.
+        ``fileobj`` is opened for reading and appending; bytes it already holds
+        (a partial download of an earlier attempt) are hashed first and the
+        rest is asked for with a Range request. A broken transfer is resumed
+        the same way within the retry policy; a server that ignores Range
+        restarts the file. The bytes are hashed while they are written and
+        reading stops at the declared size. Returns the blob's sha256 hex
+        digest (the on-node check uses sha256 whatever the descriptor names).
+        Raises on any size or digest mismatch; the caller owns removing
+        ``fileobj``.
         """
         algorithm, expected_hex = parse_digest(digest)
-        hashers = {algorithm: hashlib.new(algorithm)}
-        hashers.setdefault('sha256', hashlib.sha256())
-        url = '%s/blobs/%s' % (self.base_url, digest)
-        response = self.request('GET', url, headers={'Accept-Encoding': 'identity'}, stream=True)
-        with response:
-            if response.status_code == 404:
-                raise NotFoundError('blob %s of %s was not found in the registry'
-                                    % (digest, self.repository))
-            check_status(response, 'blob %s' % digest)
-            announced = response.headers.get('Content-Length')
-            if announced is not None and announced.isdigit() and int(announced) != size:
-                raise SizeMismatchError(
-                    'blob %s: the registry announced %s bytes, the manifest declares %d'
-                    % (digest, announced, size))
-            received = 0
-            raw = response.raw
-            while received < size:
-                chunk = _read_network(raw, min(BLOB_CHUNK_BYTES, size - received), digest, received, size)
-                if not chunk:
-                    break
-                received += len(chunk)
-                for hasher in hashers.values():
-                    hasher.update(chunk)
-                fileobj.write(chunk)
-            extra = _read_network(raw, 1, digest, received, size) if received == size else b''
-        if received < size:
-            raise SizeMismatchError('blob %s ended after %d bytes, the manifest declares %d'
-                                    % (digest, received, size))
-        if extra:
-            raise SizeMismatchError('blob %s is longer than the %d bytes the manifest declares'
-                                    % (digest, size))
+        hashers, received = _rehash(fileobj, algorithm, size)
+        self.resumed_bytes += received
+        attempt = 0
+        while received < size:
+            attempt += 1
+            try:
+                hashers, received = self._fetch_blob_range(digest, size, fileobj, hashers, received)
+                break
+            except _TransferBroken as exc:
+                received = exc.received
+                if not self.retry.wait(attempt, str(exc)):
+                    raise RegistryConnectionError(str(exc))
+                self.resumed_bytes += received
         actual = hashers[algorithm].hexdigest()
         if actual != expected_hex:
             raise DigestMismatchError('blob %s has wrong content: its bytes hash to %s:%s'
                                       % (digest, algorithm, actual))
         return hashers['sha256'].hexdigest()
+
+    def _fetch_blob_range(self, digest, size, fileobj, hashers, received):
+        """GET the blob from ``received`` on; returns (hashers, bytes in the file)."""
+        headers = {'Accept-Encoding': 'identity'}
+        if received:
+            headers['Range'] = 'bytes=%d-' % received
+        response = self.request('GET', '%s/blobs/%s' % (self.base_url, digest), headers=headers, stream=True)
+        with response:
+            if response.status_code == 404:
+                raise NotFoundError('blob %s of %s was not found in the registry' % (digest, self.repository))
+            if received and not (response.status_code == 206 and _range_start(response) == received):
+                check_status(response, 'blob %s' % digest)
+                # The server sent the whole blob: start the file again.
+                fileobj.seek(0)
+                fileobj.truncate()
+                hashers, received = _rehash(fileobj, parse_digest(digest)[0], size)
+            elif not received:
+                check_status(response, 'blob %s' % digest)
+            announced = response.headers.get('Content-Length')
+            if announced is not None and announced.isdigit() and int(announced) != size - received:
+                raise SizeMismatchError('blob %s: the registry announced %s bytes, the manifest declares %d'
+                                        % (digest, announced, size - received))
+            received = _stream_into(response.raw, fileobj, hashers, received, size, digest, self.timeout)
+        return hashers, received
+
+
+def _rehash(fileobj, algorithm, size):
+    """Fresh hashers fed with what ``fileobj`` holds; a file longer than ``size`` is emptied."""
+    hashers = {algorithm: hashlib.new(algorithm)}
+    hashers.setdefault('sha256', hashlib.sha256())
+    fileobj.seek(0, 2)
+    if fileobj.tell() > size:
+        fileobj.truncate(0)
+    fileobj.seek(0)
+    received = 0
+    for chunk in iter(lambda: fileobj.read(BLOB_CHUNK_BYTES), b''):
+        received += len(chunk)
+        for hasher in hashers.values():
+            hasher.update(chunk)
+    return hashers, received
+
+
+def _range_start(response):
+    match = re.match(r'bytes (\d+)-', response.headers.get('Content-Range', ''))
+    return int(match.group(1)) if match else None
+
+
+class _TransferBroken(Exception):
+    """The connection broke mid-blob; ``received`` bytes are safely in the file."""
+
+    def __init__(self, message, received):
+        super().__init__(message)
+        self.received = received
+
+
+# Less than this many bytes within ``timeout`` seconds counts as a stalled transfer.
+STALL_BYTES = 64 * 1024
+
+
+def _stream_into(raw, fileobj, hashers, received, size, digest, timeout):
+    """Copy the body into ``fileobj`` up to ``size``; returns the bytes now in the file."""
+    window_start, window_bytes = time.monotonic(), 0
+    while received < size:
+        try:
+            chunk = raw.read1(min(BLOB_CHUNK_BYTES, size - received))
+        except (urllib3.exceptions.HTTPError, requests.exceptions.RequestException, OSError) as exc:
+            raise _TransferBroken('download of blob %s broke off after %d of %d bytes: %s'
+                                  % (digest, received, size, _reason(exc)), received)
+        if not chunk:
+            raise SizeMismatchError('blob %s ended after %d bytes, the manifest declares %d'
+                                    % (digest, received, size))
+        fileobj.write(chunk)
+        for hasher in hashers.values():
+            hasher.update(chunk)
+        received += len(chunk)
+        window_bytes += len(chunk)
+        if window_bytes >= STALL_BYTES:
+            window_start, window_bytes = time.monotonic(), 0
+        elif time.monotonic() - window_start > timeout:
+            raise _TransferBroken('download of blob %s stalled at %d of %d bytes (less than %d bytes in %ss)'
+                                  % (digest, received, size, STALL_BYTES, timeout), received)
+    try:
+        extra = raw.read1(1)
+    except (urllib3.exceptions.HTTPError, requests.exceptions.RequestException, OSError):
+        extra = b''
+    if extra:
+        raise SizeMismatchError('blob %s is longer than the %d bytes the manifest declares' % (digest, size))
+    return received
 
     # -- Pushing (used by update_publish) ----------------------------------
 
@@ -391,15 +494,6 @@ class RegistryClient:
             if response.status_code != 201:
                 raise RegistryResponseError('the registry answered HTTP %d when pushing manifest %s%s'
                                             % (response.status_code, reference, _error_detail(response)))
-
-
-def _read_network(raw, amount, digest, received, size):
-    """Read from the blob stream; network faults become RegistryConnectionError."""
-    try:
-        return raw.read(amount)
-    except (urllib3.exceptions.HTTPError, requests.exceptions.RequestException, OSError) as exc:
-        raise RegistryConnectionError('download of blob %s broke off after %d of %d bytes: %s'
-                                      % (digest, received, size, _reason(exc)))
 
 
 def read_capped(response, limit, what, error=RegistryResponseError):

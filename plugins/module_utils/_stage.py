@@ -10,16 +10,18 @@ Layout (``dest`` = /var/lib/kubesolo/staged)::
                                                           release.json
     /var/lib/kubesolo/staged -> .staged.kubesolo-fleet/sha256-<hex>
 
-A release is downloaded into a temporary directory of the store, verified,
+A release is downloaded into ``partial-<digest>/`` in the store, verified,
 renamed to its digest-named directory and then published by atomically
 replacing the ``dest`` symlink: two files can only be swapped together that
 way. A failure before the swap leaves ``dest`` and the previous release as
-they were; the temporary directory is removed.
+they were; what was downloaded and verified so far is kept for the next run
+to resume.
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import hashlib
 import json
 import os
@@ -31,10 +33,17 @@ from ansible_collections.kubesolo.fleet.plugins.module_utils._about import (
     COLLECTION_NAME,
     COLLECTION_VERSION,
 )
-from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import StageError
+from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import (
+    DigestMismatchError,
+    SizeMismatchError,
+    StageError,
+)
 
 RECORD_NAME = 'release.json'
 RECORD_SCHEMA = 1
+LOCK_NAME = '.lock'
+# The node agent asks for the image size plus 10 % before it updates.
+SPACE_MARGIN = 0.10
 MAX_RECORD_BYTES = 1024 * 1024
 _HASH_CHUNK_BYTES = 1024 * 1024
 
@@ -126,62 +135,160 @@ def file_sha256(path):
     return hasher.hexdigest()
 
 
-def stage(client, release, dest):
+def stage(client, release, dest, lock_timeout=300):
     """Download, verify and publish ``release`` at ``dest``.
 
-    Returns (record, bytes_downloaded). ``dest`` must have been accepted by
-    current_release() first.
+    Runs under the store's lock, so concurrent runs on one node take turns.
+    Downloads go to ``partial-<digest>/`` in the store and survive an
+    interrupted run (a network fault, a kill, a power loss): the next run
+    resumes them, and a verified release directory that was never published
+    is published without downloading again. Returns (record,
+    bytes_downloaded). ``dest`` must have been accepted by current_release().
     """
     dest = dest.rstrip('/')
     layers = release.staged_layers()
     store = store_dir(dest)
+    name = release_dir_name(release.manifest_digest)
+    final = os.path.join(store, name)
+    work = os.path.join(store, 'partial-' + name)
     try:
         os.makedirs(store, mode=0o755, exist_ok=True)
         os.chmod(store, 0o755)  # makedirs' mode is reduced by the umask
-        work = tempfile.mkdtemp(prefix='tmp-', dir=store)
     except OSError as exc:
         raise StageError('cannot create the staging directory %s: %s' % (store, exc.strerror))
+    with StoreLock(store, lock_timeout):
+        previous = os.path.realpath(dest) if os.path.islink(dest) else None
+        _remove_leftovers(store, keep=(os.path.basename(work), name, os.path.basename(previous or '')))
+        record = _verified_release(final, release.manifest_digest)
+        downloaded = 0
+        if record is None:
+            record, downloaded = _download_release(client, release, layers, dest, store, work, final)
+        try:
+            _publish(dest, final, store)
+        except StageError:
+            if previous != os.path.realpath(final):
+                shutil.rmtree(final, ignore_errors=True)
+            raise
+        if previous and os.path.dirname(previous) == os.path.realpath(store) and \
+                previous != os.path.realpath(final):
+            shutil.rmtree(previous, ignore_errors=True)
+    return record, downloaded
+
+
+def _download_release(client, release, layers, dest, store, work, final):
+    """Fill ``work`` with the verified layers and the record, then rename it to ``final``."""
     try:
+        os.makedirs(work, mode=0o755, exist_ok=True)
         os.chmod(work, 0o755)
-        files = {}
-        for name, layer in layers:
-            sha256 = _download(client, layer, os.path.join(work, name))
-            files[name] = {'media_type': layer['media_type'], 'digest': layer['digest'],
-                           'size': layer['size'], 'sha256': sha256}
+        _check_space(work, layers, dest)
+        files, downloaded = {}, 0
+        for file_name, layer in layers:
+            sha256, fetched = _download(client, layer, os.path.join(work, file_name))
+            downloaded += fetched
+            files[file_name] = {'media_type': layer['media_type'], 'digest': layer['digest'],
+                                'size': layer['size'], 'sha256': sha256}
         record = build_record(release, client.repository, files)
         write_atomic(os.path.join(work, RECORD_NAME),
                      json.dumps(record, indent=2, sort_keys=True).encode('utf-8'))
         fsync_dir(work)
-        final = os.path.join(store, release_dir_name(release.manifest_digest))
         _discard(final, store)
         os.rename(work, final)
-    except BaseException as exc:
-        shutil.rmtree(work, ignore_errors=True)
-        if isinstance(exc, OSError):
-            raise StageError(_os_error_message(exc, dest))
-        raise
-    previous = os.path.realpath(dest) if os.path.islink(dest) else None
-    try:
-        _publish(dest, final, store)
-    except StageError:
-        if previous != os.path.realpath(final):
-            shutil.rmtree(final, ignore_errors=True)
-        raise
-    if previous and os.path.dirname(previous) == os.path.realpath(store) and \
-            previous != os.path.realpath(final):
-        shutil.rmtree(previous, ignore_errors=True)
-    return record, sum(layer['size'] for _name, layer in layers)
+        fsync_dir(store)
+    except OSError as exc:
+        raise StageError(_os_error_message(exc, dest))
+    return record, downloaded
 
 
 def _download(client, layer, path):
-    """Stream one layer to ``path`` via a .part file; returns its sha256 hex."""
+    """Stream one layer to ``path`` via ``path.part``, resuming a partial one.
+
+    Returns (sha256 hex, bytes fetched now). Network faults keep the verified
+    part for the next run; wrong content removes it. A resumed part that turns
+    out wrong is fetched once more from the start.
+    """
     part = path + '.part'
-    with open(part, 'xb', buffering=0) as handle:
-        sha256 = client.download_blob(layer['digest'], layer['size'], handle)
-        os.fsync(handle.fileno())
+    for attempt in (1, 2):
+        resumed = os.path.getsize(part) if os.path.exists(part) else 0
+        try:
+            with open(part, 'a+b', buffering=0) as handle:
+                sha256 = client.download_blob(layer['digest'], layer['size'], handle)
+                os.fsync(handle.fileno())
+        except (DigestMismatchError, SizeMismatchError):
+            os.unlink(part)
+            if resumed and attempt == 1:
+                continue
+            raise
+        break
     os.chmod(part, 0o644)
     os.rename(part, path)
-    return sha256
+    return sha256, layer['size'] - min(resumed, layer['size'])
+
+
+def _verified_release(final, manifest_digest):
+    """The record of a complete, verified release directory left by an earlier run, or None."""
+    try:
+        with open(os.path.join(final, RECORD_NAME), 'rb') as handle:
+            record = parse_record(handle.read(MAX_RECORD_BYTES))
+    except OSError:
+        return None
+    if not record or record.get('manifest_digest') != manifest_digest or \
+            not files_intact(final, record, rehash=True):
+        return None
+    return record
+
+
+def _check_space(work, layers, dest):
+    """Refuse before downloading when the file system cannot hold the rest plus 10 %."""
+    missing = 0
+    for file_name, layer in layers:
+        part = os.path.join(work, file_name + '.part')
+        have = os.path.getsize(part) if os.path.exists(part) else 0
+        missing += max(0, layer['size'] - have)
+    needed = int(missing * (1 + SPACE_MARGIN))
+    stats = os.statvfs(work)
+    free = stats.f_bavail * stats.f_frsize
+    if free < needed:
+        raise StageError('not enough space for %s: %d bytes free, %d needed (the rest of the release '
+                         'plus %d%% margin); nothing was downloaded and the previous release is kept'
+                         % (dest, free, needed, SPACE_MARGIN * 100))
+
+
+def _remove_leftovers(store, keep):
+    """Remove what dead runs left in the store (the lock is held, so nobody else is at work)."""
+    for entry in os.listdir(store):
+        if entry in keep or entry == LOCK_NAME:
+            continue
+        path = os.path.join(store, entry)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            os.unlink(path)
+
+
+class StoreLock:
+    """An exclusive flock on the store; released by the kernel if the holder dies."""
+
+    def __init__(self, store, timeout):
+        self.path = os.path.join(store, LOCK_NAME)
+        self.timeout = timeout
+        self._handle = None
+
+    def __enter__(self):
+        self._handle = open(self.path, 'a')
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                fcntl.flock(self._handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return self
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    self._handle.close()
+                    raise StageError('another run is staging into %s (lock %s held for over %ss)'
+                                     % (os.path.dirname(self.path), self.path, self.timeout))
+                time.sleep(0.2)
+
+    def __exit__(self, *exc_info):
+        self._handle.close()
 
 
 def build_record(release, repository, files):

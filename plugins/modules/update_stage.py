@@ -15,7 +15,9 @@ description:
     C(<dest>/vmlinuz) and its initramfs layer (C(application/vnd.kubesolo.os.initramfs.v1+gzip))
     as C(<dest>/kubesolo-os.gz), with a C(<dest>/release.json) record of what was staged.
     Other layers are ignored.
-  - Every byte is checked against the layer's size and digest while it streams to disk.
+  - Every byte is checked against the layer's size and digest while it streams to disk. An interrupted
+    download (network fault, killed process, power loss) is kept in the store and resumed by the next run,
+    and faults worth it are retried (see O(retries)).
     Both layers are downloaded into a temporary directory beside O(dest) and published together
     with one atomic rename, so O(dest) always holds either the previous release or the new one,
     complete and verified. A failed attempt leaves the previous release untouched and no partial
@@ -65,6 +67,12 @@ options:
       - Directory on the controller for the content-addressed blob cache of O(delivery=controller).
       - Defaults to C(kubesolo-fleet) in C($XDG_CACHE_HOME), else in C(~/.cache).
     type: path
+  lock_timeout:
+    description:
+      - Seconds to wait for another run that is staging into the same O(dest) (a lock in the store serializes
+        them); then the task fails. A lock of a dead process is released by the kernel.
+    type: float
+    default: 300
   controller_cache_keep:
     description:
       - After a controller delivery, keep the blobs of this many most recently used releases in the
@@ -191,6 +199,23 @@ bytes_transferred:
   returned: success and O(delivery=controller)
   type: int
   sample: 41943040
+transfer:
+  description: How the transfer went, also returned on failure.
+  returned: always
+  type: dict
+  contains:
+    retries:
+      description: Requests tried again after a fault.
+      type: int
+      sample: 2
+    last_error:
+      description: The last fault that caused a retry, or an empty string.
+      type: str
+      sample: registry ghcr.io answered HTTP 503
+    resumed_bytes:
+      description: Bytes of blobs that did not have to be fetched again, resumed from an interrupted download.
+      type: int
+      sample: 16777216
 sources:
   description:
     - Which registry (the upstream or a mirror location) served each manifest and layer fetched by this run, by digest.
@@ -247,12 +272,12 @@ def main():
         changed = not current or current.get('manifest_digest') != release.manifest_digest
         bytes_downloaded = 0
         if changed and not module.check_mode:
-            bytes_downloaded = stage(client, release, dest)[1]
+            bytes_downloaded = stage(client, release, dest, module.params['lock_timeout'])[1]
     except FleetError as exc:
-        fail(module, exc)
+        fail(module, exc, transfer=client.transfer_summary())
     module.exit_json(**stage_result(release, dest, current, changed, bytes_downloaded, module._diff,
                                     delivery='host', sources=client.sources,
-                                    mirror_errors=client.mirror_errors))
+                                    mirror_errors=client.mirror_errors, transfer=client.transfer_summary()))
 
 
 if __name__ == '__main__':
