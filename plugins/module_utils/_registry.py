@@ -394,6 +394,45 @@ class RegistryClient:
         return hashers, received
 
 
+    # -- Pushing (used by update_publish) ----------------------------------
+
+    def exists(self, kind, reference):
+        """None when a blob or manifest is missing, else its digest header ('' if not sent)."""
+        url = '%s/%s/%s' % (self.base_url, kind, reference)
+        headers = {'Accept': ', '.join(INDEX_MEDIA_TYPES + MANIFEST_MEDIA_TYPES)}
+        response = self.request('HEAD', url, headers=headers)
+        with response:
+            if response.status_code == 404:
+                return None
+            check_status(response, '%s %s' % (kind[:-1], reference))
+            return response.headers.get('Docker-Content-Digest', '')
+
+    def upload_blob(self, digest, size, fileobj):
+        """Upload a blob in one PUT, streaming ``fileobj`` (``size`` bytes)."""
+        response = self.request('POST', '%s/blobs/uploads/' % self.base_url)
+        with response:
+            if response.status_code != 202 or not response.headers.get('Location'):
+                raise RegistryResponseError('the registry answered HTTP %d to an upload request for %s%s'
+                                            % (response.status_code, self.repository, _error_detail(response)))
+            location = response.headers['Location']
+        url = requests.compat.urljoin('%s://%s/' % (self.scheme, self.repository.api_host), location)
+        url += ('&' if '?' in url else '?') + 'digest=' + digest
+        headers = {'Content-Type': 'application/octet-stream', 'Content-Length': str(size)}
+        response = self.request('PUT', url, headers=headers, data=fileobj)
+        with response:
+            if response.status_code != 201:
+                raise RegistryResponseError('the registry answered HTTP %d when uploading blob %s%s'
+                                            % (response.status_code, digest, _error_detail(response)))
+
+    def put_manifest(self, reference, data, media_type):
+        url = '%s/manifests/%s' % (self.base_url, reference)
+        response = self.request('PUT', url, headers={'Content-Type': media_type}, data=data)
+        with response:
+            if response.status_code != 201:
+                raise RegistryResponseError('the registry answered HTTP %d when pushing manifest %s%s'
+                                            % (response.status_code, reference, _error_detail(response)))
+
+
 def _rehash(fileobj, algorithm, size):
     """Fresh hashers fed with what ``fileobj`` holds; a file longer than ``size`` is emptied."""
     hashers = {algorithm: hashlib.new(algorithm)}
@@ -456,44 +495,6 @@ def _stream_into(raw, fileobj, hashers, received, size, digest, timeout):
     if extra:
         raise SizeMismatchError('blob %s is longer than the %d bytes the manifest declares' % (digest, size))
     return received
-
-    # -- Pushing (used by update_publish) ----------------------------------
-
-    def exists(self, kind, reference):
-        """None when a blob or manifest is missing, else its digest header ('' if not sent)."""
-        url = '%s/%s/%s' % (self.base_url, kind, reference)
-        headers = {'Accept': ', '.join(INDEX_MEDIA_TYPES + MANIFEST_MEDIA_TYPES)}
-        response = self.request('HEAD', url, headers=headers)
-        with response:
-            if response.status_code == 404:
-                return None
-            check_status(response, '%s %s' % (kind[:-1], reference))
-            return response.headers.get('Docker-Content-Digest', '')
-
-    def upload_blob(self, digest, size, fileobj):
-        """Upload a blob in one PUT, streaming ``fileobj`` (``size`` bytes)."""
-        response = self.request('POST', '%s/blobs/uploads/' % self.base_url)
-        with response:
-            if response.status_code != 202 or not response.headers.get('Location'):
-                raise RegistryResponseError('the registry answered HTTP %d to an upload request for %s%s'
-                                            % (response.status_code, self.repository, _error_detail(response)))
-            location = response.headers['Location']
-        url = requests.compat.urljoin('%s://%s/' % (self.scheme, self.repository.api_host), location)
-        url += ('&' if '?' in url else '?') + 'digest=' + digest
-        headers = {'Content-Type': 'application/octet-stream', 'Content-Length': str(size)}
-        response = self.request('PUT', url, headers=headers, data=fileobj)
-        with response:
-            if response.status_code != 201:
-                raise RegistryResponseError('the registry answered HTTP %d when uploading blob %s%s'
-                                            % (response.status_code, digest, _error_detail(response)))
-
-    def put_manifest(self, reference, data, media_type):
-        url = '%s/manifests/%s' % (self.base_url, reference)
-        response = self.request('PUT', url, headers={'Content-Type': media_type}, data=data)
-        with response:
-            if response.status_code != 201:
-                raise RegistryResponseError('the registry answered HTTP %d when pushing manifest %s%s'
-                                            % (response.status_code, reference, _error_detail(response)))
 
 
 def read_capped(response, limit, what, error=RegistryResponseError):
