@@ -32,37 +32,35 @@ from ansible_collections.kubesolo.fleet.plugins.module_utils._retry import Retry
 DEFAULT_TAG = 'stable'
 
 
-def connection_argument_spec(**extra):
-    """Options of the kubesolo.fleet.registry doc fragment."""
-    spec = dict(
-        repository=dict(type='str', required=True),
+def _endpoint_options():
+    """How to talk to one registry: the upstream or a mirror."""
+    return dict(
         plain_http=dict(type='bool', default=False),
         validate_certs=dict(type='bool', default=True),
         ca_path=dict(type='path'),
         client_cert=dict(type='path'),
         client_key=dict(type='path'),
+        username=dict(type='str'),
+        password=dict(type='str', no_log=True),
+    )
+
+
+def connection_argument_spec(**extra):
+    """Options of the kubesolo.fleet.registry doc fragment."""
+    spec = dict(
+        repository=dict(type='str', required=True),
         timeout=dict(type='float', default=30),
         retries=dict(type='int', default=5),
         retry_max_wait=dict(type='float', default=60),
         retry_budget=dict(type='float', default=300),
-        username=dict(type='str'),
-        password=dict(type='str', no_log=True),
         registry_config=dict(type='path'),
+        **_endpoint_options()
     )
     spec.update(extra)
     return spec
 
 
-MIRROR_SPEC = dict(
-    location=dict(type='str', required=True),
-    plain_http=dict(type='bool', default=False),
-    validate_certs=dict(type='bool', default=True),
-    ca_path=dict(type='path'),
-    client_cert=dict(type='path'),
-    client_key=dict(type='path'),
-    username=dict(type='str'),
-    password=dict(type='str', no_log=True),
-)
+MIRROR_SPEC = dict(location=dict(type='str', required=True), **_endpoint_options())
 
 
 def registry_argument_spec(**extra):
