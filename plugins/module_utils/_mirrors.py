@@ -31,7 +31,7 @@ class MirroredClient:
         self.mirror_errors = []
 
     def transfer_summary(self):
-        """Retries (one policy shared by all sources) and bytes resumed at any source."""
+        """Retries at the upstream (mirrors are not retried) and bytes resumed at any source."""
         summary = self.upstream.transfer_summary()
         summary['resumed_bytes'] += sum(client.resumed_bytes for _location, client in self.mirrors)
         return summary

@@ -126,8 +126,9 @@ def mirrored_client_from_params(params):
         host, _sep, prefix = mirror['location'].strip('/').partition('/')
         path = '%s/%s' % (prefix, upstream.repository.path) if prefix else upstream.repository.path
         repository = parse_repository('%s/%s' % (host, path))
+        # A mirror is not worth waiting for: any fault moves on to the next source.
         mirrors.append((mirror['location'], _client(repository, dict(mirror, timeout=params['timeout']),
-                                                    params['registry_config'], upstream.retry)))
+                                                    params['registry_config'], RetryPolicy(retries=0))))
     return MirroredClient(upstream, mirrors, mirror_tags=params['mirror_tags'])
 
 

@@ -121,6 +121,19 @@ def _origin(url):
     return parsed.scheme, (parsed.hostname or '').lower(), port
 
 
+def _tls_hint(reason, has_client_cert):
+    """What to change, from an SSL error's reason."""
+    text = reason.lower()
+    if 'certificate_verify_failed' in text or 'certificate verify failed' in text or 'hostname' in text:
+        return 'set ca_path to trust a private CA, or validate_certs=false to skip verification'
+    if 'wrong_version_number' in text or 'wrong version number' in text or 'record layer' in text:
+        return 'if the registry speaks plain HTTP, set plain_http=true'
+    if has_client_cert:
+        return 'the registry refused the handshake: check that it accepts client_cert and client_key'
+    return ('the registry refused the handshake: if it requires mutual TLS, set client_cert and client_key; '
+            'if it speaks plain HTTP, set plain_http=true')
+
+
 def _no_netrc(request):
     """Session-wide auth that changes nothing: it only keeps requests from
     applying ~/.netrc over the registry's Authorization header."""
@@ -147,7 +160,9 @@ class RegistryClient:
         self.credentials = credentials
         self.session = _OriginBoundSession()
         self.session.headers['User-Agent'] = USER_AGENT
-        self.session.verify = (ca_path or True) if validate_certs else False
+        # Passed with every request: a session-level value loses to
+        # REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE in the environment.
+        self.verify = (ca_path or True) if validate_certs else False
         self.session.max_redirects = 10
         self.session.auth = _no_netrc
         if client_key and not client_cert:
@@ -171,15 +186,12 @@ class RegistryClient:
             retryable = method in ('GET', 'HEAD')
             try:
                 response = self.session.request(method, url, headers=headers, stream=stream, data=data,
-                                                timeout=self.timeout)
+                                                timeout=self.timeout, verify=self.verify)
             except requests.exceptions.SSLError as exc:
                 reason = _reason(exc)
-                if 'certificate' in reason.lower() or 'hostname' in reason.lower():
-                    hint = 'set ca_path to trust a private CA, or validate_certs=false to skip verification'
-                else:
-                    hint = 'if the registry speaks plain HTTP, set plain_http=true'
                 raise RegistryConnectionError('TLS with %s failed: %s (%s)'
-                                              % (self.repository.registry, reason, hint))
+                                              % (self.repository.registry, reason,
+                                                 _tls_hint(reason, bool(self.session.cert))))
             except (requests.exceptions.Timeout, requests.exceptions.ConnectionError) as exc:
                 if isinstance(exc, requests.exceptions.Timeout):
                     error = 'timed out after %ss talking to %s' % (self.timeout, self.repository.registry)
@@ -276,11 +288,11 @@ class RegistryClient:
                 form = dict(query, grant_type='refresh_token', refresh_token=credentials.identity_token,
                             client_id=COLLECTION_NAME)
                 response = self.session.post(realm, data=form, timeout=self.timeout, stream=True,
-                                             allow_redirects=False)
+                                             allow_redirects=False, verify=self.verify)
             else:
                 auth = (credentials.username, credentials.password) if credentials else None
                 response = self.session.get(realm, params=query, auth=auth, timeout=self.timeout,
-                                            stream=True, allow_redirects=False)
+                                            stream=True, allow_redirects=False, verify=self.verify)
         except requests.exceptions.RequestException as exc:
             raise RegistryConnectionError(
                 'cannot reach the token service of %s: %s' % (self.repository.registry, _reason(exc)))
