@@ -14,7 +14,8 @@ from ansible_collections.kubesolo.fleet.plugins.module_utils._delivery import Co
 from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import FleetError
 from ansible_collections.kubesolo.fleet.plugins.module_utils._module import (
     REGISTRY_MUTUALLY_EXCLUSIVE,
-    release_from_params,
+    mirrored_client_from_params,
+    resolve_from_params,
     stage_argument_spec,
     stage_dest,
     stage_result,
@@ -40,16 +41,20 @@ class ActionModule(ActionBase):
         if not HAS_REQUESTS:
             return dict(result, failed=True, exception=REQUESTS_IMPORT_ERROR,
                         msg='controller delivery needs the Python library requests on the controller')
+        client = None
         try:
-            result.update(self._stage_from_controller(params))
+            dest = stage_dest(params['dest'])
+            node = ControllerDelivery(self._node_shell, self._connection.put_file, dest)
+            client = mirrored_client_from_params(params)
+            result.update(self._stage_from_controller(params, dest, node, client))
         except FleetError as exc:
             result.update(failed=True, msg=str(exc), error_code=exc.code, **exc.details())
+            if client is not None:
+                result['transfer'] = client.transfer_summary()
         return result
 
-    def _stage_from_controller(self, params):
-        dest = stage_dest(params['dest'])
-        node = ControllerDelivery(self._node_shell, self._connection.put_file, dest)
-        client, release = release_from_params(params, params['architecture'] or node.architecture())
+    def _stage_from_controller(self, params, dest, node, client):
+        release = resolve_from_params(client, params, params['architecture'] or node.architecture())
         release.staged_layers()
         current = node.current_release()
         changed = not current or current.get('manifest_digest') != release.manifest_digest

@@ -62,7 +62,7 @@ options:
     default: 60
   retry_budget:
     description:
-      - The most seconds all retries of one run may add up to; past it the last error is reported.
+      - The most seconds the waits between retries of one run may add up to; past it the last error is reported.
     type: float
     default: 300
   username:

@@ -132,16 +132,14 @@ def mirrored_client_from_params(params):
     return MirroredClient(upstream, mirrors, mirror_tags=params['mirror_tags'])
 
 
-def release_from_params(params, default_architecture):
-    """(client, release) for the registry and release options; raises FleetError."""
-    client = mirrored_client_from_params(params)
+def resolve_from_params(client, params, default_architecture):
+    """The release the release options name, read through ``client``; raises FleetError."""
     if params['digest']:
         parse_digest(params['digest'])
     else:
         validate_tag(params['tag'] or DEFAULT_TAG)
-    release = resolve(client, params['architecture'] or default_architecture,
-                      tag=params['tag'] or DEFAULT_TAG, digest=params['digest'])
-    return client, release
+    return resolve(client, params['architecture'] or default_architecture,
+                   tag=params['tag'] or DEFAULT_TAG, digest=params['digest'])
 
 
 def new_client(module):
@@ -154,12 +152,19 @@ def new_client(module):
 
 
 def resolve_release(module):
-    """release_from_params for a module, defaulting to this machine's architecture."""
+    """(client, release) for a module, defaulting to this machine's architecture.
+
+    Fails the module on any error, with the transfer summary once the client exists.
+    """
     require_requests(module)
     try:
-        return release_from_params(module.params, platform.machine())
+        client = mirrored_client_from_params(module.params)
     except FleetError as exc:
         fail(module, exc)
+    try:
+        return client, resolve_from_params(client, module.params, platform.machine())
+    except FleetError as exc:
+        fail(module, exc, transfer=client.transfer_summary())
 
 
 def stage_dest(dest):

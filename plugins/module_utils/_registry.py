@@ -363,7 +363,6 @@ class RegistryClient:
         """
         algorithm, expected_hex = parse_digest(digest)
         hashers, received = _rehash(fileobj, algorithm, size)
-        self.resumed_bytes += received
         attempt = 0
         while received < size:
             attempt += 1
@@ -374,7 +373,6 @@ class RegistryClient:
                 received = exc.received
                 if not self.retry.wait(attempt, str(exc)):
                     raise RegistryConnectionError(str(exc))
-                self.resumed_bytes += received
         actual = hashers[algorithm].hexdigest()
         if actual != expected_hex:
             raise DigestMismatchError('blob %s has wrong content: its bytes hash to %s:%s'
@@ -390,14 +388,22 @@ class RegistryClient:
         with response:
             if response.status_code == 404:
                 raise NotFoundError('blob %s of %s was not found in the registry' % (digest, self.repository))
-            if received and not (response.status_code == 206 and _range_start(response) == received):
-                check_status(response, 'blob %s' % digest)
-                # The server sent the whole blob: start the file again.
+            resumed = received and response.status_code == 206 and _range_start(response) == received
+            if received and response.status_code == 206 and not resumed:
+                # A part from somewhere else: ask for the whole blob instead.
+                response.close()
                 fileobj.seek(0)
                 fileobj.truncate()
-                hashers, received = _rehash(fileobj, parse_digest(digest)[0], size)
-            elif not received:
+                return self._fetch_blob_range(digest, size, fileobj, *_rehash(fileobj, parse_digest(digest)[0], size))
+            if resumed:
+                self.resumed_bytes += received
+            else:
                 check_status(response, 'blob %s' % digest)
+                if received:
+                    # The server ignored Range and sends the whole blob: start the file again.
+                    fileobj.seek(0)
+                    fileobj.truncate()
+                    hashers, received = _rehash(fileobj, parse_digest(digest)[0], size)
             announced = response.headers.get('Content-Length')
             if announced is not None and announced.isdigit() and int(announced) != size - received:
                 raise SizeMismatchError('blob %s: the registry announced %s bytes, the manifest declares %d'
@@ -480,10 +486,12 @@ STALL_BYTES = 64 * 1024
 
 def _stream_into(raw, fileobj, hashers, received, size, digest, timeout):
     """Copy the body into ``fileobj`` up to ``size``; returns the bytes now in the file."""
+    # read1 returns what has arrived, so a stall is noticed; urllib3 1.26 lacks it.
+    read = getattr(raw, 'read1', None) or raw.read
     window_start, window_bytes = time.monotonic(), 0
     while received < size:
         try:
-            chunk = raw.read1(min(BLOB_CHUNK_BYTES, size - received))
+            chunk = read(min(BLOB_CHUNK_BYTES, size - received))
         except (urllib3.exceptions.HTTPError, requests.exceptions.RequestException, OSError) as exc:
             raise _TransferBroken('download of blob %s broke off after %d of %d bytes: %s'
                                   % (digest, received, size, _reason(exc)), received)
@@ -501,7 +509,7 @@ def _stream_into(raw, fileobj, hashers, received, size, digest, timeout):
             raise _TransferBroken('download of blob %s stalled at %d of %d bytes (less than %d bytes in %ss)'
                                   % (digest, received, size, STALL_BYTES, timeout), received)
     try:
-        extra = raw.read1(1)
+        extra = read(1)
     except (urllib3.exceptions.HTTPError, requests.exceptions.RequestException, OSError):
         extra = b''
     if extra:

@@ -7,8 +7,8 @@ Connection errors, timeouts, 408, 429 and 5xx are worth another try;
 ``Retry-After`` (seconds or an HTTP date) is honoured up to ``max_wait``
 rather than clamped to a few seconds; otherwise the wait grows
 exponentially with jitter. ``retries`` bounds the tries of one request and
-``budget`` the time spent in all of them, so a dead registry fails in
-bounded time.
+``budget`` the time all waits of a run add up to, so a dead registry fails in
+bounded time while a long, healthy download keeps its right to retry.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def retry_after_seconds(value, now=None):
     if value is None:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
@@ -40,13 +40,12 @@ def retry_after_seconds(value, now=None):
 class RetryPolicy:
     """Counts retries and sleeps between them; ``count`` and ``last_error`` go into results."""
 
-    def __init__(self, retries=5, max_wait=60.0, budget=300.0, sleep=time.sleep, clock=time.monotonic):
+    def __init__(self, retries=5, max_wait=60.0, budget=300.0, sleep=time.sleep):
         self.retries = retries
         self.max_wait = max_wait
         self.budget = budget
         self._sleep = sleep
-        self._clock = clock
-        self._started = clock()
+        self.waited = 0.0
         self.count = 0
         self.last_error = ''
 
@@ -62,9 +61,10 @@ class RetryPolicy:
             delay = min(retry_after, self.max_wait)
         else:
             delay = min(self.max_wait, _BACKOFF_BASE * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
-        if self._clock() + delay - self._started > self.budget:
+        if self.waited + delay > self.budget:
             return False
         self.count += 1
+        self.waited += delay
         self._sleep(delay)
         return True
 

@@ -38,6 +38,7 @@ from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import (
     SizeMismatchError,
     StageError,
 )
+from ansible_collections.kubesolo.fleet.plugins.module_utils._reference import parse_digest
 
 RECORD_NAME = 'release.json'
 RECORD_SCHEMA = 1
@@ -128,7 +129,11 @@ def files_intact(release_dir, record, rehash=False):
 
 
 def file_sha256(path):
-    hasher = hashlib.sha256()
+    return file_digest(path, 'sha256')
+
+
+def file_digest(path, algorithm):
+    hasher = hashlib.new(algorithm)
     with open(path, 'rb', buffering=0) as handle:
         for chunk in iter(lambda: handle.read(_HASH_CHUNK_BYTES), b''):
             hasher.update(chunk)
@@ -206,9 +211,16 @@ def _download(client, layer, path):
     part for the next run; wrong content removes it. A resumed part that turns
     out wrong is fetched once more from the start.
     """
+    if os.path.exists(path):
+        # Verified and renamed by a run that was interrupted later on.
+        algorithm, expected = parse_digest(layer['digest'])
+        if os.path.getsize(path) == layer['size'] and file_digest(path, algorithm) == expected:
+            return file_sha256(path) if algorithm != 'sha256' else expected, 0
+        os.unlink(path)
     part = path + '.part'
     for attempt in (1, 2):
         resumed = os.path.getsize(part) if os.path.exists(part) else 0
+        resumed_before = client.transfer_summary()['resumed_bytes']
         try:
             with open(part, 'a+b', buffering=0) as handle:
                 sha256 = client.download_blob(layer['digest'], layer['size'], handle)
@@ -221,7 +233,7 @@ def _download(client, layer, path):
         break
     os.chmod(part, 0o644)
     os.rename(part, path)
-    return sha256, layer['size'] - min(resumed, layer['size'])
+    return sha256, layer['size'] - (client.transfer_summary()['resumed_bytes'] - resumed_before)
 
 
 def _verified_release(final, manifest_digest):
@@ -241,8 +253,11 @@ def _check_space(work, layers, dest):
     """Refuse before downloading when the file system cannot hold the rest plus 10 %."""
     missing = 0
     for file_name, layer in layers:
-        part = os.path.join(work, file_name + '.part')
-        have = os.path.getsize(part) if os.path.exists(part) else 0
+        have = 0
+        for candidate in (file_name, file_name + '.part'):
+            path = os.path.join(work, candidate)
+            if os.path.exists(path):
+                have = max(have, os.path.getsize(path))
         missing += max(0, layer['size'] - have)
     needed = int(missing * (1 + SPACE_MARGIN))
     stats = os.statvfs(work)

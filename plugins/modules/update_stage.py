@@ -20,8 +20,8 @@ description:
     and faults worth it are retried (see O(retries)).
     Both layers are downloaded into a temporary directory beside O(dest) and published together
     with one atomic rename, so O(dest) always holds either the previous release or the new one,
-    complete and verified. A failed attempt leaves the previous release untouched and no partial
-    files.
+    complete and verified. A failed attempt leaves the previous release untouched and nothing partial
+    at a final path; bytes downloaded and verified so far stay in the hidden store for the next run to resume.
   - Idempotent by digest. When O(dest) already holds this manifest (by its record, with the files
     at their recorded sizes), nothing is downloaded and C(changed) is false.
   - O(dest) is a symbolic link that the module manages, pointing into the hidden sibling

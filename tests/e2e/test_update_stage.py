@@ -92,12 +92,18 @@ def leftovers(store: Path) -> list[str]:
     )
 
 
-def assert_staged(dest: Path, manifest: artifacts.PushedManifest) -> dict:
-    """``dest`` links to the release directory of ``manifest`` holding its two layers; returns the record."""
+LOCK = ".lock"  # the lock file that serializes runs staging into one dest
+
+
+def assert_staged(dest: Path, manifest: artifacts.PushedManifest, also_in_store=()) -> dict:
+    """``dest`` links to the release directory of ``manifest`` holding its two layers; returns the record.
+
+    The store holds that directory and the lock, and ``also_in_store``.
+    """
     store = store_of(dest)
     assert dest.is_symlink()
     assert os.readlink(dest) == f"{store.name}/{release_dir(manifest.digest)}"
-    assert sorted(p.name for p in store.iterdir()) == [release_dir(manifest.digest)]
+    assert sorted(p.name for p in store.iterdir()) == sorted([LOCK, release_dir(manifest.digest), *also_in_store])
     assert sorted(p.name for p in dest.iterdir()) == ["kubesolo-os.gz", "release.json", "vmlinuz"]
     assert (dest / "vmlinuz").read_bytes() == manifest.kernel
     assert (dest / "kubesolo-os.gz").read_bytes() == manifest.initramfs
@@ -379,8 +385,13 @@ def test_blob_of_another_size_is_a_size_mismatch(failures, task, which):
 
 def test_failed_attempts_keep_the_previous_release_and_leave_no_partial_files(failures):
     stat_before = failures.run.result("look at the staged release")["stat"]
+    # Each run removes what earlier runs left; the last one (a kernel of the wrong size) leaves
+    # the empty download directory of its release: its wrong bytes were removed.
+    last_partial = f"partial-{release_dir(failures.shorter.digest)}"
 
-    assert_staged(failures.dest, failures.good)  # same link target, same bytes, nothing else in the store
+    # Same link target, same bytes, no partial file anywhere.
+    assert_staged(failures.dest, failures.good, also_in_store=[last_partial])
+    assert list((store_of(failures.dest) / last_partial).iterdir()) == []
     assert os.stat(failures.dest).st_ino == stat_before["inode"]
     assert (failures.dest / "vmlinuz").stat().st_size == artifacts.DEFAULT_KERNEL_SIZE
 

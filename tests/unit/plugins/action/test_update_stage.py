@@ -23,6 +23,7 @@ from ansible_collections.kubesolo.fleet.plugins.action import update_stage
 from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import (
     ArchitectureNotShippedError,
     NotFoundError,
+    RegistryConnectionError,
 )
 from ansible_collections.kubesolo.fleet.tests.unit.plugins.module_utils.fakes import (
     FakeBlobClient,
@@ -70,8 +71,16 @@ class Harness:
         return self.action.run(task_vars=task_vars if task_vars is not None else {'inventory_hostname': 'node1'})
 
 
+def patch_registry(monkeypatch, serve):
+    """Stand in for the registry: ``serve(params, architecture)`` returns (client, release) or raises."""
+    client = getattr(serve, 'client', None) or FakeBlobClient([])
+    monkeypatch.setattr(update_stage, 'mirrored_client_from_params', lambda _params: client)
+    monkeypatch.setattr(update_stage, 'resolve_from_params',
+                        lambda _client, params, architecture: serve(params, architecture)[1])
+
+
 class Registry:
-    """Replaces release_from_params: serves one release and records the architecture asked for."""
+    """Serves one release and records the architecture asked for."""
 
     def __init__(self, kernel, initramfs, version):
         self.release = make_release(kernel, initramfs, version)
@@ -99,8 +108,7 @@ def controller_args(tmp_path):
      'verify_existing': True, 'controller_cache_keep': 0},
 ], ids=['default', 'explicit'])
 def test_host_delivery_runs_the_module_with_the_task_args(args, monkeypatch):
-    monkeypatch.setattr(update_stage, 'release_from_params',
-                        lambda *_a: pytest.fail('host delivery must not resolve on the controller'))
+    patch_registry(monkeypatch, lambda *_a: pytest.fail('host delivery must not resolve on the controller'))
     harness = Harness(dict(args))
     task_vars = {'inventory_hostname': 'node1'}
     result = harness.run(task_vars)
@@ -119,7 +127,7 @@ def test_a_fleet_error_fails_the_task_with_its_code(controller_args, monkeypatch
     def not_found(_params, _architecture):
         raise NotFoundError('manifest v0.3.0 was not found in %s' % REPOSITORY)
 
-    monkeypatch.setattr(update_stage, 'release_from_params', not_found)
+    patch_registry(monkeypatch, not_found)
     harness = Harness(dict(controller_args, architecture='amd64'))
     result = harness.run()
     assert result['failed'] is True
@@ -134,7 +142,7 @@ def test_a_fleet_error_carries_its_details(controller_args, monkeypatch):
     def not_shipped(_params, architecture):
         raise ArchitectureNotShippedError(architecture, ['arm64'])
 
-    monkeypatch.setattr(update_stage, 'release_from_params', not_shipped)
+    patch_registry(monkeypatch, not_shipped)
     result = Harness(dict(controller_args, architecture='amd64')).run()
     assert result['failed'] is True
     assert result['error_code'] == 'architecture_not_shipped'
@@ -144,7 +152,7 @@ def test_a_fleet_error_carries_its_details(controller_args, monkeypatch):
 
 def test_a_foreign_dest_fails_the_task_before_anything_is_copied(controller_args, monkeypatch, tmp_path):
     registry = Registry(KERNEL_1, INITRAMFS_1, 'v0.3.0')
-    monkeypatch.setattr(update_stage, 'release_from_params', registry)
+    patch_registry(monkeypatch, registry)
     with open(controller_args['dest'], 'wb') as handle:
         handle.write(b'the user kernel')
     result = Harness(dict(controller_args, architecture='amd64')).run()
@@ -157,7 +165,7 @@ def test_a_foreign_dest_fails_the_task_before_anything_is_copied(controller_args
 
 def test_controller_delivery_stages_then_is_idempotent(controller_args, monkeypatch, tmp_path):
     registry = Registry(KERNEL_1, INITRAMFS_1, 'v0.3.0')
-    monkeypatch.setattr(update_stage, 'release_from_params', registry)
+    patch_registry(monkeypatch, registry)
     harness = Harness(dict(controller_args))
     result = harness.run()
     assert 'failed' not in result, result
@@ -170,6 +178,7 @@ def test_controller_delivery_stages_then_is_idempotent(controller_args, monkeypa
     assert result['manifest_digest'] == registry.release.manifest_digest
     assert result['staged'] == {'vmlinuz_path': os.path.join(dest, 'vmlinuz'),
                                 'initramfs_path': os.path.join(dest, 'kubesolo-os.gz'), 'version': 'v0.3.0'}
+    assert result['transfer'] == {'retries': 0, 'last_error': '', 'resumed_bytes': 0}
     with open(os.path.join(dest, 'vmlinuz'), 'rb') as handle:
         assert handle.read() == KERNEL_1
     # No architecture given: the node's uname -m chose it; every command ran with /bin/sh.
@@ -192,7 +201,7 @@ def test_controller_delivery_stages_then_is_idempotent(controller_args, monkeypa
 
 def test_a_second_node_uses_the_cache(controller_args, monkeypatch, tmp_path):
     registry = Registry(KERNEL_1, INITRAMFS_1, 'v0.3.0')
-    monkeypatch.setattr(update_stage, 'release_from_params', registry)
+    patch_registry(monkeypatch, registry)
     Harness(dict(controller_args, architecture='amd64')).run()
     os.makedirs(str(tmp_path / 'node2'))
     other = dict(controller_args, architecture='amd64', dest=str(tmp_path / 'node2' / 'staged'))
@@ -207,7 +216,7 @@ def test_a_second_node_uses_the_cache(controller_args, monkeypatch, tmp_path):
 
 def test_check_mode_reports_a_change_and_writes_nothing(controller_args, monkeypatch, tmp_path):
     registry = Registry(KERNEL_1, INITRAMFS_1, 'v0.3.0')
-    monkeypatch.setattr(update_stage, 'release_from_params', registry)
+    patch_registry(monkeypatch, registry)
     harness = Harness(dict(controller_args, architecture='amd64'), check_mode=True, diff=True)
     result = harness.run()
     assert result['changed'] is True
@@ -223,10 +232,10 @@ def test_check_mode_reports_a_change_and_writes_nothing(controller_args, monkeyp
 
 def test_the_cache_is_pruned_to_controller_cache_keep(controller_args, monkeypatch, tmp_path):
     first = Registry(KERNEL_1, INITRAMFS_1, 'v0.3.0')
-    monkeypatch.setattr(update_stage, 'release_from_params', first)
+    patch_registry(monkeypatch, first)
     Harness(dict(controller_args, architecture='amd64', controller_cache_keep=1)).run()
     second = Registry(KERNEL_2, INITRAMFS_2, 'v0.4.0')
-    monkeypatch.setattr(update_stage, 'release_from_params', second)
+    patch_registry(monkeypatch, second)
     result = Harness(dict(controller_args, architecture='amd64', controller_cache_keep=1)).run()
     assert result['changed'] is True
     blobs = os.path.join(str(tmp_path / 'cache'), 'blobs', 'sha256')
@@ -234,3 +243,17 @@ def test_the_cache_is_pruned_to_controller_cache_keep(controller_args, monkeypat
         hashlib.sha256(data).hexdigest() for data in (KERNEL_2, INITRAMFS_2))
     with open(os.path.join(controller_args['dest'], 'kubesolo-os.gz'), 'rb') as handle:
         assert handle.read() == INITRAMFS_2
+
+
+def test_a_failed_download_reports_the_transfer_too(controller_args, monkeypatch):
+    # The module documents ``transfer`` as returned always, also on failure.
+    broken = RegistryConnectionError('download of blob broke off after 10 of 7000 bytes')
+    registry = Registry(KERNEL_1, INITRAMFS_1, 'v0.3.0')
+    registry.client.failures[sha256_digest(INITRAMFS_1)] = broken
+    patch_registry(monkeypatch, registry)
+    result = Harness(dict(controller_args, architecture='amd64')).run()
+    assert result['failed'] is True
+    assert result['error_code'] == 'registry_unreachable'
+    assert result['msg'] == str(broken)
+    assert not os.path.lexists(controller_args['dest'])
+    assert result['transfer'] == registry.client.transfer_summary()

@@ -17,7 +17,7 @@ import json
 import requests
 from requests.structures import CaseInsensitiveDict
 
-from ansible_collections.kubesolo.fleet.plugins.module_utils import _reference, _registry, _release
+from ansible_collections.kubesolo.fleet.plugins.module_utils import _errors, _reference, _registry, _release
 
 KERNEL = _release.MEDIA_KERNEL
 INITRAMFS = _release.MEDIA_INITRAMFS
@@ -34,7 +34,8 @@ class FakeRaw:
     """``response.raw``: serves ``body`` at most ``max_read`` bytes per read.
 
     With ``error`` set, a read raises it once ``fail_after`` bytes were served.
-    ``served`` counts every byte handed out.
+    ``served`` counts every byte handed out, ``amounts`` what every read asked for.
+    ``read1`` (what blob downloads use) and ``read`` behave alike.
     """
 
     def __init__(self, body=b'', max_read=None, error=None, fail_after=0):
@@ -43,8 +44,16 @@ class FakeRaw:
         self.error = error
         self.fail_after = fail_after
         self.served = 0
+        self.amounts = []
 
     def read(self, amount):
+        return self._serve(amount)
+
+    def read1(self, amount):
+        return self._serve(amount)
+
+    def _serve(self, amount):
+        self.amounts.append(amount)
         if self.error is not None and self.served >= self.fail_after:
             raise self.error
         amount = min(amount, self.max_read or amount)
@@ -120,6 +129,7 @@ class FakeSession:
         self.token_posts = []
         self.headers = {}
         self.verify = True
+        self.cert = None
 
     def request(self, method, url, headers=None, **kwargs):
         self.sent.append(Sent(method, url, dict(headers or {}), kwargs))
@@ -253,14 +263,25 @@ def make_release(kernel, initramfs, version='v0.3.0', architecture='amd64'):
 
 
 class FakeBlobClient:
-    """``download_blob`` writing the bytes of ``blobs``; ``failures`` maps a
-    digest to an exception raised after half of the blob was written."""
+    """``download_blob`` serving the bytes of ``blobs`` and resuming like the registry client.
+
+    What ``fileobj`` already holds is kept (a file longer than the blob is emptied) and only the
+    rest is written; then the whole file is checked against the blob, a DigestMismatchError for
+    wrong bytes. ``failures`` maps a digest to an exception raised once the file holds half of
+    the blob (the bytes up to there are written first), on every request for it.
+
+    ``downloaded`` lists the digests asked for and ``offsets`` (digest, bytes the file held when
+    asked) every request; ``resumed_bytes`` adds up the bytes found in the files, as
+    ``transfer_summary()`` reports them.
+    """
 
     def __init__(self, blobs, failures=None, repository='ghcr.io/portainer/kubesolo-os'):
         self.repository = _reference.parse_repository(repository)
         self.blobs = dict((sha256_digest(data), data) for data in blobs)
         self.failures = dict(failures or {})
         self.downloaded = []
+        self.offsets = []
+        self.resumed_bytes = 0
         self.sources = {}
         self.mirror_errors = []
 
@@ -268,11 +289,25 @@ class FakeBlobClient:
         self.downloaded.append(digest)
         data = self.blobs[digest]
         assert len(data) == size, 'the stager passed the wrong size for %s' % digest
+        fileobj.seek(0, 2)
+        have = fileobj.tell()
+        self.offsets.append((digest, have))
+        if have > size:
+            fileobj.truncate(0)
+            fileobj.seek(0)
+            have = 0
+        self.resumed_bytes += have
         if digest in self.failures:
-            fileobj.write(data[:size // 2])
+            fileobj.write(data[have:max(have, size // 2)])
             raise self.failures[digest]
-        fileobj.write(data)
+        fileobj.write(data[have:])
+        fileobj.seek(0)
+        if fileobj.read() != data:
+            raise _errors.DigestMismatchError('blob %s has wrong content' % digest)
         return hashlib.sha256(data).hexdigest()
+
+    def transfer_summary(self):
+        return {'retries': 0, 'last_error': '', 'resumed_bytes': self.resumed_bytes}
 
 
 class FakePushRegistry:

@@ -173,12 +173,13 @@ def expected_files(kernel, initramfs):
     }
 
 
-def assert_holds(dest, release, record, kernel, initramfs):
+def assert_holds(dest, release, record, kernel, initramfs, also_in_store=()):
+    """``dest`` holds ``release``, the only entry of the store besides ``also_in_store``."""
     assert os.readlink(dest) == os.path.join(os.path.basename(store_of(dest)), release_dir_of(release))
     assert read(os.path.join(dest, 'vmlinuz')) == kernel
     assert read(os.path.join(dest, 'kubesolo-os.gz')) == initramfs
     assert json.loads(read(os.path.join(dest, 'release.json'))) == record
-    assert sorted(os.listdir(store_of(dest))) == [release_dir_of(release)]
+    assert sorted(os.listdir(store_of(dest))) == sorted([release_dir_of(release)] + list(also_in_store))
     assert leftovers(store_of(dest)) == []
 
 
@@ -241,7 +242,8 @@ def test_controller_delivery_takes_over_from_host_delivery(node, dest, tmp_path)
     host_record = _stage.stage(FakeBlobClient([KERNEL_1, INITRAMFS_1]), first, dest)[0]
     assert node.delivery(dest).current_release() == host_record
     second, record, _transferred, _cache = stage(node, dest, tmp_path, KERNEL_2, INITRAMFS_2, 'v0.4.0')
-    assert_holds(dest, second, record, KERNEL_2, INITRAMFS_2)
+    # The lock file of host delivery stays in the store (controller delivery does not use it).
+    assert_holds(dest, second, record, KERNEL_2, INITRAMFS_2, also_in_store=['.lock'])
 
 
 def test_restaging_a_damaged_release_repairs_it(node, dest, tmp_path):

@@ -10,12 +10,14 @@ import hashlib
 import io
 import json
 import re
+from types import SimpleNamespace
 
 import pytest
 import requests
 import urllib3
 
 from ansible_collections.kubesolo.fleet.plugins.module_utils import _about, _reference, _registry
+from ansible_collections.kubesolo.fleet.plugins.module_utils._retry import RetryPolicy
 from ansible_collections.kubesolo.fleet.plugins.module_utils._auth import Credentials
 from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import (
     AuthenticationError,
@@ -32,6 +34,7 @@ from ansible_collections.kubesolo.fleet.tests.unit.plugins.module_utils.fakes im
     FakeRaw,
     FakeResponse,
     FakeSession,
+    Sent,
     json_response,
     sha256_digest,
 )
@@ -53,7 +56,30 @@ BLOB = bytes(range(256)) * 12  # 3072 bytes
 BLOB_DIGEST = sha256_digest(BLOB)
 
 
+def unexpected_sleep(seconds):
+    raise AssertionError('unexpected retry: the client wanted to sleep %ss' % seconds)
+
+
+def guarded_policy():
+    """The default policy, except that any retry fails the test instead of sleeping."""
+    return RetryPolicy(sleep=unexpected_sleep)
+
+
+class Sleeps(list):
+    """A fake ``sleep`` for a RetryPolicy: records the delays, never sleeps."""
+
+    def __call__(self, seconds):
+        self.append(seconds)
+
+
+def retrying(retries=3, **kwargs):
+    """(policy with a fake sleep, its recorded delays)."""
+    sleeps = Sleeps()
+    return RetryPolicy(retries=retries, sleep=sleeps, **kwargs), sleeps
+
+
 def make_client(responses=(), token_responses=(), repository=REPOSITORY, **kwargs):
+    kwargs.setdefault('retry', guarded_policy())
     client = _registry.RegistryClient(_reference.parse_repository(repository), **kwargs)
     client.session = FakeSession(responses, token_responses)
     return client
@@ -88,10 +114,15 @@ def test_user_agent_names_the_collection_and_its_version():
     (False, None, False),
     (False, '/etc/ssl/private-ca.pem', False),
 ])
-def test_tls_options_map_to_session_verify(validate_certs, ca_path, verify):
-    client = _registry.RegistryClient(_reference.parse_repository(REPOSITORY),
-                                      validate_certs=validate_certs, ca_path=ca_path)
-    assert client.session.verify == verify
+def test_tls_options_go_with_every_request(validate_certs, ca_path, verify):
+    # Per request, not on the session: a session-level value loses to REQUESTS_CA_BUNDLE.
+    client = make_client([manifest_response(), unauthorized(), manifest_response()],
+                         token_responses=[json_response({'token': 'tok'})],
+                         validate_certs=validate_certs, ca_path=ca_path)
+    client.get_manifest('stable')
+    client.get_manifest('stable')
+    assert [sent.kwargs['verify'] for sent in client.session.sent] == [verify] * 3
+    assert [sent.kwargs['verify'] for sent in client.session.token_gets] == [verify]
 
 
 @pytest.mark.parametrize('repository, plain_http, url', [
@@ -119,11 +150,12 @@ def test_manifest_url(repository, plain_http, url):
      'cannot reach registry registry.example.com: Connection refused'),
 ])
 def test_transport_errors_become_registry_connection_errors(exception, message):
-    client = make_client([exception])
+    client = make_client([exception], retry=RetryPolicy(retries=0, sleep=unexpected_sleep))
     with pytest.raises(RegistryConnectionError) as raised:
         client.get_manifest('stable')
     assert str(raised.value).startswith(message)
     assert raised.value.code == 'registry_unreachable'
+    assert len(client.session.sent) == 1
 
 
 def test_transport_error_message_names_the_cause_not_the_retry_chain():
@@ -132,7 +164,7 @@ def test_transport_error_message_names_the_cause_not_the_retry_chain():
         'Failed to establish a new connection: [Errno 111] Connection refused')
     exception = requests.exceptions.ConnectionError(
         urllib3.exceptions.MaxRetryError(None, '/v2/kubesolo/os/manifests/stable', reason=refused))
-    client = make_client([exception])
+    client = make_client([exception], retry=RetryPolicy(retries=0, sleep=unexpected_sleep))
     with pytest.raises(RegistryConnectionError) as raised:
         client.get_manifest('stable')
     message = str(raised.value)
@@ -358,8 +390,9 @@ def test_download_blob_reads_in_chunks_of_at_most_blob_chunk_bytes(monkeypatch):
     monkeypatch.setattr(_registry, 'BLOB_CHUNK_BYTES', 1024)
     amounts = []
     raw = FakeRaw(BLOB)
-    original_read = raw.read
-    raw.read = lambda amount: amounts.append(amount) or original_read(amount)
+    original_read1 = raw.read1
+    raw.read1 = lambda amount: amounts.append(amount) or original_read1(amount)
+    raw.read = lambda amount: pytest.fail('blobs are read with read1, which returns what has arrived')
     client, _response = blob_client(raw=raw)
     client.download_blob(BLOB_DIGEST, len(BLOB), io.BytesIO())
     assert amounts == [1024, 1024, 1024, 1]
@@ -426,16 +459,21 @@ def test_download_blob_refuses_a_disagreeing_content_length_before_reading():
     urllib3.exceptions.ReadTimeoutError(None, None, 'Read timed out.'),
 ])
 def test_download_blob_network_failure_names_the_byte_count(error):
-    client, _response = blob_client(raw=FakeRaw(BLOB, max_read=1000, error=error, fail_after=2000))
+    # No retry left: the break is the final error (resuming is tested below).
+    raw = FakeRaw(BLOB, max_read=1000, error=error, fail_after=2000)
+    client = make_client([FakeResponse(200, raw=raw)], retry=RetryPolicy(retries=0, sleep=unexpected_sleep))
+    sink = io.BytesIO()
     with pytest.raises(RegistryConnectionError) as raised:
-        client.download_blob(BLOB_DIGEST, len(BLOB), io.BytesIO())
+        client.download_blob(BLOB_DIGEST, len(BLOB), sink)
     assert str(raised.value).startswith(
         'download of blob %s broke off after 2000 of 3072 bytes: ' % BLOB_DIGEST)
     assert raised.value.code == 'registry_unreachable'
+    assert sink.getvalue() == BLOB[:2000]  # kept for a later resume
+    assert len(client.session.sent) == 1
 
 
 def test_download_blob_lets_a_local_write_error_through():
-    class FullDisk:
+    class FullDisk(io.BytesIO):
         def write(self, _data):
             raise OSError(errno.ENOSPC, 'No space left on device')
 
@@ -465,6 +503,450 @@ def test_download_blob_refuses_an_invalid_digest_without_a_request():
     with pytest.raises(InvalidReferenceError):
         client.download_blob('sha256:../../etc/passwd', 10, io.BytesIO())
     assert client.session.sent == []
+
+
+# -- Retries -----------------------------------------------------------------
+
+
+def test_the_default_retry_policy_is_the_documented_one():
+    client = _registry.RegistryClient(_reference.parse_repository(REPOSITORY))
+    assert (client.retry.retries, client.retry.max_wait, client.retry.budget) == (5, 60.0, 300.0)
+    assert client.transfer_summary() == {'retries': 0, 'last_error': '', 'resumed_bytes': 0}
+
+
+def sent_requests(client):
+    return [(sent.method, sent.url) for sent in client.session.sent]
+
+
+@pytest.mark.parametrize('status', [503, 429, 408, 500, 502, 504])
+def test_a_get_is_retried_after_a_status_worth_it_then_succeeds(status):
+    policy, sleeps = retrying()
+    failed = error_response(status)
+    client = make_client([failed, manifest_response()], retry=policy)
+    assert client.get_manifest('stable').digest == MANIFEST_DIGEST
+    assert sent_requests(client) == [('GET', BASE_URL + '/manifests/stable')] * 2
+    assert len(sleeps) == 1
+    assert failed.closed
+    assert client.transfer_summary() == {
+        'retries': 1, 'last_error': 'registry registry.example.com answered HTTP %d' % status, 'resumed_bytes': 0}
+
+
+def test_a_head_is_retried_too():
+    policy, sleeps = retrying()
+    client = make_client([FakeResponse(503), FakeResponse(200, headers={'Docker-Content-Digest': BLOB_DIGEST})],
+                         retry=policy)
+    assert client.exists('blobs', BLOB_DIGEST) == BLOB_DIGEST
+    assert [sent.method for sent in client.session.sent] == ['HEAD', 'HEAD']
+    assert len(sleeps) == 1
+
+
+@pytest.mark.parametrize('status', [429, 503])
+def test_retry_after_is_waited_for(status):
+    policy, sleeps = retrying()
+    client = make_client([FakeResponse(status, b'{}', {'Retry-After': '7'}), manifest_response()], retry=policy)
+    client.get_manifest('stable')
+    assert sleeps == [7.0]
+
+
+def test_a_long_retry_after_is_capped_at_max_wait():
+    policy, sleeps = retrying(max_wait=60)
+    client = make_client([FakeResponse(429, b'{}', {'Retry-After': '3600'}), manifest_response()], retry=policy)
+    client.get_manifest('stable')
+    assert sleeps == [60]
+
+
+def test_retries_stop_after_the_configured_number():
+    policy, sleeps = retrying(retries=2)
+    client = make_client([error_response(503)] * 3 + [manifest_response()], retry=policy)
+    with pytest.raises(RegistryResponseError, match='answered HTTP 503'):
+        client.get_manifest('stable')
+    assert len(client.session.sent) == 3
+    assert len(sleeps) == 2
+    assert client.transfer_summary()['retries'] == 2
+
+
+@pytest.mark.parametrize('answer, error', [
+    (error_response(400), RegistryResponseError),
+    (unauthorized(challenge=None), AuthenticationError),
+    (error_response(403), AuthenticationError),
+    (error_response(404), NotFoundError),
+], ids=['400', '401', '403', '404'])
+def test_other_client_errors_fail_at_once(answer, error):
+    policy, sleeps = retrying()
+    client = make_client([answer], retry=policy)
+    with pytest.raises(error):
+        client.get_manifest('stable')
+    assert len(client.session.sent) == 1
+    assert sleeps == []
+    assert client.transfer_summary()['retries'] == 0
+
+
+def test_a_missing_blob_is_not_retried():
+    policy, sleeps = retrying()
+    client = make_client([FakeResponse(404)], retry=policy)
+    with pytest.raises(NotFoundError):
+        client.download_blob(BLOB_DIGEST, len(BLOB), io.BytesIO())
+    assert len(client.session.sent) == 1
+    assert sleeps == []
+
+
+def test_an_upload_request_post_is_not_retried():
+    policy, sleeps = retrying()
+    client = make_client([error_response(503)], retry=policy)
+    with pytest.raises(RegistryResponseError, match='answered HTTP 503 to an upload request'):
+        client.upload_blob(BLOB_DIGEST, len(BLOB), io.BytesIO(BLOB))
+    assert [sent.method for sent in client.session.sent] == ['POST']
+    assert sleeps == []
+
+
+def test_a_manifest_put_is_not_retried():
+    policy, sleeps = retrying()
+    client = make_client([error_response(503)], retry=policy)
+    with pytest.raises(RegistryResponseError, match='answered HTTP 503 when pushing manifest v1'):
+        client.put_manifest('v1', MANIFEST_BYTES, _registry.MEDIA_OCI_MANIFEST)
+    assert [sent.method for sent in client.session.sent] == ['PUT']
+    assert sleeps == []
+
+
+@pytest.mark.parametrize('method', ['POST', 'PUT'])
+def test_writes_are_not_retried_after_a_connection_error(method):
+    policy, sleeps = retrying()
+    client = make_client([requests.exceptions.ConnectionError('Connection reset by peer')], retry=policy)
+    with pytest.raises(RegistryConnectionError, match='Connection reset by peer'):
+        if method == 'POST':
+            client.upload_blob(BLOB_DIGEST, len(BLOB), io.BytesIO(BLOB))
+        else:
+            client.put_manifest('v1', MANIFEST_BYTES, _registry.MEDIA_OCI_MANIFEST)
+    assert [sent.method for sent in client.session.sent] == [method]
+    assert sleeps == []
+
+
+@pytest.mark.parametrize('exception', [
+    requests.exceptions.ConnectionError('Connection refused'),
+    requests.exceptions.ReadTimeout('read timed out'),
+    requests.exceptions.ConnectTimeout('connect timed out'),
+])
+def test_a_connection_error_is_retried_then_succeeds(exception):
+    policy, sleeps = retrying()
+    client = make_client([exception, manifest_response()], retry=policy)
+    assert client.get_manifest('stable').digest == MANIFEST_DIGEST
+    assert len(client.session.sent) == 2
+    assert len(sleeps) == 1
+    assert client.transfer_summary()['retries'] == 1
+
+
+def test_connection_errors_past_the_retries_raise_the_last_error():
+    policy, sleeps = retrying(retries=2)
+    client = make_client([requests.exceptions.ConnectionError('Connection refused'),
+                          requests.exceptions.ConnectionError('Connection reset by peer'),
+                          requests.exceptions.ConnectionError('Network is unreachable')], retry=policy)
+    with pytest.raises(RegistryConnectionError) as raised:
+        client.get_manifest('stable')
+    assert str(raised.value) == 'cannot reach registry registry.example.com: Network is unreachable'
+    assert raised.value.code == 'registry_unreachable'
+    assert len(client.session.sent) == 3
+    assert len(sleeps) == 2
+    assert client.transfer_summary() == {
+        'retries': 2, 'last_error': 'cannot reach registry registry.example.com: Network is unreachable',
+        'resumed_bytes': 0}
+
+
+def test_a_tls_error_is_not_retried():
+    policy, sleeps = retrying()
+    client = make_client([requests.exceptions.SSLError('certificate verify failed')], retry=policy)
+    with pytest.raises(RegistryConnectionError, match='TLS with registry.example.com failed'):
+        client.get_manifest('stable')
+    assert len(client.session.sent) == 1
+    assert sleeps == []
+
+
+def test_a_retried_blob_request_keeps_its_headers():
+    policy, sleeps = retrying()
+    client = make_client([error_response(503), FakeResponse(200, raw=FakeRaw(BLOB, max_read=1000))], retry=policy)
+    sink = io.BytesIO()
+    client.download_blob(BLOB_DIGEST, len(BLOB), sink)
+    assert sink.getvalue() == BLOB
+    assert [sent.headers for sent in client.session.sent] == [{'Accept-Encoding': 'identity'}] * 2
+    assert len(sleeps) == 1
+
+
+# -- Resuming blob downloads ---------------------------------------------------
+
+
+def part_file(tmp_path, content=b''):
+    """A partial download holding ``content``, as an earlier attempt left it."""
+    path = tmp_path / 'blob.part'
+    path.write_bytes(content)
+    return path
+
+
+def download_into(client, path, digest=BLOB_DIGEST, size=len(BLOB)):
+    """download_blob into ``path`` opened the way the stager opens it (read and append)."""
+    with open(str(path), 'a+b', buffering=0) as handle:
+        return client.download_blob(digest, size, handle)
+
+
+def ranged(start, raw=None, body=BLOB):
+    """A 206 answer with the bytes of ``body`` from ``start`` on and the right Content-Range."""
+    rest = body[start:]
+    headers = {'Content-Range': 'bytes %d-%d/%d' % (start, len(body) - 1, len(body)),
+               'Content-Length': str(len(rest))}
+    return FakeResponse(206, headers=headers, raw=raw if raw is not None else FakeRaw(rest, max_read=1000))
+
+
+def whole(raw=None, body=BLOB):
+    return FakeResponse(200, headers={'Content-Length': str(len(body))},
+                        raw=raw if raw is not None else FakeRaw(body, max_read=1000))
+
+
+def ranges(client):
+    return [sent.headers.get('Range') for sent in client.session.sent]
+
+
+SHA256_HEX = hashlib.sha256(BLOB).hexdigest()
+
+
+@pytest.mark.parametrize('error', [
+    urllib3.exceptions.ProtocolError('Connection broken: IncompleteRead(2000 bytes read, 1072 more expected)'),
+    ConnectionResetError(errno.ECONNRESET, 'Connection reset by peer'),
+    urllib3.exceptions.ReadTimeoutError(None, None, 'Read timed out.'),
+], ids=['protocol-error', 'reset', 'read-timeout'])
+def test_a_broken_download_resumes_with_one_range_request(tmp_path, error):
+    policy, sleeps = retrying()
+    first = whole(FakeRaw(BLOB, max_read=1000, error=error, fail_after=2000))
+    client = make_client([first, ranged(2000)], retry=policy)
+    path = part_file(tmp_path)
+    assert download_into(client, path) == SHA256_HEX
+    assert path.read_bytes() == BLOB
+    assert ranges(client) == [None, 'bytes=2000-']
+    assert client.session.sent[1].headers == {'Accept-Encoding': 'identity', 'Range': 'bytes=2000-'}
+    assert first.closed
+    assert len(sleeps) == 1
+    summary = client.transfer_summary()
+    assert summary['resumed_bytes'] == 2000
+    assert summary['retries'] == 1
+    assert summary['last_error'].startswith(
+        'download of blob %s broke off after 2000 of 3072 bytes: ' % BLOB_DIGEST)
+
+
+def test_a_download_broken_twice_resumes_twice(tmp_path):
+    policy, sleeps = retrying()
+    broken = urllib3.exceptions.ProtocolError('Connection broken')
+    client = make_client([
+        whole(FakeRaw(BLOB, max_read=1000, error=broken, fail_after=1000)),
+        ranged(1000, FakeRaw(BLOB[1000:], max_read=1000, error=broken, fail_after=1500)),
+        ranged(2500),
+    ], retry=policy)
+    path = part_file(tmp_path)
+    assert download_into(client, path) == SHA256_HEX
+    assert path.read_bytes() == BLOB
+    assert ranges(client) == [None, 'bytes=1000-', 'bytes=2500-']
+    assert len(sleeps) == 2
+
+
+def test_a_download_broken_past_the_retries_keeps_what_arrived(tmp_path):
+    policy, sleeps = retrying(retries=1)
+    broken = urllib3.exceptions.ProtocolError('Connection broken')
+    client = make_client([
+        whole(FakeRaw(BLOB, max_read=1000, error=broken, fail_after=1000)),
+        ranged(1000, FakeRaw(BLOB[1000:], max_read=1000, error=broken, fail_after=1000)),
+    ], retry=policy)
+    path = part_file(tmp_path)
+    with pytest.raises(RegistryConnectionError) as raised:
+        download_into(client, path)
+    assert str(raised.value) == (
+        'download of blob %s broke off after 2000 of 3072 bytes: Connection broken' % BLOB_DIGEST)
+    assert path.read_bytes() == BLOB[:2000]
+    assert ranges(client) == [None, 'bytes=1000-']
+    assert len(sleeps) == 1
+
+
+def test_a_partial_file_of_an_earlier_run_is_completed_with_one_range_request(tmp_path):
+    path = part_file(tmp_path, BLOB[:1234])
+    client = make_client([ranged(1234)])
+    assert download_into(client, path) == SHA256_HEX
+    assert path.read_bytes() == BLOB
+    assert ranges(client) == ['bytes=1234-']
+    assert client.transfer_summary()['resumed_bytes'] == 1234
+
+
+def test_a_complete_partial_file_is_verified_without_a_request(tmp_path):
+    path = part_file(tmp_path, BLOB)
+    client = make_client([])
+    assert download_into(client, path) == SHA256_HEX
+    assert client.session.sent == []
+    assert path.read_bytes() == BLOB
+
+
+def test_a_server_ignoring_range_restarts_the_file(tmp_path):
+    path = part_file(tmp_path, BLOB[:1000])
+    client = make_client([whole()])
+    assert download_into(client, path) == SHA256_HEX
+    assert path.read_bytes() == BLOB
+    assert ranges(client) == ['bytes=1000-']
+
+
+def test_bytes_fetched_again_after_a_restart_are_not_counted_as_resumed(tmp_path):
+    # resumed_bytes is documented as bytes that did not have to be fetched again.
+    path = part_file(tmp_path, BLOB[:1000])
+    client = make_client([whole()])
+    download_into(client, path)
+    assert client.transfer_summary()['resumed_bytes'] == 0
+
+
+def test_a_partial_answer_from_another_offset_restarts_the_file(tmp_path):
+    # The server answers the Range request with bytes from 500 on: they cannot be appended
+    # after the 1000 bytes held; the download starts the file again and succeeds.
+    path = part_file(tmp_path, BLOB[:1000])
+    policy, _sleeps = retrying()
+    client = make_client([ranged(500), whole()], retry=policy)
+    assert download_into(client, path) == SHA256_HEX
+    assert path.read_bytes() == BLOB
+    assert ranges(client)[0] == 'bytes=1000-'
+
+
+def test_a_partial_file_longer_than_the_blob_is_emptied_and_fetched_whole(tmp_path):
+    path = part_file(tmp_path, BLOB + b'left over')
+    client = make_client([whole()])
+    assert download_into(client, path) == SHA256_HEX
+    assert path.read_bytes() == BLOB
+    assert client.session.sent[0].headers == {'Accept-Encoding': 'identity'}
+
+
+def test_a_partial_file_with_wrong_bytes_is_a_digest_mismatch(tmp_path):
+    path = part_file(tmp_path, b'X' * 1000)
+    client = make_client([ranged(1000)])
+    with pytest.raises(DigestMismatchError) as raised:
+        download_into(client, path)
+    assert str(raised.value) == 'blob %s has wrong content: its bytes hash to %s' % (
+        BLOB_DIGEST, sha256_digest(b'X' * 1000 + BLOB[1000:]))
+    assert ranges(client) == ['bytes=1000-']
+
+
+def test_a_complete_partial_file_with_wrong_bytes_is_a_digest_mismatch_without_a_request(tmp_path):
+    path = part_file(tmp_path, b'X' + BLOB[1:])
+    client = make_client([])
+    with pytest.raises(DigestMismatchError):
+        download_into(client, path)
+    assert client.session.sent == []
+
+
+def test_a_raw_stream_without_read1_downloads_too():
+    # urllib3 1.26 (allowed by requests >= 2.25, and what Debian 12 ships) gives responses a
+    # raw stream (an io.IOBase) with read() but no read1().
+    class Urllib3v1Raw(io.IOBase):
+        def __init__(self, body):
+            super().__init__()
+            self._fake = FakeRaw(body, max_read=1000)
+
+        def read(self, amt=None, decode_content=None, cache_content=False):
+            return self._fake.read(len(self._fake.body) if amt is None else amt)
+
+    assert not hasattr(Urllib3v1Raw(b''), 'read1')
+    client = make_client([whole(Urllib3v1Raw(BLOB))])
+    sink = io.BytesIO()
+    assert client.download_blob(BLOB_DIGEST, len(BLOB), sink) == SHA256_HEX
+    assert sink.getvalue() == BLOB
+
+
+# -- Stalled downloads ---------------------------------------------------------
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def monotonic(self):
+        return self.now
+
+
+class SlowRaw(FakeRaw):
+    """Serves at most ``per_read`` bytes per read1, each read taking ``seconds`` of ``clock``."""
+
+    def __init__(self, body, clock, per_read, seconds):
+        super().__init__(body, max_read=per_read)
+        self.clock = clock
+        self.seconds = seconds
+
+    def read1(self, amount):
+        self.clock.now += self.seconds
+        return super().read1(amount)
+
+
+class RangeSession(FakeSession):
+    """Serves BLOB, honouring Range; ``raws`` makes the raw stream of each answer from its bytes."""
+
+    def __init__(self, raws):
+        super().__init__()
+        self.raws = list(raws)
+
+    def request(self, method, url, headers=None, **kwargs):
+        self.sent.append(Sent(method, url, dict(headers or {}), kwargs))
+        if not self.raws:
+            raise AssertionError('unexpected request: %s %s' % (method, url))
+        raw_for = self.raws.pop(0)
+        match = re.match(r'bytes=(\d+)-$', (headers or {}).get('Range', ''))
+        if match:
+            return ranged(int(match.group(1)), raw_for(BLOB[int(match.group(1)):]))
+        return whole(raw_for(BLOB))
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    """Fake monotonic time for the registry module only."""
+    fake = FakeClock()
+    monkeypatch.setattr(_registry, 'time', SimpleNamespace(monotonic=fake.monotonic))
+    return fake
+
+
+def test_a_stalled_download_is_resumed_then_given_up_after_the_retries(clock, tmp_path):
+    # 10 bytes a second against a 5 second timeout: far less than STALL_BYTES in time.
+    def slow(body):
+        return SlowRaw(body, clock, 10, 1.0)
+
+    policy, sleeps = retrying(retries=2)
+    client = make_client(timeout=5, retry=policy)
+    client.session = RangeSession([slow, slow, slow])
+    path = part_file(tmp_path)
+    with pytest.raises(RegistryConnectionError) as raised:
+        download_into(client, path)
+    message = str(raised.value)
+    assert message.startswith('download of blob %s stalled at ' % BLOB_DIGEST), message
+    assert raised.value.code == 'registry_unreachable'
+    assert len(client.session.sent) == 3
+    assert len(sleeps) == 2
+    held = path.read_bytes()
+    assert 0 < len(held) < len(BLOB)
+    assert held == BLOB[:len(held)]
+    offsets = [int(header[len('bytes='):-1]) for header in ranges(client)[1:]]
+    assert ranges(client)[0] is None
+    assert 0 < offsets[0] < offsets[1] < len(held)
+    assert '%d of 3072 bytes' % len(held) in message
+
+
+def test_a_stalled_download_resumes_and_completes_when_the_server_recovers(clock, tmp_path):
+    policy, sleeps = retrying(retries=2)
+    client = make_client(timeout=5, retry=policy)
+    client.session = RangeSession([lambda body: SlowRaw(body, clock, 10, 1.0),
+                                   lambda body: FakeRaw(body, max_read=1000)])
+    path = part_file(tmp_path)
+    assert download_into(client, path) == SHA256_HEX
+    assert path.read_bytes() == BLOB
+    assert ranges(client)[0] is None
+    assert ranges(client)[1].startswith('bytes=') and ranges(client)[1] != 'bytes=0-'
+    assert len(sleeps) == 1
+
+
+def test_a_slow_transfer_that_keeps_moving_is_not_a_stall(clock, monkeypatch, tmp_path):
+    # 1000 bytes every 0.4 s with STALL_BYTES 2000 and a 1 s timeout: the whole blob takes
+    # longer than the timeout, but no window of it is short of bytes.
+    monkeypatch.setattr(_registry, 'STALL_BYTES', 2000)
+    client = make_client(timeout=1)
+    client.session = RangeSession([lambda body: SlowRaw(body, clock, 1000, 0.4)])
+    path = part_file(tmp_path)
+    assert download_into(client, path) == SHA256_HEX
+    assert clock.now - 1000.0 > 1
+    assert len(client.session.sent) == 1
 
 
 # -- Authentication --------------------------------------------------------
@@ -726,12 +1208,18 @@ def test_get_manifest_not_found(reference, name):
     ({}, ''),
 ])
 def test_get_manifest_server_error_quotes_the_registry(document, detail):
-    client = make_client([error_response(503, document)])
+    # Once the retries are used up, the last answer is the error.
+    policy, sleeps = retrying(retries=2)
+    answers = [error_response(503), error_response(503), error_response(503, document)]
+    client = make_client(list(answers), retry=policy)
     with pytest.raises(RegistryResponseError) as raised:
         client.get_manifest('stable')
     assert str(raised.value) == (
         'the registry answered HTTP 503 for manifest stable of %s%s' % (REPOSITORY, detail))
     assert raised.value.code == 'registry_error'
+    assert len(client.session.sent) == 3
+    assert len(sleeps) == 2
+    assert all(answer.closed for answer in answers)
 
 
 def test_get_manifest_rejects_a_content_type_disagreeing_with_the_body():
@@ -1134,6 +1622,7 @@ def real_client(adapter, monkeypatch, tmp_path, netrc=None, **kwargs):
         netrc_path.write_text(netrc)
         netrc_path.chmod(0o600)
     monkeypatch.setenv('NETRC', str(netrc_path))
+    kwargs.setdefault('retry', guarded_policy())
     client = _registry.RegistryClient(_reference.parse_repository(kwargs.pop('repository', REPOSITORY)), **kwargs)
     client.session.mount('https://', adapter)
     client.session.mount('http://', adapter)

@@ -1,15 +1,25 @@
 # -*- coding: utf-8 -*-
 # Copyright (c) kubesolo.fleet contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Atomic staging on a real temporary file system, with a fake blob client."""
+"""Atomic staging on a real temporary file system, with a fake blob client.
+
+A failed run keeps what it downloaded in ``partial-<digest>/`` of the store for the next run to
+resume; what must never happen is a partial file at a final path, or ``dest`` not holding the
+previous complete release.
+"""
 
 from __future__ import annotations
 
 import errno
 import json
+import multiprocessing
 import os
 import re
+import shutil
+import signal
 import stat
+import time
+from types import SimpleNamespace
 
 import pytest
 
@@ -17,6 +27,7 @@ from ansible_collections.kubesolo.fleet.plugins.module_utils import _about, _rel
 from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import (
     DigestMismatchError,
     LayerMissingError,
+    RegistryConnectionError,
     StageError,
 )
 from ansible_collections.kubesolo.fleet.tests.unit.plugins.module_utils.fakes import (
@@ -36,6 +47,7 @@ INITRAMFS_1 = b'initramfs v0.3.0\n' * 500
 KERNEL_2 = b'kernel v0.4.0\n' * 310
 INITRAMFS_2 = b'initramfs v0.4.0\n' * 520
 STORE_NAME = '.staged.kubesolo-fleet'
+LOCK = '.lock'
 
 
 @pytest.fixture
@@ -49,6 +61,21 @@ def store_of(dest):
 
 def release_dir_of(release):
     return 'sha256-' + release.manifest_digest.split(':', 1)[1]
+
+
+def partial_of(release):
+    """The store entry where the layers of ``release`` are downloaded."""
+    return 'partial-' + release_dir_of(release)
+
+
+def second_release():
+    return make_release(KERNEL_2, INITRAMFS_2, 'v0.4.0')
+
+
+def partial_files(dest, release):
+    """{name: bytes} of the files in the partial download directory of ``release``."""
+    partial = os.path.join(store_of(dest), partial_of(release))
+    return dict((name, read(os.path.join(partial, name))) for name in sorted(os.listdir(partial)))
 
 
 def stage_release(dest, kernel, initramfs, version, failures=None):
@@ -69,22 +96,31 @@ def read(path):
 
 
 def leftovers(store):
-    """Work files of an interrupted or failed stage found anywhere in the store."""
+    """Work files of an interrupted or failed stage found in the store.
+
+    Temporary, half-published and trash entries anywhere; ``.part`` files anywhere but in a
+    ``partial-*`` directory, where they wait to be resumed.
+    """
     found = []
     for root, dirs, files in os.walk(store):
+        top = os.path.relpath(root, store).split(os.sep)[0]
         for name in dirs + files:
-            if name.startswith(('tmp-', 'link-', 'trash-')) or name.endswith('.part') or \
-                    name.startswith('.release.json'):
+            if name.startswith(('tmp-', 'link-', 'trash-')) or name.startswith('.release.json') or \
+                    (name.endswith('.part') and not top.startswith('partial-')):
                 found.append(os.path.relpath(os.path.join(root, name), store))
     return sorted(found)
 
 
-def assert_holds_first_release(dest, first, record):
+def assert_holds_first_release(dest, first, record, partial=None):
+    """``dest`` holds the first release, intact; the store holds it, the lock and maybe ``partial``'s download."""
     assert os.readlink(dest) == os.path.join(STORE_NAME, release_dir_of(first))
     assert read(os.path.join(dest, 'vmlinuz')) == KERNEL_1
     assert read(os.path.join(dest, 'kubesolo-os.gz')) == INITRAMFS_1
     assert _stage.current_release(dest, rehash=True) == record
-    assert sorted(os.listdir(store_of(dest))) == [release_dir_of(first)]
+    expected = [LOCK, release_dir_of(first)] + ([partial_of(partial)] if partial is not None else [])
+    assert sorted(os.listdir(store_of(dest))) == sorted(expected)
+    assert sorted(os.listdir(os.path.join(store_of(dest), release_dir_of(first)))) == [
+        'kubesolo-os.gz', 'release.json', 'vmlinuz']
     assert leftovers(store_of(dest)) == []
 
 
@@ -120,6 +156,7 @@ def test_first_stage_publishes_the_release_behind_a_symlink(dest):
     assert stat.S_IMODE(os.stat(release_dir).st_mode) == 0o755
     for name in ('vmlinuz', 'kubesolo-os.gz', 'release.json'):
         assert stat.S_IMODE(os.stat(os.path.join(release_dir, name)).st_mode) == 0o644
+    assert sorted(os.listdir(store_of(dest))) == [LOCK, release_dir_of(release)]
     assert leftovers(store_of(dest)) == []
 
 
@@ -187,17 +224,33 @@ def test_staging_a_second_release_swaps_the_link_and_removes_the_first(dest):
     assert downloaded == len(KERNEL_2) + len(INITRAMFS_2)
     assert _stage.current_release(dest)['version'] == 'v0.4.0'
     assert _stage.current_release(dest) == record
-    assert sorted(os.listdir(store_of(dest))) == [release_dir_of(second)]
+    assert sorted(os.listdir(store_of(dest))) == [LOCK, release_dir_of(second)]
 
 
 @pytest.mark.parametrize('failing', [INITRAMFS_2, KERNEL_2], ids=['initramfs', 'kernel'])
-def test_a_digest_mismatch_keeps_the_first_release(dest, failing):
+def test_a_digest_mismatch_keeps_the_first_release_and_removes_the_part(dest, failing):
     first, record, _downloaded, _client = stage_first(dest)
     mismatch = DigestMismatchError('blob has wrong content')
     with pytest.raises(DigestMismatchError) as raised:
         stage_release(dest, KERNEL_2, INITRAMFS_2, 'v0.4.0', failures={sha256_digest(failing): mismatch})
     assert raised.value is mismatch
-    assert_holds_first_release(dest, first, record)
+    assert_holds_first_release(dest, first, record, partial=second_release())
+    # The wrong bytes are gone; a layer verified before them is kept for the next run.
+    expected = {'vmlinuz': KERNEL_2} if failing is INITRAMFS_2 else {}
+    assert partial_files(dest, second_release()) == expected
+
+
+def test_a_network_failure_keeps_the_first_release_and_the_partial_download(dest):
+    first, record, _downloaded, _client = stage_first(dest)
+    broken = RegistryConnectionError('download of blob broke off')
+    with pytest.raises(RegistryConnectionError) as raised:
+        stage_release(dest, KERNEL_2, INITRAMFS_2, 'v0.4.0', failures={sha256_digest(INITRAMFS_2): broken})
+    assert raised.value is broken
+    assert_holds_first_release(dest, first, record, partial=second_release())
+    assert partial_files(dest, second_release()) == {
+        'kubesolo-os.gz.part': INITRAMFS_2[:len(INITRAMFS_2) // 2],
+        'vmlinuz': KERNEL_2,
+    }
 
 
 def test_running_out_of_space_keeps_the_first_release(dest):
@@ -208,7 +261,12 @@ def test_running_out_of_space_keeps_the_first_release(dest):
     assert str(raised.value) == (
         'no space left on the device of %s while staging; the previous release is kept' % dest)
     assert raised.value.code == 'stage_failed'
-    assert_holds_first_release(dest, first, record)
+    # What was written is kept for the next run to resume (not at a final path).
+    assert_holds_first_release(dest, first, record, partial=second_release())
+    assert partial_files(dest, second_release()) == {
+        'kubesolo-os.gz.part': INITRAMFS_2[:len(INITRAMFS_2) // 2],
+        'vmlinuz': KERNEL_2,
+    }
 
 
 def test_other_write_errors_name_the_cause(dest):
@@ -217,7 +275,8 @@ def test_other_write_errors_name_the_cause(dest):
     with pytest.raises(StageError) as raised:
         stage_release(dest, KERNEL_2, INITRAMFS_2, 'v0.4.0', failures={sha256_digest(KERNEL_2): broken})
     assert str(raised.value) == 'staging at %s failed: Input/output error' % dest
-    assert_holds_first_release(dest, first, record)
+    assert_holds_first_release(dest, first, record, partial=second_release())
+    assert partial_files(dest, second_release()) == {'vmlinuz.part': KERNEL_2[:len(KERNEL_2) // 2]}
 
 
 def test_an_unwritable_parent_is_a_stage_error(tmp_path):
@@ -234,9 +293,13 @@ def test_a_failed_first_stage_publishes_nothing(dest):
     with pytest.raises(DigestMismatchError):
         stage_release(dest, KERNEL_1, INITRAMFS_1, 'v0.3.0',
                       failures={sha256_digest(INITRAMFS_1): DigestMismatchError('wrong')})
+    release = make_release(KERNEL_1, INITRAMFS_1, 'v0.3.0')
     assert not os.path.lexists(dest)
     assert _stage.current_release(dest) is None
-    assert os.listdir(store_of(dest)) == []
+    # No release directory: only the lock and the download kept for the next run.
+    assert sorted(os.listdir(store_of(dest))) == [LOCK, partial_of(release)]
+    assert partial_files(dest, release) == {'vmlinuz': KERNEL_1}
+    assert leftovers(store_of(dest)) == []
 
 
 def test_a_failed_swap_leaves_no_orphaned_release(dest, monkeypatch):
@@ -261,7 +324,7 @@ def test_restaging_a_damaged_release_repairs_it(dest):
     assert again.manifest_digest == release.manifest_digest
     assert read(os.path.join(dest, 'vmlinuz')) == KERNEL_1
     assert _stage.current_release(dest, rehash=True)['manifest_digest'] == record['manifest_digest']
-    assert sorted(os.listdir(store_of(dest))) == [release_dir_of(release)]
+    assert sorted(os.listdir(store_of(dest))) == [LOCK, release_dir_of(release)]
     assert leftovers(store_of(dest)) == []
 
 
@@ -275,7 +338,7 @@ def test_stage_replaces_leftovers_of_an_interrupted_run(dest):
     _stage.stage(FakeBlobClient([KERNEL_1, INITRAMFS_1]), release, dest)
     assert sorted(os.listdir(stale_dir)) == ['kubesolo-os.gz', 'release.json', 'vmlinuz']
     assert read(os.path.join(dest, 'vmlinuz')) == KERNEL_1
-    assert sorted(os.listdir(store_of(dest))) == [release_dir_of(release)]
+    assert sorted(os.listdir(store_of(dest))) == [LOCK, release_dir_of(release)]
 
 
 def test_stage_accepts_a_trailing_slash(dest):
@@ -292,6 +355,269 @@ def test_stage_refuses_a_release_without_initramfs_before_writing(dest):
         _stage.stage(client, release, dest)
     assert client.downloaded == []
     assert not os.path.lexists(store_of(dest))
+
+
+# -- Resuming across runs --------------------------------------------------
+
+
+def fail_half_way(dest, release, kernel, initramfs, failing):
+    """A stage of ``release`` that breaks off half-way through the layer ``failing``."""
+    broken = RegistryConnectionError('download of blob broke off')
+    with pytest.raises(RegistryConnectionError):
+        _stage.stage(FakeBlobClient([kernel, initramfs], {sha256_digest(failing): broken}), release, dest)
+
+
+def test_an_interrupted_layer_is_resumed_by_the_next_run(dest):
+    first, first_record, _downloaded, _client = stage_first(dest)
+    second = second_release()
+    fail_half_way(dest, second, KERNEL_2, INITRAMFS_2, KERNEL_2)
+    assert_holds_first_release(dest, first, first_record, partial=second)
+    half = len(KERNEL_2) // 2
+    client = FakeBlobClient([KERNEL_2, INITRAMFS_2])
+    record, downloaded = _stage.stage(client, second, dest)
+    assert client.offsets == [(sha256_digest(KERNEL_2), half), (sha256_digest(INITRAMFS_2), 0)]
+    assert downloaded == len(KERNEL_2) - half + len(INITRAMFS_2)
+    assert read(os.path.join(dest, 'vmlinuz')) == KERNEL_2
+    assert read(os.path.join(dest, 'kubesolo-os.gz')) == INITRAMFS_2
+    assert _stage.current_release(dest, rehash=True) == record
+    assert sorted(os.listdir(store_of(dest))) == [LOCK, release_dir_of(second)]
+    assert leftovers(store_of(dest)) == []
+
+
+def test_a_layer_completed_by_an_interrupted_run_is_not_downloaded_again(dest):
+    # The run broke off half-way through the initramfs: the kernel is complete and verified
+    # in partial-<digest>/, half of the initramfs beside it. The next run fetches only the rest.
+    first, first_record, _downloaded, _client = stage_first(dest)
+    second = second_release()
+    fail_half_way(dest, second, KERNEL_2, INITRAMFS_2, INITRAMFS_2)
+    half = len(INITRAMFS_2) // 2
+    assert partial_files(dest, second) == {'kubesolo-os.gz.part': INITRAMFS_2[:half], 'vmlinuz': KERNEL_2}
+    assert_holds_first_release(dest, first, first_record, partial=second)
+    client = FakeBlobClient([KERNEL_2, INITRAMFS_2])
+    record, downloaded = _stage.stage(client, second, dest)
+    assert read(os.path.join(dest, 'vmlinuz')) == KERNEL_2
+    assert read(os.path.join(dest, 'kubesolo-os.gz')) == INITRAMFS_2
+    assert _stage.current_release(dest, rehash=True) == record
+    assert client.offsets == [(sha256_digest(INITRAMFS_2), half)]
+    assert downloaded == len(INITRAMFS_2) - half
+
+
+def test_a_resumed_part_with_wrong_bytes_is_fetched_again_from_the_start(dest):
+    release = make_release(KERNEL_1, INITRAMFS_1)
+    partial = os.path.join(store_of(dest), partial_of(release))
+    os.makedirs(partial)
+    with open(os.path.join(partial, 'vmlinuz.part'), 'wb') as handle:
+        handle.write(b'X' * 100)
+    client = FakeBlobClient([KERNEL_1, INITRAMFS_1])
+    record, downloaded = _stage.stage(client, release, dest)
+    assert client.offsets == [(sha256_digest(KERNEL_1), 100), (sha256_digest(KERNEL_1), 0),
+                              (sha256_digest(INITRAMFS_1), 0)]
+    assert read(os.path.join(dest, 'vmlinuz')) == KERNEL_1
+    assert _stage.current_release(dest, rehash=True) == record
+    assert downloaded == len(KERNEL_1) + len(INITRAMFS_1)
+    assert sorted(os.listdir(store_of(dest))) == [LOCK, release_dir_of(release)]
+
+
+def test_a_resumed_part_is_fetched_again_only_once(dest):
+    release = make_release(KERNEL_1, INITRAMFS_1)
+    partial = os.path.join(store_of(dest), partial_of(release))
+    os.makedirs(partial)
+    with open(os.path.join(partial, 'vmlinuz.part'), 'wb') as handle:
+        handle.write(b'X' * 100)
+    mismatch = DigestMismatchError('blob has wrong content')
+    client = FakeBlobClient([KERNEL_1, INITRAMFS_1], failures={sha256_digest(KERNEL_1): mismatch})
+    with pytest.raises(DigestMismatchError) as raised:
+        _stage.stage(client, release, dest)
+    assert raised.value is mismatch
+    assert client.offsets == [(sha256_digest(KERNEL_1), 100), (sha256_digest(KERNEL_1), 0)]
+    assert os.listdir(partial) == []
+    assert not os.path.lexists(dest)
+
+
+def publish_by_hand(dest, release):
+    """Point ``dest`` at the release directory of ``release``, as a run would."""
+    os.symlink(os.path.join(STORE_NAME, release_dir_of(release)), dest + '.new')
+    os.replace(dest + '.new', dest)
+
+
+def leave_second_unpublished(dest, tmp_path):
+    """A run that renamed the second release into place and died before the link swap.
+
+    Returns (first, first record, second, second record).
+    """
+    first, first_record, _downloaded, _client = stage_first(dest)
+    first_dir = os.path.join(store_of(dest), release_dir_of(first))
+    saved = str(tmp_path / 'saved-first')
+    shutil.copytree(first_dir, saved)
+    second, second_record, _downloaded, _client = stage_release(dest, KERNEL_2, INITRAMFS_2, 'v0.4.0')
+    shutil.copytree(saved, first_dir)
+    publish_by_hand(dest, first)
+    assert _stage.current_release(dest, rehash=True) == first_record
+    assert sorted(os.listdir(store_of(dest))) == sorted([LOCK, release_dir_of(first), release_dir_of(second)])
+    return first, first_record, second, second_record
+
+
+def test_a_verified_release_left_unpublished_is_published_without_downloading(dest, tmp_path):
+    _first, _first_record, second, second_record = leave_second_unpublished(dest, tmp_path)
+    client = FakeBlobClient([KERNEL_2, INITRAMFS_2])
+    record, downloaded = _stage.stage(client, second, dest)
+    assert client.downloaded == []
+    assert downloaded == 0
+    assert record == second_record
+    assert os.readlink(dest) == os.path.join(STORE_NAME, release_dir_of(second))
+    assert _stage.current_release(dest, rehash=True) == second_record
+    assert sorted(os.listdir(store_of(dest))) == [LOCK, release_dir_of(second)]  # the first is gone
+    assert leftovers(store_of(dest)) == []
+
+
+def test_an_unpublished_release_with_damaged_bytes_is_downloaded_again(dest, tmp_path):
+    _first, _first_record, second, _second_record = leave_second_unpublished(dest, tmp_path)
+    damaged = os.path.join(store_of(dest), release_dir_of(second), 'vmlinuz')
+    os.chmod(damaged, 0o644)
+    with open(damaged, 'r+b') as handle:
+        handle.write(b'K')  # same size, other bytes: only a rehash finds it
+    client = FakeBlobClient([KERNEL_2, INITRAMFS_2])
+    record, downloaded = _stage.stage(client, second, dest)
+    assert client.downloaded == [sha256_digest(KERNEL_2), sha256_digest(INITRAMFS_2)]
+    assert downloaded == len(KERNEL_2) + len(INITRAMFS_2)
+    assert read(os.path.join(dest, 'vmlinuz')) == KERNEL_2
+    assert _stage.current_release(dest, rehash=True) == record
+    assert sorted(os.listdir(store_of(dest))) == [LOCK, release_dir_of(second)]
+    assert leftovers(store_of(dest)) == []
+
+
+# -- Leftovers of dead runs ------------------------------------------------
+
+
+def test_stage_removes_what_dead_runs_left_in_the_store(dest):
+    stage_first(dest)
+    store = store_of(dest)
+    os.makedirs(os.path.join(store, 'tmp-a1b2c3'))
+    with open(os.path.join(store, 'tmp-a1b2c3', 'vmlinuz'), 'wb') as handle:
+        handle.write(b'half')
+    with open(os.path.join(store, 'tmp-d4e5f6'), 'wb') as handle:
+        handle.write(b'a file')
+    os.symlink('nowhere', os.path.join(store, 'link-4242'))
+    os.makedirs(os.path.join(store, 'trash-x9y8z7', 'old'))
+    other_partial = os.path.join(store, 'partial-sha256-' + 'e' * 64)
+    os.makedirs(other_partial)
+    with open(os.path.join(other_partial, 'vmlinuz.part'), 'wb') as handle:
+        handle.write(b'part of another release')
+    unreferenced = os.path.join(store, 'sha256-' + 'f' * 64)
+    os.makedirs(unreferenced)
+    for name in ('vmlinuz', 'kubesolo-os.gz', 'release.json'):
+        with open(os.path.join(unreferenced, name), 'wb') as handle:
+            handle.write(b'an old release')
+    second, record, _downloaded, _client = stage_release(dest, KERNEL_2, INITRAMFS_2, 'v0.4.0')
+    assert sorted(os.listdir(store)) == [LOCK, release_dir_of(second)]
+    assert _stage.current_release(dest, rehash=True) == record
+    assert sorted(os.listdir(os.path.dirname(dest))) == [STORE_NAME, 'staged']
+
+
+# -- The store lock --------------------------------------------------------
+
+
+def test_a_second_lock_fails_while_the_first_is_held_and_succeeds_after(tmp_path):
+    store = str(tmp_path / 'store')
+    os.mkdir(store)
+    with _stage.StoreLock(store, 5):
+        started = time.monotonic()
+        with pytest.raises(StageError) as raised:
+            with _stage.StoreLock(store, 0.5):
+                pytest.fail('two runs held the lock at once')
+        waited = time.monotonic() - started
+    assert str(raised.value).startswith('another run is staging into %s' % store)
+    assert raised.value.code == 'stage_failed'
+    assert 0.5 <= waited < 5
+    with _stage.StoreLock(store, 0.5):
+        pass
+    assert os.listdir(store) == [LOCK]
+
+
+def test_stage_fails_while_another_run_holds_the_lock(dest):
+    first, record, _downloaded, _client = stage_first(dest)
+    client = FakeBlobClient([KERNEL_2, INITRAMFS_2])
+    with _stage.StoreLock(store_of(dest), 5):
+        with pytest.raises(StageError, match='another run is staging'):
+            _stage.stage(client, second_release(), dest, lock_timeout=0.3)
+    assert client.downloaded == []
+    assert_holds_first_release(dest, first, record)
+
+
+def _hold_the_lock(store, ready):
+    with _stage.StoreLock(store, 5):
+        ready.send('locked')
+        time.sleep(60)  # until killed
+
+
+def test_the_lock_of_a_killed_run_is_free_again(tmp_path):
+    store = str(tmp_path / 'store')
+    os.mkdir(store)
+    context = multiprocessing.get_context('fork')
+    receiver, sender = context.Pipe(duplex=False)
+    holder = context.Process(target=_hold_the_lock, args=(store, sender))
+    holder.start()
+    try:
+        assert receiver.poll(10), 'the child did not take the lock'
+        assert receiver.recv() == 'locked'
+        with pytest.raises(StageError, match='another run is staging'):
+            with _stage.StoreLock(store, 0.3):
+                pass
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.join(10)
+    assert holder.exitcode == -signal.SIGKILL
+    with _stage.StoreLock(store, 0.5):
+        pass
+
+
+# -- Free space ------------------------------------------------------------
+
+
+def report_free_space(monkeypatch, blocks, block_size=1):
+    """os.statvfs of the stager reports ``blocks`` available blocks of ``block_size`` bytes."""
+    monkeypatch.setattr(_stage.os, 'statvfs',
+                        lambda _path: SimpleNamespace(f_bavail=blocks, f_frsize=block_size))
+
+
+SECOND_SIZE = len(KERNEL_2) + len(INITRAMFS_2)
+SECOND_NEEDED = int(SECOND_SIZE * 1.1)
+
+
+def test_too_little_space_fails_before_any_download(dest, monkeypatch):
+    first, record, _downloaded, _client = stage_first(dest)
+    report_free_space(monkeypatch, 3, 512)
+    client = FakeBlobClient([KERNEL_2, INITRAMFS_2])
+    with pytest.raises(StageError) as raised:
+        _stage.stage(client, second_release(), dest)
+    monkeypatch.undo()
+    assert str(raised.value).startswith(
+        'not enough space for %s: 1536 bytes free, %d needed' % (dest, SECOND_NEEDED))
+    assert 'previous release is kept' in str(raised.value)
+    assert raised.value.code == 'stage_failed'
+    assert client.downloaded == []
+    assert_holds_first_release(dest, first, record, partial=second_release())
+    assert partial_files(dest, second_release()) == {}
+
+
+def test_the_space_check_asks_for_a_ten_percent_margin(dest, monkeypatch):
+    stage_first(dest)
+    report_free_space(monkeypatch, SECOND_SIZE)  # the release fits, the margin does not
+    with pytest.raises(StageError, match='not enough space'):
+        _stage.stage(FakeBlobClient([KERNEL_2, INITRAMFS_2]), second_release(), dest)
+    report_free_space(monkeypatch, SECOND_NEEDED)
+    _record, downloaded = _stage.stage(FakeBlobClient([KERNEL_2, INITRAMFS_2]), second_release(), dest)
+    assert downloaded == SECOND_SIZE
+
+
+def test_the_space_check_counts_only_what_is_left_to_download(dest, monkeypatch):
+    stage_first(dest)
+    second = second_release()
+    fail_half_way(dest, second, KERNEL_2, INITRAMFS_2, KERNEL_2)
+    rest = SECOND_SIZE - len(KERNEL_2) // 2
+    report_free_space(monkeypatch, int(rest * 1.1))
+    _record, downloaded = _stage.stage(FakeBlobClient([KERNEL_2, INITRAMFS_2]), second, dest)
+    assert downloaded == rest
 
 
 # -- Destinations ----------------------------------------------------------
