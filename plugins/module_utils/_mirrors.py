@@ -31,9 +31,11 @@ class MirroredClient:
         self.mirror_errors = []
 
     def transfer_summary(self):
-        """Retries at the upstream (mirrors are not retried) and bytes resumed at any source."""
+        """Retries at the upstream (mirrors are not retried); bytes resumed and fetched at any source."""
         summary = self.upstream.transfer_summary()
-        summary['resumed_bytes'] += sum(client.resumed_bytes for _location, client in self.mirrors)
+        for _location, client in self.mirrors:
+            summary['resumed_bytes'] += client.resumed_bytes
+            summary['fetched_bytes'] += client.fetched_bytes
         return summary
 
     def get_manifest(self, reference, accept=INDEX_MEDIA_TYPES + MANIFEST_MEDIA_TYPES):

@@ -155,6 +155,7 @@ class RegistryClient:
         self.repository = repository
         self.retry = retry or RetryPolicy()
         self.resumed_bytes = 0
+        self.fetched_bytes = 0
         self.scheme = 'http' if plain_http else 'https'
         self.timeout = timeout
         self.credentials = credentials
@@ -212,7 +213,7 @@ class RegistryClient:
 
     def transfer_summary(self):
         """Retries and resumed bytes of this client, for module results."""
-        return dict(self.retry.summary(), resumed_bytes=self.resumed_bytes)
+        return dict(self.retry.summary(), resumed_bytes=self.resumed_bytes, fetched_bytes=self.fetched_bytes)
 
     def request(self, method, url, headers=None, stream=False, data=None):
         """Send a request, answering one authentication challenge if needed.
@@ -408,7 +409,7 @@ class RegistryClient:
             if announced is not None and announced.isdigit() and int(announced) != size - received:
                 raise SizeMismatchError('blob %s: the registry announced %s bytes, the manifest declares %d'
                                         % (digest, announced, size - received))
-            received = _stream_into(response.raw, fileobj, hashers, received, size, digest, self.timeout)
+            received = _stream_into(response.raw, fileobj, hashers, received, size, digest, self)
         return hashers, received
 
 
@@ -484,8 +485,12 @@ class _TransferBroken(Exception):
 STALL_BYTES = 64 * 1024
 
 
-def _stream_into(raw, fileobj, hashers, received, size, digest, timeout):
-    """Copy the body into ``fileobj`` up to ``size``; returns the bytes now in the file."""
+def _stream_into(raw, fileobj, hashers, received, size, digest, client):
+    """Copy the body into ``fileobj`` up to ``size``; returns the bytes now in the file.
+
+    Counts what arrives in ``client.fetched_bytes``; ``client.timeout`` bounds a stall.
+    """
+    timeout = client.timeout
     # read1 returns what has arrived, so a stall is noticed; urllib3 1.26 lacks it.
     read = getattr(raw, 'read1', None) or raw.read
     window_start, window_bytes = time.monotonic(), 0
@@ -498,6 +503,7 @@ def _stream_into(raw, fileobj, hashers, received, size, digest, timeout):
         if not chunk:
             raise SizeMismatchError('blob %s ended after %d bytes, the manifest declares %d'
                                     % (digest, received, size))
+        client.fetched_bytes += len(chunk)
         fileobj.write(chunk)
         for hasher in hashers.values():
             hasher.update(chunk)

@@ -185,6 +185,12 @@ def _download_release(client, release, layers, dest, store, work, final):
     try:
         os.makedirs(work, mode=0o755, exist_ok=True)
         os.chmod(work, 0o755)
+        # Only the layers (whole or partial) carry over from a killed run; a
+        # half-written record or anything else would end up in the release.
+        wanted = set(name for file_name, _layer in layers for name in (file_name, file_name + '.part'))
+        for entry in os.listdir(work):
+            if entry not in wanted:
+                _remove(os.path.join(work, entry))
         _check_space(work, layers, dest)
         files, downloaded = {}, 0
         for file_name, layer in layers:
@@ -220,7 +226,7 @@ def _download(client, layer, path):
     part = path + '.part'
     for attempt in (1, 2):
         resumed = os.path.getsize(part) if os.path.exists(part) else 0
-        resumed_before = client.transfer_summary()['resumed_bytes']
+        fetched_before = client.transfer_summary()['fetched_bytes']
         try:
             with open(part, 'a+b', buffering=0) as handle:
                 sha256 = client.download_blob(layer['digest'], layer['size'], handle)
@@ -233,7 +239,7 @@ def _download(client, layer, path):
         break
     os.chmod(part, 0o644)
     os.rename(part, path)
-    return sha256, layer['size'] - (client.transfer_summary()['resumed_bytes'] - resumed_before)
+    return sha256, client.transfer_summary()['fetched_bytes'] - fetched_before
 
 
 def _verified_release(final, manifest_digest):
@@ -273,11 +279,14 @@ def _remove_leftovers(store, keep):
     for entry in os.listdir(store):
         if entry in keep or entry == LOCK_NAME:
             continue
-        path = os.path.join(store, entry)
-        if os.path.isdir(path) and not os.path.islink(path):
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            os.unlink(path)
+        _remove(os.path.join(store, entry))
+
+
+def _remove(path):
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        os.unlink(path)
 
 
 class StoreLock:

@@ -216,6 +216,10 @@ transfer:
       description: Bytes of blobs that did not have to be fetched again, resumed from an interrupted download.
       type: int
       sample: 16777216
+    fetched_bytes:
+      description: Blob bytes that arrived from registries in this run, including any that had to be fetched again.
+      type: int
+      sample: 41943040
 sources:
   description:
     - Which registry (the upstream or a mirror location) served each manifest and layer fetched by this run, by digest.

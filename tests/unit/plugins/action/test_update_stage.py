@@ -178,7 +178,7 @@ def test_controller_delivery_stages_then_is_idempotent(controller_args, monkeypa
     assert result['manifest_digest'] == registry.release.manifest_digest
     assert result['staged'] == {'vmlinuz_path': os.path.join(dest, 'vmlinuz'),
                                 'initramfs_path': os.path.join(dest, 'kubesolo-os.gz'), 'version': 'v0.3.0'}
-    assert result['transfer'] == {'retries': 0, 'last_error': '', 'resumed_bytes': 0}
+    assert result['transfer'] == {'retries': 0, 'last_error': '', 'resumed_bytes': 0, 'fetched_bytes': total}
     with open(os.path.join(dest, 'vmlinuz'), 'rb') as handle:
         assert handle.read() == KERNEL_1
     # No architecture given: the node's uname -m chose it; every command ran with /bin/sh.

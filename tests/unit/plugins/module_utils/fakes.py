@@ -271,8 +271,8 @@ class FakeBlobClient:
     the blob (the bytes up to there are written first), on every request for it.
 
     ``downloaded`` lists the digests asked for and ``offsets`` (digest, bytes the file held when
-    asked) every request; ``resumed_bytes`` adds up the bytes found in the files, as
-    ``transfer_summary()`` reports them.
+    asked) every request; ``resumed_bytes`` adds up the bytes found in the files and
+    ``fetched_bytes`` the bytes written, as ``transfer_summary()`` reports them.
     """
 
     def __init__(self, blobs, failures=None, repository='ghcr.io/portainer/kubesolo-os'):
@@ -282,6 +282,7 @@ class FakeBlobClient:
         self.downloaded = []
         self.offsets = []
         self.resumed_bytes = 0
+        self.fetched_bytes = 0
         self.sources = {}
         self.mirror_errors = []
 
@@ -298,8 +299,10 @@ class FakeBlobClient:
             have = 0
         self.resumed_bytes += have
         if digest in self.failures:
+            self.fetched_bytes += len(data[have:max(have, size // 2)])
             fileobj.write(data[have:max(have, size // 2)])
             raise self.failures[digest]
+        self.fetched_bytes += len(data[have:])
         fileobj.write(data[have:])
         fileobj.seek(0)
         if fileobj.read() != data:
@@ -307,7 +310,8 @@ class FakeBlobClient:
         return hashlib.sha256(data).hexdigest()
 
     def transfer_summary(self):
-        return {'retries': 0, 'last_error': '', 'resumed_bytes': self.resumed_bytes}
+        return {'retries': 0, 'last_error': '', 'resumed_bytes': self.resumed_bytes,
+                'fetched_bytes': self.fetched_bytes}
 
 
 class FakePushRegistry:

@@ -511,7 +511,7 @@ def test_download_blob_refuses_an_invalid_digest_without_a_request():
 def test_the_default_retry_policy_is_the_documented_one():
     client = _registry.RegistryClient(_reference.parse_repository(REPOSITORY))
     assert (client.retry.retries, client.retry.max_wait, client.retry.budget) == (5, 60.0, 300.0)
-    assert client.transfer_summary() == {'retries': 0, 'last_error': '', 'resumed_bytes': 0}
+    assert client.transfer_summary() == {'retries': 0, 'last_error': '', 'resumed_bytes': 0, 'fetched_bytes': 0}
 
 
 def sent_requests(client):
@@ -528,7 +528,8 @@ def test_a_get_is_retried_after_a_status_worth_it_then_succeeds(status):
     assert len(sleeps) == 1
     assert failed.closed
     assert client.transfer_summary() == {
-        'retries': 1, 'last_error': 'registry registry.example.com answered HTTP %d' % status, 'resumed_bytes': 0}
+        'retries': 1, 'last_error': 'registry registry.example.com answered HTTP %d' % status, 'resumed_bytes': 0,
+        'fetched_bytes': 0}
 
 
 def test_a_head_is_retried_too():
@@ -648,7 +649,7 @@ def test_connection_errors_past_the_retries_raise_the_last_error():
     assert len(sleeps) == 2
     assert client.transfer_summary() == {
         'retries': 2, 'last_error': 'cannot reach registry registry.example.com: Network is unreachable',
-        'resumed_bytes': 0}
+        'resumed_bytes': 0, 'fetched_bytes': 0}
 
 
 def test_a_tls_error_is_not_retried():

@@ -1,0 +1,83 @@
+"""Run what ``kubesolo.fleet.update_stage`` (host delivery) does, as a plain Python process.
+
+Why: the crash-safety and concurrency tests start, kill and race dozens of staging runs.  The
+process to kill is the one that stages: under ``ansible-playbook`` that is a module process two
+levels below the one a test starts (a SIGKILL of ``ansible-playbook`` leaves it running), and each
+run pays ansible-playbook's start-up.  This driver is that process itself, a direct child of the
+test, and runs the same code the module runs in the same order as the module's ``main()``:
+``mirrored_client_from_params`` (client, retry policy), ``resolve_from_params``,
+``current_release``, then ``stage`` (lock, resume, verify, publish).  Only Ansible's argument
+handling and result plumbing are left out; the ansible-playbook tests cover those.
+
+Usage (a subprocess of the tests; nothing here is imported by them)::
+
+    python stage_driver.py '<json>'
+
+The JSON holds the module's options (``repository``, ``dest``, ``tag``...; the module's defaults
+fill the rest), plus ``collections_root`` (a directory holding ``ansible_collections/kubesolo/fleet``)
+and optionally ``rename_pause``: seconds to sleep before and after every ``os.rename`` /
+``os.replace`` of the run, which widens the windows around the renames that publish a release
+(``.part`` -> file, partial dir -> release dir, the symlink swap) so that a randomly timed kill
+lands in them often.  The pause changes timing only, never what is done.
+
+Prints one JSON line: ``{"changed", "bytes_downloaded", "manifest_digest", "transfer"}`` on success,
+``{"failed": true, "error_code", "msg", "transfer"}`` on a FleetError (exit status 1).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+
+def _slow_renames(pause: float) -> None:
+    rename, replace = os.rename, os.replace
+
+    def slow(real):
+        def call(*args, **kwargs):
+            time.sleep(pause)
+            result = real(*args, **kwargs)
+            time.sleep(pause)
+            return result
+        return call
+
+    os.rename, os.replace = slow(rename), slow(replace)
+
+
+def main() -> int:
+    options = json.loads(sys.argv[1])
+    sys.path.insert(0, options.pop("collections_root"))
+    pause = options.pop("rename_pause", 0)
+    # pylint: disable=import-outside-toplevel,import-error
+    from ansible_collections.kubesolo.fleet.plugins.module_utils import _module, _stage
+    from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import FleetError
+
+    params = {name: spec.get("default") for name, spec in _module.stage_argument_spec().items()}
+    params.update(options)
+    transfer = None
+    try:
+        dest = _module.stage_dest(params["dest"])
+        client = _module.mirrored_client_from_params(params)
+        transfer = client.transfer_summary
+        release = _module.resolve_from_params(client, params, "amd64")
+        release.staged_layers()
+        current = _stage.current_release(dest, rehash=params["verify_existing"])
+        changed = not current or current.get("manifest_digest") != release.manifest_digest
+        downloaded = 0
+        if changed:
+            if pause:
+                _slow_renames(pause)
+            downloaded = _stage.stage(client, release, dest, params["lock_timeout"])[1]
+    except FleetError as exc:
+        print(json.dumps({"failed": True, "error_code": exc.code, "msg": str(exc),
+                          "transfer": transfer() if transfer else None}), flush=True)
+        return 1
+    print(json.dumps({"changed": changed, "bytes_downloaded": downloaded,
+                      "manifest_digest": release.manifest_digest, "transfer": transfer()}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
