@@ -412,7 +412,6 @@ class RegistryClient:
             received = _stream_into(response.raw, fileobj, hashers, received, size, digest, self)
         return hashers, received
 
-
     # -- Pushing (used by update_publish) ----------------------------------
 
     def exists(self, kind, reference):
