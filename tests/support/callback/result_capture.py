@@ -11,7 +11,9 @@ description:
   - Test harness callback of the kubesolo.fleet collection. It is not part of the collection.
   - Appends one JSON object per task result to the file named by E(RESULT_CAPTURE_FILE), with
     the keys C(host), C(task), C(action), C(play), C(status) (ok, changed, failed, skipped,
-    unreachable), C(ignore_errors) and C(result) (the full result dictionary).
+    unreachable), C(ignore_errors), C(result) (the full result dictionary), C(started) (when the
+    task started, for all its hosts) and C(finished) (when this result arrived), both
+    C(time.time()) values seen by the controller.
 requirements:
   - enabled via C(callbacks_enabled)
 options:
@@ -23,6 +25,7 @@ options:
 """
 
 import json
+import time
 from collections.abc import Mapping, Set
 
 from ansible.plugins.callback import CallbackBase
@@ -48,6 +51,7 @@ class CallbackModule(CallbackBase):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._play_name = None
+        self._task_started = None
 
     def _record(self, result, status, ignore_errors=False):
         path = self.get_option("path")
@@ -69,12 +73,17 @@ class CallbackModule(CallbackBase):
             "status": status,
             "ignore_errors": bool(ignore_errors),
             "result": data,
+            "started": self._task_started,
+            "finished": time.time(),
         }
         with open(path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record, default=_jsonable) + "\n")
 
     def v2_playbook_on_play_start(self, play):
         self._play_name = play.get_name()
+
+    def v2_playbook_on_task_start(self, task, is_conditional):
+        self._task_started = time.time()
 
     def v2_runner_on_ok(self, result):
         self._record(result, "ok")
