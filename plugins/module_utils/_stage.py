@@ -69,20 +69,24 @@ def current_release(dest, rehash=False):
     """
     dest = dest.rstrip('/')
     if os.path.islink(dest):
-        release_dir = managed_release_dir(dest, os.readlink(dest))
-        try:
-            with open(os.path.join(release_dir, RECORD_NAME), 'rb') as handle:
-                record = parse_record(handle.read(MAX_RECORD_BYTES))
-        except OSError:
-            return None
-        if record and files_intact(release_dir, record, rehash):
-            return record
-        return None
+        return intact_record(managed_release_dir(dest, os.readlink(dest)), rehash)
     if not os.path.lexists(dest):
         return None
     if os.path.isdir(dest) and not os.listdir(dest):
         return None
     raise_foreign(dest)
+
+
+def intact_record(release_dir, rehash=False):
+    """The record of ``release_dir`` when its files match it, else None."""
+    try:
+        with open(os.path.join(release_dir, RECORD_NAME), 'rb') as handle:
+            record = parse_record(handle.read(MAX_RECORD_BYTES))
+    except OSError:
+        return None
+    if record and files_intact(release_dir, record, rehash):
+        return record
+    return None
 
 
 def managed_release_dir(dest, link_target):
@@ -244,15 +248,8 @@ def _download(client, layer, path):
 
 def _verified_release(final, manifest_digest):
     """The record of a complete, verified release directory left by an earlier run, or None."""
-    try:
-        with open(os.path.join(final, RECORD_NAME), 'rb') as handle:
-            record = parse_record(handle.read(MAX_RECORD_BYTES))
-    except OSError:
-        return None
-    if not record or record.get('manifest_digest') != manifest_digest or \
-            not files_intact(final, record, rehash=True):
-        return None
-    return record
+    record = intact_record(final, rehash=True)
+    return record if record and record.get('manifest_digest') == manifest_digest else None
 
 
 def _check_space(work, layers, dest):
@@ -311,7 +308,7 @@ class StoreLock:
                                      % (os.path.dirname(self.path), self.path, self.timeout))
                 time.sleep(0.2)
 
-    def __exit__(self, *exc_info):
+    def __exit__(self, *_exc_info):
         self._handle.close()
 
 

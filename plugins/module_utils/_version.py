@@ -59,13 +59,3 @@ class Version:
 
     def __repr__(self):
         return 'Version(%r)' % self.text
-
-
-def parse(text):
-    return Version(text)
-
-
-def compare(left, right):
-    """-1, 0 or 1 as ``left`` has lower, equal or higher precedence than ``right``."""
-    a, b = Version(left), Version(right)
-    return (a > b) - (a < b)
