@@ -2,7 +2,7 @@
 
 The counterpart of ``tests/support/stage_driver.py`` (host delivery) for the benchmark: it runs what
 the action plugin's controller path runs, in the same order (``mirrored_client_from_params``,
-``resolve_from_params``, ``BlobCache.fetch`` of each layer, ``ControllerDelivery.stage``: free-space
+``resolve_from_params``, ``BlobCache.fetch_all`` of the layers, ``ControllerDelivery.stage``: free-space
 check, copy, ``sha256sum`` check and atomic publish by ``/bin/sh``), with this machine as the node:
 the local connection's ``put_file`` is a ``shutil.copyfile`` and its shell is ``/bin/sh -c``.  Left
 out: Ansible's argument handling, the node's current-release check and cache pruning.
@@ -43,7 +43,8 @@ def main() -> int:
         release = _module.resolve_from_params(client, params, "amd64")
         cache = _cache.BlobCache(params["controller_cache"])
         node = _delivery.ControllerDelivery(_sh, shutil.copyfile, _module.stage_dest(params["dest"]))
-        record, transferred = node.stage(release, client.repository, lambda layer: cache.fetch(client, layer)[:2])
+        record, transferred = node.stage(release, client.repository, lambda layers: [
+            fetched[:2] for fetched in cache.fetch_all(client, layers)])
     except FleetError as exc:
         print(json.dumps({"failed": True, "error_code": exc.code, "msg": str(exc)}), flush=True)
         return 1

@@ -63,13 +63,13 @@ class ActionModule(ActionBase):
             cache = BlobCache(params['controller_cache'] or default_cache_root())
             cache.remember(release.manifest_digest, release.layers)
 
-            def fetch(layer):
+            def fetch_all(layers):
                 nonlocal downloaded
-                path, sha256, fetched = cache.fetch(client, layer)
-                downloaded += fetched
-                return path, sha256
+                fetched = cache.fetch_all(client, layers)
+                downloaded += sum(size for _path, _sha256, size in fetched)
+                return [(path, sha256) for path, sha256, _size in fetched]
 
-            transferred = node.stage(release, client.repository, fetch)[1]
+            transferred = node.stage(release, client.repository, fetch_all)[1]
             if params['controller_cache_keep'] > 0:
                 cache.prune(params['controller_cache_keep'])
         return stage_result(release, dest, current, changed, downloaded, self._task.diff,

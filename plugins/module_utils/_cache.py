@@ -20,10 +20,12 @@ transferred bytes are checked against the layer's sha256.
 from __future__ import annotations
 
 import fcntl
+import functools
 import json
 import os
 import tempfile
 
+from ansible_collections.kubesolo.fleet.plugins.module_utils._blobfile import BlobFile, download_in_parallel
 from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import StageError
 from ansible_collections.kubesolo.fleet.plugins.module_utils._reference import parse_digest
 from ansible_collections.kubesolo.fleet.plugins.module_utils._stage import (
@@ -46,10 +48,15 @@ class BlobCache:
         algorithm, encoded = parse_digest(digest)
         return os.path.join(self.root, 'blobs', algorithm, encoded)
 
-    def fetch(self, client, layer):
+    def fetch_all(self, client, layers):
+        """fetch() of every layer at once (see _blobfile.download_in_parallel)."""
+        return download_in_parallel(functools.partial(self.fetch, client), [(layer,) for layer in layers])
+
+    def fetch(self, client, layer, cancel=None):
         """The cached path and sha256 of ``layer``, downloading it if needed.
 
-        Returns (path, sha256 hex, bytes downloaded by this call).
+        Returns (path, sha256 hex, bytes downloaded by this call). ``cancel``
+        stops a download at its next write (TransferCancelled).
         """
         digest, size = layer['digest'], layer['size']
         path = self._blob_path(digest)
@@ -62,7 +69,7 @@ class BlobCache:
                 cached = self._cached_sha256(path, size)
                 if cached:
                     return path, cached, 0
-                sha256 = self._download(client, digest, size, path)
+                sha256 = self._download(client, digest, size, path, cancel)
                 return path, sha256, size
         except OSError as exc:
             raise StageError('controller cache %s: %s (%s)'
@@ -79,12 +86,13 @@ class BlobCache:
             return None
 
     @staticmethod
-    def _download(client, digest, size, path):
+    def _download(client, digest, size, path, cancel):
         fd, tmp = tempfile.mkstemp(prefix='.download-', dir=os.path.dirname(path))
+        os.close(fd)
         try:
-            with os.fdopen(fd, 'w+b', buffering=0) as handle:
+            with BlobFile(tmp, cancel) as handle:
                 sha256 = client.download_blob(digest, size, handle)
-                os.fsync(handle.fileno())
+                handle.sync()
             os.chmod(tmp, 0o644)
             os.rename(tmp, path)
         except BaseException:

@@ -118,11 +118,11 @@ fi
             return None
         return record
 
-    def stage(self, release, repository, fetch):
+    def stage(self, release, repository, fetch_all):
         """Copy the verified layers to the node and publish them.
 
-        Checks the node's free space first; ``fetch(layer)`` then returns
-        (local path, sha256 hex) from the controller cache. Returns (record,
+        Checks the node's free space first; ``fetch_all(layers)`` then returns
+        [(local path, sha256 hex)] from the controller cache. Returns (record,
         bytes transferred).
         """
         layers = release.staged_layers()
@@ -130,8 +130,8 @@ fi
         work = self._prepare(int(total * (1 + SPACE_MARGIN) / 1024) + 1, total)
         try:
             files = {}
-            for name, layer in layers:
-                path, sha256 = fetch(layer)
+            fetched = fetch_all([layer for _name, layer in layers])
+            for (name, layer), (path, sha256) in zip(layers, fetched):
                 files[name] = {'media_type': layer['media_type'], 'digest': layer['digest'],
                                'size': layer['size'], 'sha256': sha256}
                 self._put(path, '%s/%s' % (work, name))

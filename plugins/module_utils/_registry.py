@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import threading
 import time
 import traceback
 
@@ -156,6 +157,9 @@ class RegistryClient:
         self.retry = retry or RetryPolicy()
         self.resumed_bytes = 0
         self.fetched_bytes = 0
+        # Layers download in parallel threads, which all count into the two above.
+        self._count_lock = threading.Lock()
+        self._auth_lock = threading.Lock()
         self.scheme = 'http' if plain_http else 'https'
         self.timeout = timeout
         self.credentials = credentials
@@ -211,6 +215,11 @@ class RegistryClient:
                     continue
             return response
 
+    def count_bytes(self, fetched=0, resumed=0):
+        with self._count_lock:
+            self.fetched_bytes += fetched
+            self.resumed_bytes += resumed
+
     def transfer_summary(self):
         """Retries and resumed bytes of this client, for module results."""
         return dict(self.retry.summary(), resumed_bytes=self.resumed_bytes, fetched_bytes=self.fetched_bytes)
@@ -233,7 +242,9 @@ class RegistryClient:
         challenge = response.headers.get('WWW-Authenticate', '')
         response.close()
         rejected = headers.get('Authorization')
-        self._authorization = self._authorize(challenge, rejected)
+        # One refresh for all parallel downloads: the others find the new token cached.
+        with self._auth_lock:
+            self._authorization = self._authorize(challenge, rejected)
         headers['Authorization'] = self._authorization
         if hasattr(data, 'seek'):
             data.seek(0)
@@ -397,7 +408,7 @@ class RegistryClient:
                 fileobj.truncate()
                 return self._fetch_blob_range(digest, size, fileobj, *_rehash(fileobj, parse_digest(digest)[0], size))
             if resumed:
-                self.resumed_bytes += received
+                self.count_bytes(resumed=received)
             else:
                 check_status(response, 'blob %s' % digest)
                 if received:
@@ -502,7 +513,7 @@ def _stream_into(raw, fileobj, hashers, received, size, digest, client):
         if not chunk:
             raise SizeMismatchError('blob %s ended after %d bytes, the manifest declares %d'
                                     % (digest, received, size))
-        client.fetched_bytes += len(chunk)
+        client.count_bytes(fetched=len(chunk))
         fileobj.write(chunk)
         for hasher in hashers.values():
             hasher.update(chunk)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import email.utils
 import random
+import threading
 import time
 
 RETRY_STATUSES = frozenset((408, 429, 500, 502, 503, 504))
@@ -48,23 +49,24 @@ class RetryPolicy:
         self.waited = 0.0
         self.count = 0
         self.last_error = ''
+        # Parallel layer downloads share the policy: the budget is one for the run.
+        self._lock = threading.Lock()
 
     def wait(self, attempt, error, retry_after=None):
         """Sleep before try ``attempt + 1`` after ``error``; False when no retry is left.
 
         ``attempt`` counts the tries of this request so far (1 after the first).
         """
-        self.last_error = error
-        if attempt > self.retries:
-            return False
         if retry_after is not None:
             delay = min(retry_after, self.max_wait)
         else:
             delay = min(self.max_wait, _BACKOFF_BASE * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
-        if self.waited + delay > self.budget:
-            return False
-        self.count += 1
-        self.waited += delay
+        with self._lock:
+            self.last_error = error
+            if attempt > self.retries or self.waited + delay > self.budget:
+                return False
+            self.count += 1
+            self.waited += delay
         self._sleep(delay)
         return True
 

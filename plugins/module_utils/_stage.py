@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -33,6 +34,7 @@ from ansible_collections.kubesolo.fleet.plugins.module_utils._about import (
     COLLECTION_NAME,
     COLLECTION_VERSION,
 )
+from ansible_collections.kubesolo.fleet.plugins.module_utils._blobfile import BlobFile, download_in_parallel
 from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import (
     DigestMismatchError,
     SizeMismatchError,
@@ -196,12 +198,11 @@ def _download_release(client, release, layers, dest, store, work, final):
             if entry not in wanted:
                 _remove(os.path.join(work, entry))
         _check_space(work, layers, dest)
-        files, downloaded = {}, 0
-        for file_name, layer in layers:
-            sha256, fetched = _download(client, layer, os.path.join(work, file_name))
-            downloaded += fetched
-            files[file_name] = {'media_type': layer['media_type'], 'digest': layer['digest'],
-                                'size': layer['size'], 'sha256': sha256}
+        downloads = download_in_parallel(functools.partial(_download, client),
+                                         [(layer, os.path.join(work, name)) for name, layer in layers])
+        files = dict((file_name, {'media_type': layer['media_type'], 'digest': layer['digest'],
+                                  'size': layer['size'], 'sha256': sha256})
+                     for (file_name, layer), (sha256, _fetched) in zip(layers, downloads))
         record = build_record(release, client.repository, files)
         write_atomic(os.path.join(work, RECORD_NAME),
                      json.dumps(record, indent=2, sort_keys=True).encode('utf-8'))
@@ -211,15 +212,16 @@ def _download_release(client, release, layers, dest, store, work, final):
         fsync_dir(store)
     except OSError as exc:
         raise StageError(_os_error_message(exc, dest))
-    return record, downloaded
+    return record, sum(fetched for _sha256, fetched in downloads)
 
 
-def _download(client, layer, path):
+def _download(client, layer, path, cancel):
     """Stream one layer to ``path`` via ``path.part``, resuming a partial one.
 
-    Returns (sha256 hex, bytes fetched now). Network faults keep the verified
-    part for the next run; wrong content removes it. A resumed part that turns
-    out wrong is fetched once more from the start.
+    Returns (sha256 hex, bytes fetched now). Network faults and cancellation
+    (``cancel``, another layer failed) keep the verified part for the next
+    run; wrong content removes it. A resumed part that turns out wrong is
+    fetched once more from the start.
     """
     if os.path.exists(path):
         # Verified and renamed by a run that was interrupted later on.
@@ -230,11 +232,11 @@ def _download(client, layer, path):
     part = path + '.part'
     for attempt in (1, 2):
         resumed = os.path.getsize(part) if os.path.exists(part) else 0
-        fetched_before = client.transfer_summary()['fetched_bytes']
         try:
-            with open(part, 'a+b', buffering=0) as handle:
+            with BlobFile(part, cancel) as handle:
                 sha256 = client.download_blob(layer['digest'], layer['size'], handle)
-                os.fsync(handle.fileno())
+                handle.sync()
+                fetched = handle.appended
         except (DigestMismatchError, SizeMismatchError):
             os.unlink(part)
             if resumed and attempt == 1:
@@ -243,7 +245,7 @@ def _download(client, layer, path):
         break
     os.chmod(part, 0o644)
     os.rename(part, path)
-    return sha256, client.transfer_summary()['fetched_bytes'] - fetched_before
+    return sha256, fetched
 
 
 def _verified_release(final, manifest_digest):

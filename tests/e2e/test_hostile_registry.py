@@ -279,8 +279,10 @@ def test_hostile_answer_fails_clearly_and_changes_nothing(hostile, case):
 @pytest.mark.parametrize("case", [c for c in CASES if c.error_code in ("size_mismatch",) and c.downloads],
                          ids=lambda c: c.name)
 def test_a_layer_of_the_wrong_size_leaves_no_part_file(hostile, case):
+    # The other layer downloads at the same time and may keep a part (a prefix, see below).
+    wrong = "vmlinuz.part" if digest(KERNEL) in case.fragment else "kubesolo-os.gz.part"
     store = store_of(hostile.cases[case.name].dest)
-    assert sorted(str(p.relative_to(store)) for p in store.rglob("*.part")) == []
+    assert sorted(str(p.relative_to(store)) for p in store.rglob(wrong)) == []
 
 
 def test_what_a_failed_download_keeps_is_a_prefix_of_the_right_bytes(hostile):
@@ -306,5 +308,5 @@ def test_the_module_never_asked_for_a_path_it_was_fed(hostile):
 
 
 def test_the_redirect_loop_was_followed_ten_times_only(hostile):
-    loop = [r for r in hostile.log if r.path.startswith("/v2/h/blob-redirect-loop/blobs/")]
+    loop = [r for r in hostile.log if r.path == f"/v2/h/blob-redirect-loop/blobs/{digest(KERNEL)}"]
     assert len(loop) == 11

@@ -102,6 +102,20 @@ def assert_staged(dest: Path, manifest: artifacts.PushedManifest, repository: st
     return record
 
 
+def assert_resumable_partial(partial: Path, manifest: artifacts.PushedManifest, failed: str) -> None:
+    """The partial download directory ``partial`` of ``manifest`` after its layer ``failed``
+    (``vmlinuz`` or ``kubesolo-os.gz``) arrived with wrong bytes: nothing of that layer is kept;
+    the other layer, downloaded at the same time and cancelled by the failure, is complete, a
+    prefix in ``<name>.part``, or absent."""
+    layers = {"vmlinuz": manifest.kernel, "kubesolo-os.gz": manifest.initramfs}
+    found = {p.name: p.read_bytes() for p in partial.iterdir()} if partial.is_dir() else {}
+    assert not {failed, failed + ".part"} & set(found), sorted(found)
+    (other,) = set(layers) - {failed}
+    assert set(found) <= {other, other + ".part"}, sorted(found)
+    assert found.get(other, layers[other]) == layers[other]
+    assert layers[other].startswith(found.get(other + ".part", b""))
+
+
 def assert_nothing_staged(dest: Path) -> None:
     """Nothing at ``dest`` and no store (or one holding nothing but the lock) beside it."""
     assert not os.path.lexists(dest), f"{dest} exists"

@@ -185,7 +185,7 @@ def test_controller_delivery_stages_then_is_idempotent(controller_args, monkeypa
     assert registry.asked == [(REPOSITORY, os.uname().machine)]
     assert harness.commands[0] == ('uname -m', '/bin/sh')
     assert set(executable for _cmd, executable in harness.commands) == {'/bin/sh'}
-    assert registry.client.downloaded == [sha256_digest(KERNEL_1), sha256_digest(INITRAMFS_1)]
+    assert sorted(registry.client.downloaded) == sorted([sha256_digest(KERNEL_1), sha256_digest(INITRAMFS_1)])
     cached = os.path.join(str(tmp_path / 'cache'), 'blobs', 'sha256', hashlib.sha256(KERNEL_1).hexdigest())
     with open(cached, 'rb') as handle:
         assert handle.read() == KERNEL_1
@@ -196,7 +196,7 @@ def test_controller_delivery_stages_then_is_idempotent(controller_args, monkeypa
     assert result['bytes_downloaded'] == 0
     assert result['bytes_transferred'] == 0
     assert again.puts == []
-    assert registry.client.downloaded == [sha256_digest(KERNEL_1), sha256_digest(INITRAMFS_1)]
+    assert sorted(registry.client.downloaded) == sorted([sha256_digest(KERNEL_1), sha256_digest(INITRAMFS_1)])
 
 
 def test_a_second_node_uses_the_cache(controller_args, monkeypatch, tmp_path):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import threading
 
 import requests
 from requests.structures import CaseInsensitiveDict
@@ -312,6 +313,19 @@ class FakeBlobClient:
     def transfer_summary(self):
         return {'retries': 0, 'last_error': '', 'resumed_bytes': self.resumed_bytes,
                 'fetched_bytes': self.fetched_bytes}
+
+
+class RendezvousBlobClient(FakeBlobClient):
+    """Serves a blob only while every one of ``blobs`` is being asked for at once: code that
+    downloads one blob after the other never gets past the first (BrokenBarrierError)."""
+
+    def __init__(self, blobs):
+        super().__init__(blobs)
+        self.barrier = threading.Barrier(len(blobs), timeout=10)
+
+    def download_blob(self, digest, size, fileobj):
+        self.barrier.wait()
+        return super().download_blob(digest, size, fileobj)
 
 
 class FakePushRegistry:

@@ -20,6 +20,7 @@ from ansible_collections.kubesolo.fleet.tests.unit.plugins.module_utils.fakes im
     INITRAMFS,
     KERNEL,
     FakeBlobClient,
+    RendezvousBlobClient,
     sha256_digest,
 )
 
@@ -224,6 +225,14 @@ def test_an_unusable_cache_root_is_a_stage_error(tmp_path):
 
 
 # -- Concurrent fetches ----------------------------------------------------
+
+
+def test_fetch_all_downloads_the_layers_at_the_same_time(tmp_path):
+    cache = _cache.BlobCache(str(tmp_path / 'cache'))
+    client = RendezvousBlobClient([KERNEL_1, INITRAMFS_1])
+    fetched = cache.fetch_all(client, [layer(KERNEL_1), layer(INITRAMFS_1, INITRAMFS)])
+    assert [(read(path), sha256, size) for path, sha256, size in fetched] == [
+        (KERNEL_1, sha256_hex(KERNEL_1), len(KERNEL_1)), (INITRAMFS_1, sha256_hex(INITRAMFS_1), len(INITRAMFS_1))]
 
 
 def test_threads_fetching_the_same_blob_download_it_once(tmp_path):

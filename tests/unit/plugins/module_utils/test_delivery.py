@@ -111,7 +111,7 @@ def _parent(dest):
 
 
 class Cache:
-    """``fetch`` as the controller cache provides it: a local path and the sha256 it recorded."""
+    """``fetch_all`` as the controller cache provides it: local paths and the sha256 it recorded."""
 
     def __init__(self, directory, blobs, corrupt=()):
         self.directory = directory
@@ -119,6 +119,9 @@ class Cache:
         self.corrupt = set(corrupt)
         self.fetched = []
         os.makedirs(directory, exist_ok=True)
+
+    def fetch_all(self, layers):
+        return [self.fetch(layer) for layer in layers]
 
     def fetch(self, layer):
         self.fetched.append(layer['digest'])
@@ -155,7 +158,7 @@ def stage(node, dest, tmp_path, kernel, initramfs, version, corrupt=()):
     cache = Cache(str(tmp_path / 'controller-cache'), [kernel, initramfs], corrupt)
     delivery = node.delivery(dest)
     delivery.current_release()
-    record, transferred = delivery.stage(release, REPOSITORY, cache.fetch)
+    record, transferred = delivery.stage(release, REPOSITORY, cache.fetch_all)
     return release, record, transferred, cache
 
 
@@ -352,7 +355,7 @@ def test_stage_never_removes_anything_outside_its_store(node, dest, tmp_path):
     user_file = _foreign_symlink(dest)
     cache = Cache(str(tmp_path / 'controller-cache'), [KERNEL_1, INITRAMFS_1])
     try:
-        delivery.stage(release, REPOSITORY, cache.fetch)
+        delivery.stage(release, REPOSITORY, cache.fetch_all)
     except StageError:
         pass
     assert read(user_file) == b'the user kernel'
@@ -429,7 +432,7 @@ def test_not_enough_space_on_the_node_is_refused_before_fetching_or_copying(node
     cache = Cache(str(tmp_path / 'controller-cache'), [KERNEL_2, INITRAMFS_2])
     node.puts = []
     with pytest.raises(StageError) as raised:
-        node.delivery(dest).stage(release, REPOSITORY, cache.fetch)
+        node.delivery(dest).stage(release, REPOSITORY, cache.fetch_all)
     total = len(KERNEL_2) + len(INITRAMFS_2)
     needed = int(total * (1 + 10.0 ** 12) / 1024) + 1
     assert re.fullmatch(r'not enough space on the node for %s: \d+ KiB free, %d KiB needed \(the release is %d '
@@ -452,7 +455,7 @@ def test_a_node_whose_df_fails_is_not_staged_without_a_space_check(dest, tmp_pat
     assert node.run('df -Pk /')[0] == 1
     cache = Cache(str(tmp_path / 'controller-cache'), [KERNEL_1, INITRAMFS_1])
     with pytest.raises(FleetError):
-        node.delivery(dest).stage(make_release(KERNEL_1, INITRAMFS_1), REPOSITORY, cache.fetch)
+        node.delivery(dest).stage(make_release(KERNEL_1, INITRAMFS_1), REPOSITORY, cache.fetch_all)
     assert cache.fetched == []
     assert node.puts == []
     assert not os.path.lexists(dest)
@@ -472,7 +475,7 @@ def test_a_failing_copy_removes_the_staging_directory(node, dest, tmp_path):
     release = make_release(KERNEL_2, INITRAMFS_2, 'v0.4.0')
     cache = Cache(str(tmp_path / 'controller-cache'), [KERNEL_2, INITRAMFS_2])
     with pytest.raises(StageError) as raised:
-        _delivery.ControllerDelivery(node.run, put, dest).stage(release, REPOSITORY, cache.fetch)
+        _delivery.ControllerDelivery(node.run, put, dest).stage(release, REPOSITORY, cache.fetch_all)
     assert str(raised.value) == 'copying the release to the node failed: [Errno 28] No space left on device'
     assert len(copied) == 1 and os.path.basename(copied[0]) == 'vmlinuz'
     assert not os.path.exists(os.path.dirname(copied[0]))
@@ -484,16 +487,17 @@ def test_a_failing_fetch_removes_the_staging_directory(node, dest, tmp_path):
     mismatch = DigestMismatchError('blob has wrong content')
     cache = Cache(str(tmp_path / 'controller-cache'), [KERNEL_2, INITRAMFS_2])
 
-    def fetch(layer):
-        if layer['digest'] == sha256_digest(INITRAMFS_2):
-            raise mismatch
-        return cache.fetch(layer)
+    def fetch_all(layers):
+        cache.fetch(layers[0])
+        raise mismatch  # the initramfs
 
     node.puts = []
     with pytest.raises(DigestMismatchError) as raised:
-        node.delivery(dest).stage(make_release(KERNEL_2, INITRAMFS_2, 'v0.4.0'), REPOSITORY, fetch)
+        node.delivery(dest).stage(make_release(KERNEL_2, INITRAMFS_2, 'v0.4.0'), REPOSITORY, fetch_all)
     assert raised.value is mismatch
-    assert [os.path.basename(path) for path in node.puts] == ['vmlinuz']
+    # Every layer is fetched before the first is copied: nothing reached the node.
+    assert node.puts == []
+    assert os.listdir(store_of(dest)) == [release_dir_of(first)]
     assert_holds(dest, first, first_record, KERNEL_1, INITRAMFS_1)
 
 

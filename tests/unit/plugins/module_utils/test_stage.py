@@ -18,6 +18,7 @@ import re
 import shutil
 import signal
 import stat
+import threading
 import time
 from types import SimpleNamespace
 
@@ -34,6 +35,7 @@ from ansible_collections.kubesolo.fleet.tests.unit.plugins.module_utils.fakes im
     KERNEL,
     FakeBlobClient,
     FakeManifestClient,
+    RendezvousBlobClient,
     descriptor,
     fetched,
     image_manifest,
@@ -46,6 +48,7 @@ KERNEL_1 = b'kernel v0.3.0\n' * 300
 INITRAMFS_1 = b'initramfs v0.3.0\n' * 500
 KERNEL_2 = b'kernel v0.4.0\n' * 310
 INITRAMFS_2 = b'initramfs v0.4.0\n' * 520
+SECOND_BLOBS = {'vmlinuz': KERNEL_2, 'kubesolo-os.gz': INITRAMFS_2}
 STORE_NAME = '.staged.kubesolo-fleet'
 LOCK = '.lock'
 
@@ -76,6 +79,23 @@ def partial_files(dest, release):
     """{name: bytes} of the files in the partial download directory of ``release``."""
     partial = os.path.join(store_of(dest), partial_of(release))
     return dict((name, read(os.path.join(partial, name))) for name in sorted(os.listdir(partial)))
+
+
+def assert_resumable(dest, release, blobs, expected):
+    """The partial download of ``release`` holds ``expected`` ({name: bytes}) for the failed layer;
+    every other layer of ``blobs`` ({name: bytes}) is complete, a prefix in ``<name>.part``, or absent.
+
+    Layers download at the same time, so the failure of one cancels the others at a moment that
+    depends on scheduling: whatever they kept must be usable by the next run.
+    """
+    found = partial_files(dest, release)
+    failed = set(name.replace('.part', '') for name in expected)
+    assert dict((name, data) for name, data in found.items() if name.replace('.part', '') in failed) == expected
+    for name, data in blobs.items():
+        if name not in failed:
+            assert found.get(name, data) == data
+            assert data.startswith(found.get(name + '.part', b''))
+
 
 
 def stage_release(dest, kernel, initramfs, version, failures=None):
@@ -152,7 +172,7 @@ def test_first_stage_publishes_the_release_behind_a_symlink(dest):
     assert read(os.path.join(dest, 'vmlinuz')) == KERNEL_1
     assert read(os.path.join(dest, 'kubesolo-os.gz')) == INITRAMFS_1
     assert downloaded == len(KERNEL_1) + len(INITRAMFS_1)
-    assert client.downloaded == [sha256_digest(KERNEL_1), sha256_digest(INITRAMFS_1)]
+    assert sorted(client.downloaded) == sorted([sha256_digest(KERNEL_1), sha256_digest(INITRAMFS_1)])
     assert stat.S_IMODE(os.stat(release_dir).st_mode) == 0o755
     for name in ('vmlinuz', 'kubesolo-os.gz', 'release.json'):
         assert stat.S_IMODE(os.stat(os.path.join(release_dir, name)).st_mode) == 0o644
@@ -235,9 +255,8 @@ def test_a_digest_mismatch_keeps_the_first_release_and_removes_the_part(dest, fa
         stage_release(dest, KERNEL_2, INITRAMFS_2, 'v0.4.0', failures={sha256_digest(failing): mismatch})
     assert raised.value is mismatch
     assert_holds_first_release(dest, first, record, partial=second_release())
-    # The wrong bytes are gone; a layer verified before them is kept for the next run.
-    expected = {'vmlinuz': KERNEL_2} if failing is INITRAMFS_2 else {}
-    assert partial_files(dest, second_release()) == expected
+    # The wrong bytes are gone; the other layer is kept for the next run if it was complete.
+    assert_resumable(dest, second_release(), SECOND_BLOBS, {})
 
 
 def test_a_network_failure_keeps_the_first_release_and_the_partial_download(dest):
@@ -247,10 +266,8 @@ def test_a_network_failure_keeps_the_first_release_and_the_partial_download(dest
         stage_release(dest, KERNEL_2, INITRAMFS_2, 'v0.4.0', failures={sha256_digest(INITRAMFS_2): broken})
     assert raised.value is broken
     assert_holds_first_release(dest, first, record, partial=second_release())
-    assert partial_files(dest, second_release()) == {
-        'kubesolo-os.gz.part': INITRAMFS_2[:len(INITRAMFS_2) // 2],
-        'vmlinuz': KERNEL_2,
-    }
+    assert_resumable(dest, second_release(), SECOND_BLOBS,
+                     {'kubesolo-os.gz.part': INITRAMFS_2[:len(INITRAMFS_2) // 2]})
 
 
 def test_running_out_of_space_keeps_the_first_release(dest):
@@ -263,10 +280,8 @@ def test_running_out_of_space_keeps_the_first_release(dest):
     assert raised.value.code == 'stage_failed'
     # What was written is kept for the next run to resume (not at a final path).
     assert_holds_first_release(dest, first, record, partial=second_release())
-    assert partial_files(dest, second_release()) == {
-        'kubesolo-os.gz.part': INITRAMFS_2[:len(INITRAMFS_2) // 2],
-        'vmlinuz': KERNEL_2,
-    }
+    assert_resumable(dest, second_release(), SECOND_BLOBS,
+                     {'kubesolo-os.gz.part': INITRAMFS_2[:len(INITRAMFS_2) // 2]})
 
 
 def test_other_write_errors_name_the_cause(dest):
@@ -276,7 +291,7 @@ def test_other_write_errors_name_the_cause(dest):
         stage_release(dest, KERNEL_2, INITRAMFS_2, 'v0.4.0', failures={sha256_digest(KERNEL_2): broken})
     assert str(raised.value) == 'staging at %s failed: Input/output error' % dest
     assert_holds_first_release(dest, first, record, partial=second_release())
-    assert partial_files(dest, second_release()) == {'vmlinuz.part': KERNEL_2[:len(KERNEL_2) // 2]}
+    assert_resumable(dest, second_release(), SECOND_BLOBS, {'vmlinuz.part': KERNEL_2[:len(KERNEL_2) // 2]})
 
 
 def test_an_unwritable_parent_is_a_stage_error(tmp_path):
@@ -298,7 +313,7 @@ def test_a_failed_first_stage_publishes_nothing(dest):
     assert _stage.current_release(dest) is None
     # No release directory: only the lock and the download kept for the next run.
     assert sorted(os.listdir(store_of(dest))) == [LOCK, partial_of(release)]
-    assert partial_files(dest, release) == {'vmlinuz': KERNEL_1}
+    assert_resumable(dest, release, {'vmlinuz': KERNEL_1, 'kubesolo-os.gz': INITRAMFS_1}, {})
     assert leftovers(store_of(dest)) == []
 
 
@@ -357,25 +372,94 @@ def test_stage_refuses_a_release_without_initramfs_before_writing(dest):
     assert not os.path.lexists(store_of(dest))
 
 
+# -- Layers in parallel ----------------------------------------------------
+
+
+def test_the_layers_download_at_the_same_time(dest):
+    client = RendezvousBlobClient([KERNEL_1, INITRAMFS_1])
+    record, downloaded = _stage.stage(client, make_release(KERNEL_1, INITRAMFS_1), dest)
+    assert downloaded == len(KERNEL_1) + len(INITRAMFS_1)
+    assert read(os.path.join(dest, 'vmlinuz')) == KERNEL_1
+    assert read(os.path.join(dest, 'kubesolo-os.gz')) == INITRAMFS_1
+    assert _stage.current_release(dest, rehash=True) == record
+
+
+LARGE_INITRAMFS = b'large initramfs\n' * (512 * 1024)  # 8 MiB
+
+
+def test_a_failing_layer_cancels_the_other_which_keeps_what_it_wrote(dest):
+    """The kernel fails while the initramfs trickles in: the initramfs stops at its next write
+    (long before its end), its part is kept for the next run, and the kernel's error is raised."""
+    broken = RegistryConnectionError('download of blob broke off')
+    trickling = threading.Event()
+
+    class Client(FakeBlobClient):
+        def download_blob(self, digest, size, fileobj):
+            if digest == sha256_digest(KERNEL_1):
+                assert trickling.wait(10)
+                raise broken
+            for offset in range(0, size, 4096):  # about 2 s for the whole blob
+                fileobj.write(self.blobs[digest][offset:offset + 4096])
+                trickling.set()
+                time.sleep(0.001)
+            return super().download_blob(digest, size, fileobj)
+
+    release = make_release(KERNEL_1, LARGE_INITRAMFS)
+    with pytest.raises(RegistryConnectionError) as raised:
+        _stage.stage(Client([KERNEL_1, LARGE_INITRAMFS]), release, dest)
+    assert raised.value is broken
+    kept = partial_files(dest, release)
+    assert kept['vmlinuz.part'] == b''
+    assert 0 < len(kept['kubesolo-os.gz.part']) < len(LARGE_INITRAMFS) // 2
+    assert LARGE_INITRAMFS.startswith(kept['kubesolo-os.gz.part'])
+    assert not os.path.lexists(dest)
+
+
+def test_when_layers_fail_on_their_own_the_first_layer_s_error_is_raised(dest):
+    """The initramfs fails first, the kernel after it: the kernel's error is the one raised."""
+    kernel_error = RegistryConnectionError('kernel: connection reset')
+    initramfs_error = DigestMismatchError('initramfs: wrong content')
+    initramfs_failed = threading.Event()
+
+    class Client(FakeBlobClient):
+        def download_blob(self, digest, size, fileobj):
+            if digest == sha256_digest(KERNEL_1):
+                assert initramfs_failed.wait(10)
+                raise kernel_error
+            initramfs_failed.set()
+            raise initramfs_error
+
+    with pytest.raises(RegistryConnectionError) as raised:
+        _stage.stage(Client([KERNEL_1, INITRAMFS_1]), make_release(KERNEL_1, INITRAMFS_1), dest)
+    assert raised.value is kernel_error
+
+
 # -- Resuming across runs --------------------------------------------------
 
 
-def fail_half_way(dest, release, kernel, initramfs, failing):
-    """A stage of ``release`` that breaks off half-way through the layer ``failing``."""
-    broken = RegistryConnectionError('download of blob broke off')
-    with pytest.raises(RegistryConnectionError):
-        _stage.stage(FakeBlobClient([kernel, initramfs], {sha256_digest(failing): broken}), release, dest)
+def leave_partial(dest, release, files):
+    """The store as a run of ``release`` left it when it died: ``files`` ({name: bytes}) in its partial directory."""
+    partial = os.path.join(store_of(dest), partial_of(release))
+    os.makedirs(partial, exist_ok=True)
+    for name, data in files.items():
+        with open(os.path.join(partial, name), 'wb') as handle:
+            handle.write(data)
+
+
+def offsets_of(client, data):
+    """The offsets ``client`` was asked to resume the blob ``data`` from, in order."""
+    return [offset for digest, offset in client.offsets if digest == sha256_digest(data)]
 
 
 def test_an_interrupted_layer_is_resumed_by_the_next_run(dest):
     first, first_record, _downloaded, _client = stage_first(dest)
     second = second_release()
-    fail_half_way(dest, second, KERNEL_2, INITRAMFS_2, KERNEL_2)
-    assert_holds_first_release(dest, first, first_record, partial=second)
     half = len(KERNEL_2) // 2
+    leave_partial(dest, second, {'vmlinuz.part': KERNEL_2[:half]})
+    assert_holds_first_release(dest, first, first_record, partial=second)
     client = FakeBlobClient([KERNEL_2, INITRAMFS_2])
     record, downloaded = _stage.stage(client, second, dest)
-    assert client.offsets == [(sha256_digest(KERNEL_2), half), (sha256_digest(INITRAMFS_2), 0)]
+    assert (offsets_of(client, KERNEL_2), offsets_of(client, INITRAMFS_2)) == ([half], [0])
     assert downloaded == len(KERNEL_2) - half + len(INITRAMFS_2)
     assert read(os.path.join(dest, 'vmlinuz')) == KERNEL_2
     assert read(os.path.join(dest, 'kubesolo-os.gz')) == INITRAMFS_2
@@ -389,9 +473,8 @@ def test_a_layer_completed_by_an_interrupted_run_is_not_downloaded_again(dest):
     # in partial-<digest>/, half of the initramfs beside it. The next run fetches only the rest.
     first, first_record, _downloaded, _client = stage_first(dest)
     second = second_release()
-    fail_half_way(dest, second, KERNEL_2, INITRAMFS_2, INITRAMFS_2)
     half = len(INITRAMFS_2) // 2
-    assert partial_files(dest, second) == {'kubesolo-os.gz.part': INITRAMFS_2[:half], 'vmlinuz': KERNEL_2}
+    leave_partial(dest, second, {'kubesolo-os.gz.part': INITRAMFS_2[:half], 'vmlinuz': KERNEL_2})
     assert_holds_first_release(dest, first, first_record, partial=second)
     client = FakeBlobClient([KERNEL_2, INITRAMFS_2])
     record, downloaded = _stage.stage(client, second, dest)
@@ -404,14 +487,10 @@ def test_a_layer_completed_by_an_interrupted_run_is_not_downloaded_again(dest):
 
 def test_a_resumed_part_with_wrong_bytes_is_fetched_again_from_the_start(dest):
     release = make_release(KERNEL_1, INITRAMFS_1)
-    partial = os.path.join(store_of(dest), partial_of(release))
-    os.makedirs(partial)
-    with open(os.path.join(partial, 'vmlinuz.part'), 'wb') as handle:
-        handle.write(b'X' * 100)
+    leave_partial(dest, release, {'vmlinuz.part': b'X' * 100})
     client = FakeBlobClient([KERNEL_1, INITRAMFS_1])
     record, downloaded = _stage.stage(client, release, dest)
-    assert client.offsets == [(sha256_digest(KERNEL_1), 100), (sha256_digest(KERNEL_1), 0),
-                              (sha256_digest(INITRAMFS_1), 0)]
+    assert (offsets_of(client, KERNEL_1), offsets_of(client, INITRAMFS_1)) == ([100, 0], [0])
     assert read(os.path.join(dest, 'vmlinuz')) == KERNEL_1
     assert _stage.current_release(dest, rehash=True) == record
     assert downloaded == len(KERNEL_1) + len(INITRAMFS_1)
@@ -420,17 +499,14 @@ def test_a_resumed_part_with_wrong_bytes_is_fetched_again_from_the_start(dest):
 
 def test_a_resumed_part_is_fetched_again_only_once(dest):
     release = make_release(KERNEL_1, INITRAMFS_1)
-    partial = os.path.join(store_of(dest), partial_of(release))
-    os.makedirs(partial)
-    with open(os.path.join(partial, 'vmlinuz.part'), 'wb') as handle:
-        handle.write(b'X' * 100)
+    leave_partial(dest, release, {'vmlinuz.part': b'X' * 100})
     mismatch = DigestMismatchError('blob has wrong content')
     client = FakeBlobClient([KERNEL_1, INITRAMFS_1], failures={sha256_digest(KERNEL_1): mismatch})
     with pytest.raises(DigestMismatchError) as raised:
         _stage.stage(client, release, dest)
     assert raised.value is mismatch
-    assert client.offsets == [(sha256_digest(KERNEL_1), 100), (sha256_digest(KERNEL_1), 0)]
-    assert os.listdir(partial) == []
+    assert offsets_of(client, KERNEL_1) == [100, 0]
+    assert_resumable(dest, release, {'vmlinuz': KERNEL_1, 'kubesolo-os.gz': INITRAMFS_1}, {})
     assert not os.path.lexists(dest)
 
 
@@ -478,7 +554,7 @@ def test_an_unpublished_release_with_damaged_bytes_is_downloaded_again(dest, tmp
         handle.write(b'K')  # same size, other bytes: only a rehash finds it
     client = FakeBlobClient([KERNEL_2, INITRAMFS_2])
     record, downloaded = _stage.stage(client, second, dest)
-    assert client.downloaded == [sha256_digest(KERNEL_2), sha256_digest(INITRAMFS_2)]
+    assert sorted(client.downloaded) == sorted([sha256_digest(KERNEL_2), sha256_digest(INITRAMFS_2)])
     assert downloaded == len(KERNEL_2) + len(INITRAMFS_2)
     assert read(os.path.join(dest, 'vmlinuz')) == KERNEL_2
     assert _stage.current_release(dest, rehash=True) == record
@@ -613,7 +689,7 @@ def test_the_space_check_asks_for_a_ten_percent_margin(dest, monkeypatch):
 def test_the_space_check_counts_only_what_is_left_to_download(dest, monkeypatch):
     stage_first(dest)
     second = second_release()
-    fail_half_way(dest, second, KERNEL_2, INITRAMFS_2, KERNEL_2)
+    leave_partial(dest, second, {'vmlinuz.part': KERNEL_2[:len(KERNEL_2) // 2]})
     rest = SECOND_SIZE - len(KERNEL_2) // 2
     report_free_space(monkeypatch, int(rest * 1.1))
     _record, downloaded = _stage.stage(FakeBlobClient([KERNEL_2, INITRAMFS_2]), second, dest)
