@@ -56,7 +56,7 @@ class ActionModule(ActionBase):
     def _stage_from_controller(self, params, dest, node, client):
         release = resolve_from_params(client, params, params['architecture'] or node.architecture())
         release.staged_layers()
-        current = node.current_release()
+        current = node.current_release(rehash=params['verify_existing'])
         changed = not current or current.get('manifest_digest') != release.manifest_digest
         downloaded = transferred = 0
         if changed and not self._task.check_mode:

@@ -73,37 +73,43 @@ class ControllerDelivery:
     def architecture(self):
         return self.run('uname -m', 'reading the architecture').strip()
 
-    def current_release(self):
-        """The record of the release dest holds on the node (files checked with sha256sum), or None."""
+    def current_release(self, rehash=False):
+        """The record of the release dest holds on the node, or None.
+
+        Its files must have their recorded sizes (``wc -c``), or with ``rehash``
+        their recorded sha256 (``sha256sum``, a full read of the release).
+        """
         names = ' '.join(name for _media_type, name in STAGED_FILES)
+        key, measure = ('sha256', 'sha256sum < "$d/$f" | cut -d" " -f1') if rehash else ('size', 'wc -c < "$d/$f"')
         script = '''d=%(dest)s
 if [ -L "$d" ]; then
   printf 'link=%%s\\n' "$(readlink "$d")"
   if [ -f "$d/%(record)s" ]; then printf 'record='; head -c %(max)d "$d/%(record)s" | base64 | tr -d '\\n'; echo; fi
   for f in %(names)s; do
-    if [ -f "$d/$f" ]; then printf 'sha256=%%s %%s\\n' "$f" "$(sha256sum < "$d/$f" | cut -d' ' -f1)"; fi
+    if [ -f "$d/$f" ]; then printf '%(key)s=%%s %%s\\n' "$f" "$(%(measure)s)"; fi
   done
 elif [ -d "$d" ]; then
   if [ -z "$(ls -A "$d")" ]; then echo state=empty; else echo state=foreign; fi
 elif [ -e "$d" ]; then echo state=foreign
 else echo state=absent
 fi
-''' % {'dest': _sh_quote(self.dest), 'record': RECORD_NAME, 'max': MAX_RECORD_BYTES, 'names': names}
-        state, link, record, hashes = None, None, None, {}
+''' % {'dest': _sh_quote(self.dest), 'record': RECORD_NAME, 'max': MAX_RECORD_BYTES, 'names': names,
+       'key': key, 'measure': measure}
+        state, link, record, measured = None, None, None, {}
         for line in self.run(script, 'inspecting %s' % self.dest).splitlines():
-            key, _sep, value = line.partition('=')
-            if key == 'state':
+            field, _sep, value = line.partition('=')
+            if field == 'state':
                 state = value
-            elif key == 'link':
+            elif field == 'link':
                 link = value
-            elif key == 'record':
+            elif field == 'record':
                 try:
                     record = parse_record(base64.b64decode(value))
                 except ValueError:
                     record = None
-            elif key == 'sha256':
-                name, _sep, digest = value.partition(' ')
-                hashes[name] = digest
+            elif field == key:
+                name, _sep, found = value.partition(' ')
+                measured[name] = found.strip()
         if state == 'foreign':
             raise_foreign(self.dest)
         if link is None:
@@ -112,8 +118,8 @@ fi
         if not record:
             return None
         files = record['files']
-        if set(files) != set(hashes) or any(
-                not isinstance(entry, dict) or entry.get('sha256') != hashes[name]
+        if set(files) != set(measured) or any(
+                not isinstance(entry, dict) or str(entry.get(key)) != measured[name]
                 for name, entry in files.items()):
             return None
         return record

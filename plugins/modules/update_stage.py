@@ -41,9 +41,10 @@ options:
     required: true
   verify_existing:
     description:
-      - With O(delivery=host), re-hash an already staged release against its record instead of
-        comparing sizes, to find files that were changed in place. Costs a full read of the staged
-        files. Controller delivery always checks the staged files with C(sha256sum) on the node.
+      - Re-hash an already staged release against its record instead of comparing sizes, to find
+        files that were changed in place. Costs a full read of the staged files (with
+        O(delivery=controller), C(sha256sum) on the node). A new release is always checked with
+        C(sha256sum) on the node after it was copied there, whatever this option says.
     type: bool
     default: false
   delivery:

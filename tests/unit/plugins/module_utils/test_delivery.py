@@ -42,7 +42,7 @@ BUSYBOX = '/bin/busybox'
 # What the scripts of _delivery.py call besides sh builtins.
 APPLETS = ('sha256sum', 'mktemp', 'mv', 'readlink', 'base64', 'df', 'awk', 'head', 'cut', 'tr', 'ls',
            'rm', 'ln', 'chmod', 'sync', 'dirname', 'uname', 'mkdir', 'rmdir', 'printf', 'echo', '[', 'test',
-           'true', 'cat')
+           'true', 'cat', 'wc')
 
 
 def sha256_hex(data):
@@ -260,6 +260,13 @@ def test_restaging_a_damaged_release_repairs_it(node, dest, tmp_path):
     assert node.delivery(dest).current_release() == record
 
 
+def test_a_rerun_compares_sizes_and_reads_no_staged_byte(node, dest, tmp_path):
+    _release, record, _transferred, _cache = stage_first(node, dest, tmp_path)
+    node.scripts.clear()
+    assert node.delivery(dest).current_release() == record
+    assert 'sha256sum' not in node.scripts[-1] and 'wc -c' in node.scripts[-1]
+
+
 def test_a_dest_with_spaces_and_quotes_is_quoted(node, tmp_path):
     dest = str(tmp_path / "it's a dir" / 'sta ged $HOME')
     os.makedirs(os.path.dirname(dest))
@@ -364,13 +371,19 @@ def test_stage_never_removes_anything_outside_its_store(node, dest, tmp_path):
 # -- Integrity of a managed dest -------------------------------------------
 
 
-def test_a_same_size_change_on_the_node_means_nothing_is_staged(node, dest, tmp_path):
+def test_a_same_size_change_on_the_node_is_only_found_by_rehashing(node, dest, tmp_path):
     _release, record, _transferred, _cache = stage_first(node, dest, tmp_path)
     path = os.path.join(dest, 'kubesolo-os.gz')
     with open(path, 'wb') as handle:
         handle.write(b'I' + INITRAMFS_1[1:])
     assert os.path.getsize(path) == len(INITRAMFS_1)
-    assert _stage.current_release(dest) == record  # sizes alone do not show it
+    assert node.delivery(dest).current_release() == record  # sizes alone do not show it
+    assert node.delivery(dest).current_release(rehash=True) is None
+
+
+def test_a_changed_size_on_the_node_means_nothing_is_staged(node, dest, tmp_path):
+    stage_first(node, dest, tmp_path)
+    os.truncate(os.path.join(dest, 'vmlinuz'), len(KERNEL_1) - 1)
     assert node.delivery(dest).current_release() is None
 
 
