@@ -9,22 +9,6 @@ from __future__ import annotations
 
 from ansible.plugins.action import ActionBase
 
-from ansible_collections.kubesolo.fleet.plugins.module_utils._cache import BlobCache, default_cache_root
-from ansible_collections.kubesolo.fleet.plugins.module_utils._delivery import ControllerDelivery
-from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import FleetError
-from ansible_collections.kubesolo.fleet.plugins.module_utils._module import (
-    REGISTRY_MUTUALLY_EXCLUSIVE,
-    mirrored_client_from_params,
-    resolve_from_params,
-    stage_argument_spec,
-    stage_dest,
-    stage_result,
-)
-from ansible_collections.kubesolo.fleet.plugins.module_utils._registry import (
-    HAS_REQUESTS,
-    REQUESTS_IMPORT_ERROR,
-)
-
 
 class ActionModule(ActionBase):
 
@@ -36,6 +20,25 @@ class ActionModule(ActionBase):
             result.update(self._execute_module(module_name='kubesolo.fleet.update_stage',
                                                module_args=self._task.args, task_vars=task_vars))
             return result
+        return self._run_controller_delivery(result)
+
+    def _run_controller_delivery(self, result):
+        # Imported here: host delivery, on every host of a fleet, needs none of it on the
+        # controller (requests alone costs a tenth of a second per task).
+        # pylint: disable=import-outside-toplevel
+        from ansible_collections.kubesolo.fleet.plugins.module_utils._delivery import ControllerDelivery
+        from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import FleetError
+        from ansible_collections.kubesolo.fleet.plugins.module_utils._module import (
+            REGISTRY_MUTUALLY_EXCLUSIVE,
+            mirrored_client_from_params,
+            stage_argument_spec,
+            stage_dest,
+        )
+        from ansible_collections.kubesolo.fleet.plugins.module_utils._registry import (
+            HAS_REQUESTS,
+            REQUESTS_IMPORT_ERROR,
+        )
+
         params = self.validate_argument_spec(argument_spec=stage_argument_spec(),
                                              mutually_exclusive=REGISTRY_MUTUALLY_EXCLUSIVE)[1]
         if not HAS_REQUESTS:
@@ -54,6 +57,10 @@ class ActionModule(ActionBase):
         return result
 
     def _stage_from_controller(self, params, dest, node, client):
+        # pylint: disable=import-outside-toplevel
+        from ansible_collections.kubesolo.fleet.plugins.module_utils._cache import BlobCache, default_cache_root
+        from ansible_collections.kubesolo.fleet.plugins.module_utils._module import resolve_from_params, stage_result
+
         release = resolve_from_params(client, params, params['architecture'] or node.architecture())
         release.staged_layers()
         current = node.current_release(rehash=params['verify_existing'])

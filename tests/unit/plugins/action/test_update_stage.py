@@ -14,12 +14,14 @@ import hashlib
 import os
 import shutil
 import subprocess
+import sys
 from unittest.mock import MagicMock
 
 import pytest
 from ansible.playbook.play_context import PlayContext
 
 from ansible_collections.kubesolo.fleet.plugins.action import update_stage
+from ansible_collections.kubesolo.fleet.plugins.module_utils import _module
 from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import (
     ArchitectureNotShippedError,
     NotFoundError,
@@ -74,8 +76,8 @@ class Harness:
 def patch_registry(monkeypatch, serve):
     """Stand in for the registry: ``serve(params, architecture)`` returns (client, release) or raises."""
     client = getattr(serve, 'client', None) or FakeBlobClient([])
-    monkeypatch.setattr(update_stage, 'mirrored_client_from_params', lambda _params: client)
-    monkeypatch.setattr(update_stage, 'resolve_from_params',
+    monkeypatch.setattr(_module, 'mirrored_client_from_params', lambda _params: client)
+    monkeypatch.setattr(_module, 'resolve_from_params',
                         lambda _client, params, architecture: serve(params, architecture)[1])
 
 
@@ -257,3 +259,16 @@ def test_a_failed_download_reports_the_transfer_too(controller_args, monkeypatch
     assert result['msg'] == str(broken)
     assert not os.path.lexists(controller_args['dest'])
     assert result['transfer'] == registry.client.transfer_summary()
+
+
+def test_host_delivery_loads_nothing_of_controller_delivery_on_the_controller():
+    # The action plugin is loaded for every host of a fleet; with host delivery it only hands
+    # over to the module, so requests and the registry client must not be imported for it.
+    root = os.path.dirname(update_stage.__file__).rsplit(os.sep + 'ansible_collections' + os.sep, 1)[0]
+    code = ('import sys\n'
+            'from ansible_collections.kubesolo.fleet.plugins.action import update_stage\n'
+            'print(sorted(m for m in sys.modules if m.split(".")[0] in ("requests", "urllib3")\n'
+            '             or m.startswith("ansible_collections.kubesolo.fleet.plugins.module_utils")))\n')
+    done = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True,
+                          env=dict(os.environ, PYTHONPATH=root))
+    assert done.stdout.strip() == '[]', done.stdout
