@@ -15,7 +15,8 @@ unaligned ends of a file, the same buffers go through the page cache.
 
 It behaves like a file opened with ``'a+b'``, as much as the registry client
 uses: ``write`` appends; ``seek``, ``tell``, ``read`` and ``truncate`` see
-every byte written so far. ``sync`` writes everything out and fsyncs.
+every byte written so far. ``reserve`` and ``commit`` let a reader receive
+straight into the buffers instead. ``sync`` writes everything out and fsyncs.
 """
 
 from __future__ import annotations
@@ -102,25 +103,36 @@ class BlobFile:
 
     # -- the file interface of the registry client ---------------------------------
 
-    def write(self, data):
+    def reserve(self, size):
+        """A writable view of up to ``size`` bytes at the end of the file, for ``commit``.
+
+        A reader can receive straight into it, which saves copying every byte.
+        """
         if self._cancel is not None and self._cancel.is_set():
             raise TransferCancelled('download of %s cancelled' % self.path)
         self._raise_writer_error()
+        if self._buffer is None:
+            self._buffer = self._take_buffer()
+            # A buffer ends on an aligned offset, so the next one starts on one.
+            self._capacity = BUFFER_BYTES - self._end % ALIGNMENT
+        return memoryview(self._buffer)[self._fill:min(self._capacity, self._fill + size)]
+
+    def commit(self, length):
+        """Add the first ``length`` bytes of the view ``reserve`` returned to the file."""
+        self._fill += length
+        self._pos = self._end + self._fill
+        self.appended += length
+        if self._fill == self._capacity:
+            self._hand_over()
+
+    def write(self, data):
         view = memoryview(data).cast('B')
         done = 0
         while done < len(view):
-            if self._buffer is None:
-                self._buffer = self._take_buffer()
-                # A buffer ends on an aligned offset, so the next one starts on one.
-                self._capacity = BUFFER_BYTES - self._end % ALIGNMENT
-            step = min(self._capacity - self._fill, len(view) - done)
-            self._buffer[self._fill:self._fill + step] = view[done:done + step]
-            self._fill += step
-            done += step
-            if self._fill == self._capacity:
-                self._hand_over()
-        self._pos = self._end + self._fill
-        self.appended += done
+            target = self.reserve(len(view) - done)
+            target[:] = view[done:done + len(target)]
+            self.commit(len(target))
+            done += len(target)
         return done
 
     def seek(self, offset, whence=os.SEEK_SET):
@@ -177,8 +189,7 @@ class BlobFile:
                 if fd is not None:
                     os.close(fd)
             self._fd = self._direct_fd = None
-            for buffer in self._buffers:
-                buffer.close()
+            # Unmapped once nothing refers to them: views from reserve() may live on in a traceback.
             self._buffers = []
 
     def __enter__(self):

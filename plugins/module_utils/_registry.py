@@ -501,12 +501,18 @@ def _stream_into(raw, fileobj, hashers, received, size, digest, client):
     Counts what arrives in ``client.fetched_bytes``; ``client.timeout`` bounds a stall.
     """
     timeout = client.timeout
+    framed = _framed_response(raw, size - received) if hasattr(fileobj, 'reserve') else None
     # read1 returns what has arrived, so a stall is noticed; urllib3 1.26 lacks it.
     read = getattr(raw, 'read1', None) or raw.read
     window_start, window_bytes = time.monotonic(), 0
     while received < size:
+        wanted = min(BLOB_CHUNK_BYTES, size - received)
+        view = fileobj.reserve(wanted) if framed is not None else None
         try:
-            chunk = read(min(BLOB_CHUNK_BYTES, size - received))
+            if view is not None:
+                chunk = view[:_receive_into(framed, view)]
+            else:
+                chunk = read(wanted)
         except (urllib3.exceptions.HTTPError, requests.exceptions.RequestException, OSError) as exc:
             raise _TransferBroken('download of blob %s broke off after %d of %d bytes: %s'
                                   % (digest, received, size, _reason(exc)), received)
@@ -514,9 +520,12 @@ def _stream_into(raw, fileobj, hashers, received, size, digest, client):
             raise SizeMismatchError('blob %s ended after %d bytes, the manifest declares %d'
                                     % (digest, received, size))
         client.count_bytes(fetched=len(chunk))
-        fileobj.write(chunk)
         for hasher in hashers.values():
             hasher.update(chunk)
+        if view is not None:
+            fileobj.commit(len(chunk))
+        else:
+            fileobj.write(chunk)
         received += len(chunk)
         window_bytes += len(chunk)
         if window_bytes >= STALL_BYTES:
@@ -524,6 +533,8 @@ def _stream_into(raw, fileobj, hashers, received, size, digest, client):
         elif time.monotonic() - window_start > timeout:
             raise _TransferBroken('download of blob %s stalled at %d of %d bytes (less than %d bytes in %ss)'
                                   % (digest, received, size, STALL_BYTES, timeout), received)
+    if framed is not None:
+        return received  # its Content-Length ended the body
     try:
         extra = read(1)
     except (urllib3.exceptions.HTTPError, requests.exceptions.RequestException, OSError):
@@ -531,6 +542,36 @@ def _stream_into(raw, fileobj, hashers, received, size, digest, client):
     if extra:
         raise SizeMismatchError('blob %s is longer than the %d bytes the manifest declares' % (digest, size))
     return received
+
+
+def _framed_response(raw, remaining):
+    """The http.client response under urllib3's ``raw`` when its body can be received straight
+    into a buffer: exactly ``remaining`` bytes by Content-Length, not chunked. Else None.
+
+    urllib3 reads only through bytes objects, which costs a copy of every byte; its response
+    wraps the standard library's, whose buffered socket file can read into a buffer with one
+    receive a call (what a stall check needs).
+    """
+    response = getattr(raw, '_fp', None)
+    if getattr(response, 'chunked', True) or getattr(response, 'length', None) != remaining:
+        return None
+    if not hasattr(getattr(response, 'fp', None), 'readinto1'):
+        return None
+    return response
+
+
+def _receive_into(response, view):
+    """One receive into ``view``; keeps the response's count of what is left, as its own reads do.
+
+    The end of the stream before the announced length is a broken connection (resumable), as
+    urllib3 reports it, not a short blob.
+    """
+    count = response.fp.readinto1(view)
+    if not count and len(view):
+        raise ConnectionError('the connection closed %d bytes before the announced end of the body'
+                              % response.length)
+    response.length -= count
+    return count
 
 
 def read_capped(response, limit, what, error=RegistryResponseError):

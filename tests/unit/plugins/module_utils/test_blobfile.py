@@ -229,3 +229,35 @@ def test_it_reads_seeks_and_truncates_like_a_file_opened_for_appending(tmp_path)
         with open(path, 'rb') as handle:
             answers.append((steps, handle.read()))
     assert answers[0] == answers[1]
+
+
+def test_reserve_and_commit_receive_in_place_what_write_would_copy(tmp_path, pwrites):
+    """A reader fills the views reserve() gives (less than asked, at times), commit() takes them."""
+    data = random_bytes(3 * BUFFER_BYTES + 999, 12)
+    pieces = random.Random(12)
+    path = str(tmp_path / 'blob')
+    with BlobFile(path) as handle:
+        done = 0
+        while done < len(data):
+            view = handle.reserve(pieces.randint(1, MIB))
+            assert 0 < len(view) <= BUFFER_BYTES
+            filled = pieces.randint(1, min(len(view), len(data) - done))
+            view[:filled] = data[done:done + filled]
+            handle.commit(filled)
+            done += filled
+        handle.sync()
+        assert handle.appended == len(data)
+    with open(path, 'rb') as result:
+        assert result.read() == data
+    # Whole buffers still go out as whole, aligned writes.
+    assert [(length, offset) for _fd, length, offset in pwrites][:3] == [
+        (BUFFER_BYTES, 0), (BUFFER_BYTES, BUFFER_BYTES), (BUFFER_BYTES, 2 * BUFFER_BYTES)]
+
+
+def test_a_cancelled_download_stops_at_the_next_reserve(tmp_path):
+    cancel = threading.Event()
+    with BlobFile(str(tmp_path / 'blob'), cancel) as handle:
+        handle.reserve(10)
+        cancel.set()
+        with pytest.raises(TransferCancelled):
+            handle.reserve(10)
