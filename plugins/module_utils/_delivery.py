@@ -180,14 +180,21 @@ printf 'work=%%s\\n' "$(mktemp -d "$store/tmp-XXXXXX")"
         link_target = '%s/%s' % (os.path.basename(self.store), name)
         checks = '\n'.join('check %s %s' % (_sh_quote(entry['sha256']), _sh_quote(file_name))
                            for file_name, entry in sorted(files.items()))
+        names = ' '.join(_sh_quote(file_name) for file_name in sorted(files))
         script = '''work=%(work)s; store=%(store)s; dest=%(dest)s; final="$store/%(name)s"
 fail() { rm -rf "$work"; echo "%(marker)s$1" >&2; exit 3; }
+# All files are hashed at once, one core each; the sums wait in $work/.sha256-<name>.
+for f in %(names)s; do { sha256sum < "$work/$f" | cut -d' ' -f1 > "$work/.sha256-$f"; } & done
+wait
 check() {
-  got=$(sha256sum < "$work/$2" | cut -d' ' -f1) || fail "cannot hash $2"
+  got=$(cat "$work/.sha256-$2" 2>/dev/null); rm -f "$work/.sha256-$2"
+  [ -n "$got" ] || fail "cannot hash $2"
   [ "$got" = "$1" ] || fail "$2 arrived with sha256 $got, expected $1; the previous release is kept"
 }
 %(checks)s
 chmod 755 "$work" && chmod 644 "$work"/* || fail "cannot set modes in $work"
+# On disk before anything points at them: a power loss must not leave dest at unwritten files.
+sync
 prev=$(readlink "$dest" 2>/dev/null || true)
 if [ -e "$final" ]; then
   trash=$(mktemp -d "$store/trash-XXXXXX") && mv "$final" "$trash/old" && rm -rf "$trash" \\
@@ -210,6 +217,6 @@ case "$prev" in
   %(storebase)s/sha256-*|%(storebase)s/sha512-*) [ "$prev" = %(target)s ] || rm -rf "$(dirname "$dest")/$prev" ;;
 esac
 ''' % {'work': _sh_quote(work), 'store': _sh_quote(self.store), 'dest': _sh_quote(self.dest),
-            'name': name, 'checks': checks, 'target': _sh_quote(link_target),
+            'name': name, 'checks': checks, 'names': names, 'target': _sh_quote(link_target),
             'storebase': _sh_quote(os.path.basename(self.store)), 'marker': ERROR_MARKER}
         self.run(script, 'publishing the release at %s' % self.dest, error=StageError)

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import shutil
 import stat
 import subprocess
@@ -457,14 +458,50 @@ def test_not_enough_space_on_the_node_is_refused_before_fetching_or_copying(node
     assert_holds(dest, first, first_record, KERNEL_1, INITRAMFS_1)
 
 
+def node_with_tools(tmp_path, **scripts):
+    """A system-sh node with ``scripts`` ({command: sh script}) ahead of the real commands on PATH."""
+    fake_bin = tmp_path / 'fake-bin'
+    fake_bin.mkdir(exist_ok=True)
+    for command, body in scripts.items():
+        (fake_bin / command).write_text('#!/bin/sh\n' + body)
+        os.chmod(str(fake_bin / command), 0o755)
+    return Node(['/bin/sh', '-c'], env=dict(os.environ, PATH='%s:%s' % (fake_bin, os.environ.get('PATH', ''))))
+
+
+def test_the_node_hashes_the_layers_at_the_same_time(dest, tmp_path):
+    # Each sha256sum waits until both have started: hashed one after the other, the first one
+    # would give up after 10 s and the check would fail.
+    started = tmp_path / 'started'
+    started.mkdir()
+    node = node_with_tools(tmp_path, sha256sum=(
+        'touch %(started)s/$$\n'
+        'i=0\n'
+        'while [ "$(ls %(started)s | wc -l)" -lt 2 ]; do\n'
+        '  i=$((i + 1)); [ $i -le 1000 ] || exit 1; sleep 0.01\n'
+        'done\n'
+        'exec %(real)s "$@"\n') % {'started': started, 'real': shutil.which('sha256sum')})
+    release, record, _transferred, _cache = stage_first(node, dest, tmp_path)
+    assert_holds(dest, release, record, KERNEL_1, INITRAMFS_1)
+    assert len(os.listdir(str(started))) == 2
+
+
+def test_the_layers_reach_the_disk_before_dest_points_at_them(dest, tmp_path):
+    log = tmp_path / 'sync.log'
+    node = node_with_tools(tmp_path, sync='readlink %s >> %s || echo none >> %s\nexec %s "$@"\n' % (
+        shlex.quote(dest), log, log, shutil.which('sync')))
+    first = stage_first(node, dest, tmp_path)[0]
+    log.write_text('')
+    second, record, _transferred, _cache = stage(node, dest, tmp_path, KERNEL_2, INITRAMFS_2, 'v0.4.0')
+    assert_holds(dest, second, record, KERNEL_2, INITRAMFS_2)
+    # The first sync ran while dest still held the first release; the second after the swap.
+    assert log.read_text().split() == [os.path.join(STORE_NAME, release_dir_of(first)),
+                                       os.path.join(STORE_NAME, release_dir_of(second))]
+
+
 def test_a_node_whose_df_fails_is_not_staged_without_a_space_check(dest, tmp_path):
     # busybox df fails without /proc/mounts, for one; the free space must then count as unknown,
     # not as enough.
-    fake_bin = tmp_path / 'fake-bin'
-    fake_bin.mkdir()
-    (fake_bin / 'df').write_text('#!/bin/sh\necho "df: /proc/mounts: No such file or directory" >&2\nexit 1\n')
-    os.chmod(str(fake_bin / 'df'), 0o755)
-    node = Node(['/bin/sh', '-c'], env=dict(os.environ, PATH='%s:%s' % (fake_bin, os.environ.get('PATH', ''))))
+    node = node_with_tools(tmp_path, df='echo "df: /proc/mounts: No such file or directory" >&2\nexit 1\n')
     assert node.run('df -Pk /')[0] == 1
     cache = Cache(str(tmp_path / 'controller-cache'), [KERNEL_1, INITRAMFS_1])
     with pytest.raises(FleetError):
