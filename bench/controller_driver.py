@@ -7,13 +7,14 @@ check, copy, ``sha256sum`` check and atomic publish by ``/bin/sh``), with this m
 the local connection's ``put_file`` is a ``shutil.copyfile`` and its shell is ``/bin/sh -c``.  Left
 out: Ansible's argument handling, the node's current-release check and cache pruning.
 
-Usage (the benchmark's child process, so that ``os.wait4`` gives its own peak RSS)::
+Usage (a child process of the benchmark)::
 
     python controller_driver.py '<json>'
 
 The JSON holds the module's options (``repository``, ``dest``, ``controller_cache``, ``tag``...)
 plus ``collections_root``, as for stage_driver.  Prints one JSON line: ``{"bytes_transferred",
-"manifest_digest"}``, or ``{"failed": true, "error_code", "msg"}`` (exit status 1).
+"manifest_digest", "peak_rss_kib"}`` (as stage_driver measures it), or ``{"failed": true,
+"error_code", "msg"}`` (exit status 1).
 """
 
 from __future__ import annotations
@@ -22,6 +23,10 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.support.stage_driver import peak_rss_kib  # noqa: E402  pylint: disable=wrong-import-position
 
 
 def _sh(script: str) -> tuple[int, str, str]:
@@ -48,7 +53,8 @@ def main() -> int:
     except FleetError as exc:
         print(json.dumps({"failed": True, "error_code": exc.code, "msg": str(exc)}), flush=True)
         return 1
-    print(json.dumps({"bytes_transferred": transferred, "manifest_digest": record["manifest_digest"]}), flush=True)
+    print(json.dumps({"bytes_transferred": transferred, "manifest_digest": record["manifest_digest"],
+                      "peak_rss_kib": peak_rss_kib()}), flush=True)
     return 0
 
 

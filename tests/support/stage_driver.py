@@ -20,8 +20,9 @@ and optionally ``rename_pause``: seconds to sleep before and after every ``os.re
 (``.part`` -> file, partial dir -> release dir, the symlink swap) so that a randomly timed kill
 lands in them often.  The pause changes timing only, never what is done.
 
-Prints one JSON line: ``{"changed", "bytes_downloaded", "manifest_digest", "transfer"}`` on success,
-``{"failed": true, "error_code", "msg", "transfer"}`` on a FleetError (exit status 1).
+Prints one JSON line: ``{"changed", "bytes_downloaded", "manifest_digest", "transfer", "peak_rss_kib"}``
+on success, ``{"failed": true, "error_code", "msg", "transfer"}`` on a FleetError (exit status 1).
+``peak_rss_kib`` is this process's memory high-water mark (``VmHWM``), for the benchmark.
 """
 
 from __future__ import annotations
@@ -44,6 +45,15 @@ def _slow_renames(pause: float) -> None:
         return call
 
     os.rename, os.replace = slow(rename), slow(replace)
+
+
+def peak_rss_kib() -> int:
+    """The high-water mark of this process's resident memory since it started (Linux ``VmHWM``).
+
+    Not ``ru_maxrss``: Linux carries that over from the forking parent across ``exec``.
+    """
+    with open("/proc/self/status", encoding="ascii") as status:
+        return int(next(line for line in status if line.startswith("VmHWM:")).split()[1])
 
 
 def main() -> int:
@@ -74,8 +84,8 @@ def main() -> int:
         print(json.dumps({"failed": True, "error_code": exc.code, "msg": str(exc),
                           "transfer": transfer() if transfer else None}), flush=True)
         return 1
-    print(json.dumps({"changed": changed, "bytes_downloaded": downloaded,
-                      "manifest_digest": release.manifest_digest, "transfer": transfer()}), flush=True)
+    print(json.dumps({"changed": changed, "bytes_downloaded": downloaded, "manifest_digest": release.manifest_digest,
+                      "transfer": transfer(), "peak_rss_kib": peak_rss_kib()}), flush=True)
     return 0
 
 
