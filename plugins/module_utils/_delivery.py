@@ -94,7 +94,7 @@ elif [ -e "$d" ]; then echo state=foreign
 else echo state=absent
 fi
 ''' % {'dest': _sh_quote(self.dest), 'record': RECORD_NAME, 'max': MAX_RECORD_BYTES, 'names': names,
-       'key': key, 'measure': measure}
+            'key': key, 'measure': measure}
         state, link, record, measured = None, None, None, {}
         for line in self.run(script, 'inspecting %s' % self.dest).splitlines():
             field, _sep, value = line.partition('=')

@@ -97,7 +97,6 @@ def assert_resumable(dest, release, blobs, expected):
             assert data.startswith(found.get(name + '.part', b''))
 
 
-
 def stage_release(dest, kernel, initramfs, version, failures=None):
     """Stage a release of ``kernel`` and ``initramfs``; returns (release, record, bytes, client)."""
     release = make_release(kernel, initramfs, version)
