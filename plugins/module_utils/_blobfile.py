@@ -32,7 +32,7 @@ import threading
 # logical block size: 4 KiB suits 512-byte and 4 KiB sector disks alike.
 ALIGNMENT = 4096
 # Two buffers of 2 MiB per file: one fills while the other is written. More or
-# larger buffers measured no faster (bench/run), and memory stays small.
+# larger buffers measured no faster, and memory stays small.
 BUFFER_BYTES = 2 * 1024 * 1024
 BUFFERS = 2
 
@@ -41,7 +41,7 @@ _O_CLOEXEC = getattr(os, 'O_CLOEXEC', 0)
 
 
 class TransferCancelled(Exception):
-    """Raised by ``write`` once the download was cancelled (another layer failed)."""
+    """Raised by ``reserve`` and ``write`` once the download was cancelled (another layer failed)."""
 
 
 def download_in_parallel(download, calls):
@@ -75,14 +75,14 @@ def download_in_parallel(download, calls):
 class BlobFile:
     """A blob's file, written through aligned buffers by a writer thread.
 
-    ``cancel`` (a threading.Event) makes the next ``write`` raise
-    TransferCancelled; what was written before stays in the file.
+    ``cancel`` (a threading.Event) makes the next ``reserve`` or ``write``
+    raise TransferCancelled; what was written before stays in the file.
     """
 
-    def __init__(self, path, cancel=None, mode=0o644):
+    def __init__(self, path, cancel=None):
         self.path = path
         self._cancel = cancel
-        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | _O_CLOEXEC, mode)
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | _O_CLOEXEC, 0o644)
         self._direct_fd = _open_direct(path)
         self._end = os.fstat(self._fd).st_size  # where the next byte lands, written or buffered
         self._pos = 0

@@ -101,78 +101,72 @@ def no_copies(monkeypatch):
     monkeypatch.setattr(_blobfile.BlobFile, 'write', refuse)
 
 
-def test_a_framed_body_is_received_straight_into_the_buffers(tmp_path, no_copies):
-    raw = Urllib3Raw(served(with_length(BLOB), BLOB, chunk=256 * 1024))
-    path = str(tmp_path / 'blob')
-    with BlobFile(path) as handle:
-        sha256 = client_for(answer(raw, Content_Length=str(len(BLOB)))).download_blob(BLOB_DIGEST, len(BLOB), handle)
+def framed_answer(body=BLOB):
+    """A 200 answer with a Content-Length, and urllib3's view of it."""
+    raw = Urllib3Raw(served(with_length(body), body, chunk=256 * 1024))
+    return answer(raw, Content_Length=str(len(body))), raw
+
+
+def resumed_answer(start, body=BLOB):
+    """A 206 answer with the bytes of ``body`` from ``start`` on."""
+    rest = body[start:]
+    content_range = 'bytes %d-%d/%d' % (start, len(body) - 1, len(body))
+    head = b'HTTP/1.1 206 Partial Content\r\nContent-Length: %d\r\nContent-Range: %s\r\n\r\n' % (
+        len(rest), content_range.encode('ascii'))
+    return answer(Urllib3Raw(served(head, rest)), 206, Content_Length=str(len(rest)), Content_Range=content_range)
+
+
+def download(client, path):
+    """download_blob of BLOB into a BlobFile at ``path``; the bytes then in the file."""
+    with BlobFile(str(path)) as handle:
+        client.download_blob(BLOB_DIGEST, len(BLOB), handle)
         handle.sync()
-    assert sha256 == BLOB_DIGEST.split(':', 1)[1]
-    with open(path, 'rb') as result:
-        assert result.read() == BLOB
+    with open(str(path), 'rb') as result:
+        return result.read()
+
+
+def test_a_framed_body_is_received_straight_into_the_buffers(tmp_path, no_copies):
+    reply, raw = framed_answer()
+    assert download(client_for(reply), tmp_path / 'blob') == BLOB
     assert raw._fp.length == 0
 
 
 def test_a_resumed_part_continues_in_the_buffers(tmp_path, no_copies):
     half = len(BLOB) // 2 + 7
-    path = tmp_path / 'blob'
-    path.write_bytes(BLOB[:half])
-    rest = BLOB[half:]
-    head = (b'HTTP/1.1 206 Partial Content\r\nContent-Length: %d\r\nContent-Range: bytes %d-%d/%d\r\n\r\n'
-            % (len(rest), half, len(BLOB) - 1, len(BLOB)))
-    raw = Urllib3Raw(served(head, rest))
-    client = client_for(answer(raw, 206, Content_Length=str(len(rest)),
-                               Content_Range='bytes %d-%d/%d' % (half, len(BLOB) - 1, len(BLOB))))
-    with BlobFile(str(path)) as handle:
-        client.download_blob(BLOB_DIGEST, len(BLOB), handle)
-        handle.sync()
-    assert path.read_bytes() == BLOB
+    (tmp_path / 'blob').write_bytes(BLOB[:half])
+    client = client_for(resumed_answer(half))
+    assert download(client, tmp_path / 'blob') == BLOB
     assert client.transfer_summary()['resumed_bytes'] == half
 
 
 def test_a_trickle_is_still_found_stalled(tmp_path, no_copies):
     # One receive per read: 100 bytes every 0.1 s stay far below 64 KiB within the 0.5 s timeout.
     raw = Urllib3Raw(served(with_length(BLOB), BLOB, pause=0.1, chunk=100))
+    client = client_for(answer(raw, Content_Length=str(len(BLOB))), timeout=0.5)
     started = time.monotonic()
     with pytest.raises(RegistryConnectionError, match='stalled at'):
-        with BlobFile(str(tmp_path / 'blob')) as handle:
-            client_for(answer(raw, Content_Length=str(len(BLOB))), timeout=0.5).download_blob(BLOB_DIGEST, len(BLOB), handle)
+        download(client, tmp_path / 'blob')
     assert time.monotonic() - started < 3
 
 
 def test_a_framed_body_that_ends_early_broke_off_and_is_resumed(tmp_path, no_copies):
     # The registry promised every byte: an early end is a broken connection, tried again with
     # Range from what arrived, not a blob of the wrong size.
-    first = Urllib3Raw(served(with_length(BLOB), BLOB[:700000]))
-    rest = BLOB[700000:]
-    head = (b'HTTP/1.1 206 Partial Content\r\nContent-Length: %d\r\nContent-Range: bytes 700000-%d/%d\r\n\r\n'
-            % (len(rest), len(BLOB) - 1, len(BLOB)))
-    second = Urllib3Raw(served(head, rest))
-    client = client_for(answer(first, Content_Length=str(len(BLOB))))
+    cut = 700000
+    first = answer(Urllib3Raw(served(with_length(BLOB), BLOB[:cut])), Content_Length=str(len(BLOB)))
+    client = client_for(first)
+    client.session.responses.append(resumed_answer(cut))
     client.retry = RetryPolicy(retries=1, sleep=lambda _seconds: None)
-    client.session.responses.append(answer(second, 206, Content_Length=str(len(rest)),
-                                           Content_Range='bytes 700000-%d/%d' % (len(BLOB) - 1, len(BLOB))))
-    path = str(tmp_path / 'blob')
-    with BlobFile(path) as handle:
-        client.download_blob(BLOB_DIGEST, len(BLOB), handle)
-        handle.sync()
-    with open(path, 'rb') as result:
-        assert result.read() == BLOB
-    assert client.session.sent[1].headers['Range'] == 'bytes=700000-'
+    assert download(client, tmp_path / 'blob') == BLOB
+    assert client.session.sent[1].headers['Range'] == 'bytes=%d-' % cut
     assert client.transfer_summary()['retries'] == 1
     assert client.transfer_summary()['last_error'] == (
-        'download of blob %s broke off after 700000 of %d bytes: the connection closed %d bytes before the '
-        'announced end of the body' % (BLOB_DIGEST, len(BLOB), len(rest)))
+        'download of blob %s broke off after %d of %d bytes: the connection closed %d bytes before the '
+        'announced end of the body' % (BLOB_DIGEST, cut, len(BLOB), len(BLOB) - cut))
 
 
 def test_a_chunked_body_goes_through_urllib3(tmp_path):
     body = b''.join(b'%x\r\n%s\r\n' % (len(piece), piece)
                     for piece in (BLOB[i:i + 65536] for i in range(0, len(BLOB), 65536))) + b'0\r\n\r\n'
     raw = Urllib3Raw(served(b'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n', body), allow_reads=True)
-    client = client_for(answer(raw))
-    path = str(tmp_path / 'blob')
-    with BlobFile(path) as handle:
-        client.download_blob(BLOB_DIGEST, len(BLOB), handle)
-        handle.sync()
-    with open(path, 'rb') as result:
-        assert result.read() == BLOB
+    assert download(client_for(answer(raw)), tmp_path / 'blob') == BLOB
