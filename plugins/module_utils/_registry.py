@@ -157,7 +157,8 @@ class RegistryClient:
         self.retry = retry or RetryPolicy()
         self.resumed_bytes = 0
         self.fetched_bytes = 0
-        # Layers download in parallel threads, which all count into the two above.
+        # Layers download in parallel threads: they count into the two above
+        # under one lock and refresh a rejected token under the other.
         self._count_lock = threading.Lock()
         self._auth_lock = threading.Lock()
         self.scheme = 'http' if plain_http else 'https'
