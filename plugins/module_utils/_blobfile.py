@@ -164,9 +164,6 @@ class BlobFile:
         self._end = size
         return size
 
-    def fileno(self):
-        return self._fd
-
     # -- finishing -------------------------------------------------------------------
 
     def sync(self):
