@@ -1,11 +1,11 @@
 """Controller delivery of ``kubesolo.fleet.update_stage`` without Ansible, as a plain Python process.
 
-The counterpart of ``tests/support/stage_driver.py`` (host delivery) for the benchmark: it runs what
-the action plugin's controller path runs, in the same order (``mirrored_client_from_params``,
-``resolve_from_params``, ``BlobCache.fetch_all`` of the layers, ``ControllerDelivery.stage``: free-space
-check, copy, ``sha256sum`` check and atomic publish by ``/bin/sh``), with this machine as the node:
-the local connection's ``put_file`` is a ``shutil.copyfile`` and its shell is ``/bin/sh -c``.  Left
-out: Ansible's argument handling, the node's current-release check and cache pruning.
+The counterpart of ``tests/support/stage_driver.py`` (host delivery) for the benchmark: it calls the
+action plugin's own staging entry point, ``_staging.stage_release`` with a ``ControllerDelivery``
+(the node's current release, free-space check, ``BlobCache`` fill, copy, ``sha256sum`` check and
+atomic publish by ``/bin/sh``, cache pruning), with this machine as the node: the local connection's
+``put_file`` is a ``shutil.copyfile`` and its shell is ``/bin/sh -c``.  Left out: Ansible's argument
+handling and result plumbing.
 
 Usage (a child process of the benchmark)::
 
@@ -38,22 +38,24 @@ def main() -> int:
     options = json.loads(sys.argv[1])
     sys.path.insert(0, options.pop("collections_root"))
     # pylint: disable=import-outside-toplevel,import-error
-    from ansible_collections.kubesolo.fleet.plugins.module_utils import _cache, _delivery, _module
+    from ansible_collections.kubesolo.fleet.plugins.module_utils import _options, _staging
     from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import FleetError
+    from ansible_collections.kubesolo.fleet.plugins.plugin_utils._blob_cache import BlobCache
+    from ansible_collections.kubesolo.fleet.plugins.plugin_utils._controller_delivery import ControllerDelivery
+    from ansible_collections.kubesolo.fleet.plugins.plugin_utils._node_store import NodeStore
 
-    params = {name: spec.get("default") for name, spec in _module.stage_argument_spec().items()}
+    params = _options.default_params(_options.stage_argument_spec())
     params.update(options)
+    params["architecture"] = params["architecture"] or "amd64"
     try:
-        client = _module.mirrored_client_from_params(params)
-        release = _module.resolve_from_params(client, params, "amd64")
-        cache = _cache.BlobCache(params["controller_cache"])
-        node = _delivery.ControllerDelivery(_sh, shutil.copyfile, _module.stage_dest(params["dest"]))
-        record, transferred = node.stage(release, client.repository, lambda layers: [
-            fetched[:2] for fetched in cache.fetch_all(client, layers)])
+        node = NodeStore(_sh, shutil.copyfile, _options.stage_dest(params["dest"]))
+        store = ControllerDelivery(node, BlobCache(params["controller_cache"]), params["controller_cache_keep"])
+        client = _options.mirrored_client_from_params(params)
+        outcome = _staging.stage_release(client, params, store)
     except FleetError as exc:
         print(json.dumps({"failed": True, "error_code": exc.code, "msg": str(exc)}), flush=True)
         return 1
-    print(json.dumps({"bytes_transferred": transferred, "manifest_digest": record["manifest_digest"],
+    print(json.dumps({"bytes_transferred": outcome.bytes_transferred, "manifest_digest": outcome.release.manifest_digest,
                       "peak_rss_kib": peak_rss_kib()}), flush=True)
     return 0
 

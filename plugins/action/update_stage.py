@@ -26,63 +26,34 @@ class ActionModule(ActionBase):
         # Imported here: host delivery, on every host of a fleet, needs none of it on the
         # controller (requests alone costs a tenth of a second per task).
         # pylint: disable=import-outside-toplevel
-        from ansible_collections.kubesolo.fleet.plugins.module_utils._delivery import ControllerDelivery
+        from ansible_collections.kubesolo.fleet.plugins.module_utils import _options, _staging
         from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import FleetError
-        from ansible_collections.kubesolo.fleet.plugins.module_utils._module import (
-            REGISTRY_MUTUALLY_EXCLUSIVE,
-            mirrored_client_from_params,
-            stage_argument_spec,
-            stage_dest,
-        )
-        from ansible_collections.kubesolo.fleet.plugins.module_utils._registry import (
+        from ansible_collections.kubesolo.fleet.plugins.module_utils._oci._transport import (
             HAS_REQUESTS,
             REQUESTS_IMPORT_ERROR,
         )
+        from ansible_collections.kubesolo.fleet.plugins.module_utils._results import failure_result, stage_result
+        from ansible_collections.kubesolo.fleet.plugins.plugin_utils._blob_cache import BlobCache, default_cache_root
+        from ansible_collections.kubesolo.fleet.plugins.plugin_utils._controller_delivery import ControllerDelivery
+        from ansible_collections.kubesolo.fleet.plugins.plugin_utils._node_store import NodeStore
 
-        params = self.validate_argument_spec(argument_spec=stage_argument_spec(),
-                                             mutually_exclusive=REGISTRY_MUTUALLY_EXCLUSIVE)[1]
+        params = self.validate_argument_spec(argument_spec=_options.stage_argument_spec(),
+                                             mutually_exclusive=_options.REGISTRY_MUTUALLY_EXCLUSIVE)[1]
         if not HAS_REQUESTS:
             return dict(result, failed=True, exception=REQUESTS_IMPORT_ERROR,
                         msg='controller delivery needs the Python library requests on the controller')
         client = None
         try:
-            dest = stage_dest(params['dest'])
-            node = ControllerDelivery(self._node_shell, self._connection.put_file, dest)
-            client = mirrored_client_from_params(params)
-            result.update(self._stage_from_controller(params, dest, node, client))
+            dest = _options.stage_dest(params['dest'])
+            store = ControllerDelivery(NodeStore(self._node_shell, self._connection.put_file, dest),
+                                       BlobCache(params['controller_cache'] or default_cache_root()),
+                                       cache_keep=params['controller_cache_keep'])
+            client = _options.mirrored_client_from_params(params)
+            outcome = _staging.stage_release(client, params, store, check_mode=self._task.check_mode)
+            result.update(stage_result(outcome, dest, store.delivery, client, self._task.diff))
         except FleetError as exc:
-            result.update(failed=True, msg=str(exc), error_code=exc.code, **exc.details())
-            if client is not None:
-                result['transfer'] = client.transfer_summary()
+            result.update(failure_result(exc, client))
         return result
-
-    def _stage_from_controller(self, params, dest, node, client):
-        # pylint: disable=import-outside-toplevel
-        from ansible_collections.kubesolo.fleet.plugins.module_utils._cache import BlobCache, default_cache_root
-        from ansible_collections.kubesolo.fleet.plugins.module_utils._module import resolve_from_params, stage_result
-
-        release = resolve_from_params(client, params, params['architecture'] or node.architecture())
-        release.staged_layers()
-        current = node.current_release(rehash=params['verify_existing'])
-        changed = not current or current.get('manifest_digest') != release.manifest_digest
-        downloaded = transferred = 0
-        if changed and not self._task.check_mode:
-            cache = BlobCache(params['controller_cache'] or default_cache_root())
-            cache.remember(release.manifest_digest, release.layers)
-
-            def fetch_all(layers):
-                nonlocal downloaded
-                fetched = cache.fetch_all(client, layers)
-                downloaded += sum(size for _path, _sha256, size in fetched)
-                return [(path, sha256) for path, sha256, _size in fetched]
-
-            transferred = node.stage(release, client.repository, fetch_all)[1]
-            if params['controller_cache_keep'] > 0:
-                cache.prune(params['controller_cache_keep'])
-        return stage_result(release, dest, current, changed, downloaded, self._task.diff,
-                            delivery='controller', bytes_transferred=transferred,
-                            sources=client.sources, mirror_errors=client.mirror_errors,
-                            transfer=client.transfer_summary())
 
     def _node_shell(self, script):
         """Run ``script`` with the node's /bin/sh, as the raw action would."""

@@ -23,3 +23,21 @@ attributes:
     membership:
       - kubesolo.fleet.registry
 '''
+
+    # What every module of the registry action group supports.
+    REGISTRY_MODULE = r'''
+options: {}
+attributes:
+  idempotent:
+    support: full
+  action_group:
+    support: full
+'''
+
+    # For modules whose result says what they did, with no before/after to show.
+    NO_DIFF = r'''
+options: {}
+attributes:
+  diff_mode:
+    support: none
+'''

@@ -8,8 +8,8 @@ from __future__ import annotations
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import FleetError
-from ansible_collections.kubesolo.fleet.plugins.module_utils._gates import InvalidWindow, decide
-from ansible_collections.kubesolo.fleet.plugins.module_utils._platform import normalize
+from ansible_collections.kubesolo.fleet.plugins.plugin_utils._gates import InvalidWindow, decide
+from ansible_collections.kubesolo.fleet.plugins.module_utils._platform import parse_platform
 
 
 def update_decision(release, current_version='', channel='stable', allow_downgrade=False,
@@ -25,7 +25,7 @@ def update_decision(release, current_version='', channel='stable', allow_downgra
 
 def goarch(architecture):
     try:
-        return str(normalize(architecture))
+        return str(parse_platform(architecture))
     except FleetError as exc:
         raise AnsibleFilterError(str(exc))
 

@@ -26,7 +26,13 @@ class ParameterError(FleetError):
 
 
 class InvalidReferenceError(ParameterError):
+    """A malformed repository, tag, digest or platform: the parts that name a release."""
+
     code = 'invalid_reference'
+
+
+class InvalidPlatformError(InvalidReferenceError):
+    """An architecture or platform name that is not one (same code: it selects the release too)."""
 
 
 class RegistryConnectionError(FleetError):

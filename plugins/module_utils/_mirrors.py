@@ -13,7 +13,7 @@ credentials never reach a mirror.
 from __future__ import annotations
 
 from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import FleetError
-from ansible_collections.kubesolo.fleet.plugins.module_utils._registry import (
+from ansible_collections.kubesolo.fleet.plugins.module_utils._oci._manifests import (
     INDEX_MEDIA_TYPES,
     MANIFEST_MEDIA_TYPES,
 )

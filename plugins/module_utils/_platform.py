@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import (
     ArchitectureNotShippedError,
-    InvalidReferenceError,
+    InvalidPlatformError,
     ManifestError,
 )
 
@@ -76,10 +76,10 @@ def _canonical_variant(architecture, variant):
     return variant
 
 
-def normalize(value):
+def parse_platform(value):
     """Turn ``x86_64``, ``aarch64``, ``armv7l``, ``arm/v7``, ``arm64/v8`` ... into a Platform."""
     if not isinstance(value, str) or not value.strip():
-        raise InvalidReferenceError('architecture must be a non-empty string such as amd64 or arm64')
+        raise InvalidPlatformError('architecture must be a non-empty string such as amd64 or arm64')
     text = value.strip().lower()
     if text.startswith('linux/'):
         text = text[len('linux/'):]
@@ -88,7 +88,7 @@ def normalize(value):
         goarch, implied_variant = _ALIASES[architecture]
         return Platform(goarch, variant or implied_variant)
     if not architecture.replace('_', '').isalnum():
-        raise InvalidReferenceError('architecture %r is not a valid architecture name' % value)
+        raise InvalidPlatformError('architecture %r is not a valid architecture name' % value)
     return Platform(architecture, variant)
 
 

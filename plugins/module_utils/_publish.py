@@ -13,9 +13,9 @@ import json
 import os
 
 from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import ManifestError, ParameterError
-from ansible_collections.kubesolo.fleet.plugins.module_utils._platform import normalize
+from ansible_collections.kubesolo.fleet.plugins.module_utils._platform import parse_platform
 from ansible_collections.kubesolo.fleet.plugins.module_utils._reference import digest_of, validate_tag
-from ansible_collections.kubesolo.fleet.plugins.module_utils._registry import (
+from ansible_collections.kubesolo.fleet.plugins.module_utils._oci._manifests import (
     MEDIA_OCI_INDEX,
     MEDIA_OCI_MANIFEST,
 )
@@ -25,7 +25,7 @@ from ansible_collections.kubesolo.fleet.plugins.module_utils._release import (
     MEDIA_KERNEL,
     metadata_from_annotations,
 )
-from ansible_collections.kubesolo.fleet.plugins.module_utils._stage import file_sha256
+from ansible_collections.kubesolo.fleet.plugins.module_utils._io import file_sha256
 from ansible_collections.kubesolo.fleet.plugins.module_utils._version import InvalidVersion, Version
 
 MEDIA_CONFIG = 'application/vnd.oci.image.config.v1+json'
@@ -57,10 +57,11 @@ class Blob:
 
 
 class Document:
-    """A manifest or index to push, with its canonical bytes."""
+    """A manifest or index to push, with its canonical bytes (and, for a manifest, its platform name)."""
 
-    def __init__(self, media_type, content):
+    def __init__(self, media_type, content, platform=None):
         self.media_type = media_type
+        self.platform = platform
         self.data = canonical_json(content)
         self.digest = digest_of(self.data)
 
@@ -72,13 +73,19 @@ def canonical_json(content):
 class ReleasePlan:
     """Everything a publish pushes, in dependency order: blobs, manifests, index, tags."""
 
-    def __init__(self, blobs, manifests, index, tags, platforms):
-        # platforms[i] is the platform of manifests[i]
+    def __init__(self, blobs, manifests, index, tags):
         self.blobs = blobs
-        self.manifests = manifests
+        self.manifests = manifests  # a Document with its platform for each build
         self.index = index
         self.tags = tags
-        self.platforms = platforms
+
+    @property
+    def platforms(self):
+        return [manifest.platform for manifest in self.manifests]
+
+    def manifest_digests(self):
+        """{platform: manifest digest}, as update_publish returns them."""
+        return dict((manifest.platform, manifest.digest) for manifest in self.manifests)
 
 
 def plan_release(artifacts, metadata, tags):
@@ -97,7 +104,7 @@ def plan_release(artifacts, metadata, tags):
         validate_tag(tag)
     blobs, manifests, entries, seen = [], [], [], []
     for artifact in artifacts:
-        platform = normalize(artifact['architecture'])
+        platform = parse_platform(artifact['architecture'])
         if platform in seen:
             raise ParameterError('artifacts list architecture %s twice' % platform)
         seen.append(platform)
@@ -114,7 +121,7 @@ def plan_release(artifacts, metadata, tags):
             'config': config.descriptor(),
             'layers': [layer.descriptor() for layer in layers],
             'annotations': annotations,
-        })
+        }, platform=str(platform))
         blobs.extend([config] + layers)
         manifests.append(manifest)
         entries.append({'mediaType': MEDIA_OCI_MANIFEST, 'digest': manifest.digest,
@@ -123,7 +130,7 @@ def plan_release(artifacts, metadata, tags):
     index = Document(MEDIA_OCI_INDEX, {'schemaVersion': 2, 'mediaType': MEDIA_OCI_INDEX,
                                        'manifests': entries, 'annotations': index_annotations})
     unique_blobs = list(dict((blob.digest, blob) for blob in blobs).values())
-    return ReleasePlan(unique_blobs, manifests, index, list(tags), [str(p) for p in seen])
+    return ReleasePlan(unique_blobs, manifests, index, list(tags))
 
 
 def publish(client, plan, check_mode=False):

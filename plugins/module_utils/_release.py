@@ -6,6 +6,8 @@ read its metadata annotations and find the layers to stage."""
 
 from __future__ import annotations
 
+import collections
+
 from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import (
     ArchitectureMismatchError,
     ArchitectureNotShippedError,
@@ -16,11 +18,11 @@ from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import (
 )
 from ansible_collections.kubesolo.fleet.plugins.module_utils._platform import (
     available_platforms,
-    normalize,
+    parse_platform,
     select_manifest,
 )
 from ansible_collections.kubesolo.fleet.plugins.module_utils._reference import parse_digest
-from ansible_collections.kubesolo.fleet.plugins.module_utils._registry import (
+from ansible_collections.kubesolo.fleet.plugins.module_utils._oci._manifests import (
     MANIFEST_MEDIA_TYPES,
     MAX_MANIFEST_BYTES,
 )
@@ -30,6 +32,10 @@ MEDIA_INITRAMFS = 'application/vnd.kubesolo.os.initramfs.v1+gzip'
 
 # Staged file name of each layer the node boots from, in staging order.
 STAGED_FILES = ((MEDIA_KERNEL, 'vmlinuz'), (MEDIA_INITRAMFS, 'kubesolo-os.gz'))
+STAGED_FILE_NAMES = tuple(name for _media_type, name in STAGED_FILES)
+
+# A layer of the release and the file name it is staged as.
+StagedLayer = collections.namedtuple('StagedLayer', 'name layer')
 
 ANNOTATION_PREFIX = 'io.kubesolo.os.'
 METADATA_FIELDS = ('version', 'channel', 'min_compatible_version', 'architecture',
@@ -66,7 +72,7 @@ class Release:
         }
 
     def staged_layers(self):
-        """(file name, layer) for the kernel and initramfs, failing on a missing one."""
+        """[StagedLayer] for the kernel and the initramfs; raises when one is missing or ambiguous."""
         chosen = []
         for media_type, name in STAGED_FILES:
             found = [layer for layer in self.layers if layer['media_type'] == media_type]
@@ -78,7 +84,7 @@ class Release:
             if found[0]['size'] == 0:
                 raise ManifestError('manifest %s declares an empty %s layer'
                                     % (self.manifest.digest, media_type))
-            chosen.append((name, found[0]))
+            chosen.append(StagedLayer(name, found[0]))
         return chosen
 
 
@@ -87,7 +93,7 @@ def resolve(client, architecture, tag=None, digest=None):
 
     Fetches the index and one manifest at most; never a blob.
     """
-    platform = normalize(architecture)
+    platform = parse_platform(architecture)
     reference = digest or tag
     top = client.get_manifest(reference)
     if top.is_index:
@@ -118,7 +124,7 @@ def resolve(client, architecture, tag=None, digest=None):
         declared = metadata['architecture']
         if declared:
             try:
-                declared_platform = normalize(declared)
+                declared_platform = parse_platform(declared)
             except InvalidReferenceError:
                 raise ManifestError('manifest %s declares the invalid architecture %r'
                                     % (manifest.digest, declared))

@@ -18,18 +18,14 @@ author:
   - kubesolo.fleet maintainers (@kubesolo)
 extends_documentation_fragment:
   - kubesolo.fleet.attributes
+  - kubesolo.fleet.attributes.registry_module
+  - kubesolo.fleet.attributes.no_diff
   - kubesolo.fleet.registry
   - kubesolo.fleet.registry.release
 attributes:
   check_mode:
     support: full
     details: The module only reads; it behaves the same in check mode.
-  diff_mode:
-    support: none
-  idempotent:
-    support: full
-  action_group:
-    support: full
 seealso:
   - module: kubesolo.fleet.update_stage
 '''
@@ -143,20 +139,26 @@ error_code:
   sample: architecture_not_shipped
 '''
 
+import platform
+
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.kubesolo.fleet.plugins.module_utils._module import (
-    REGISTRY_MUTUALLY_EXCLUSIVE,
-    registry_argument_spec,
-    resolve_release,
-)
+from ansible_collections.kubesolo.fleet.plugins.module_utils import _options
+from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import FleetError
+from ansible_collections.kubesolo.fleet.plugins.module_utils._results import fail_module, fail_without_requests
 
 
 def main():
-    module = AnsibleModule(argument_spec=registry_argument_spec(),
-                           mutually_exclusive=REGISTRY_MUTUALLY_EXCLUSIVE,
+    module = AnsibleModule(argument_spec=_options.registry_argument_spec(),
+                           mutually_exclusive=_options.REGISTRY_MUTUALLY_EXCLUSIVE,
                            supports_check_mode=True)
-    client, release = resolve_release(module)
+    fail_without_requests(module)
+    client = None
+    try:
+        client = _options.mirrored_client_from_params(module.params)
+        release = _options.resolve_from_params(client, module.params, platform.machine())
+    except FleetError as exc:
+        fail_module(module, exc, client)
     module.exit_json(changed=False, sources=client.sources, mirror_errors=client.mirror_errors,
                      **release.summary())
 

@@ -22,6 +22,8 @@ author:
   - kubesolo.fleet maintainers (@kubesolo)
 extends_documentation_fragment:
   - kubesolo.fleet.attributes
+  - kubesolo.fleet.attributes.registry_module
+  - kubesolo.fleet.attributes.no_diff
   - kubesolo.fleet.registry
 options:
   tags:
@@ -72,12 +74,6 @@ attributes:
   check_mode:
     support: full
     details: Hashes the files and asks the registry what it has; pushes nothing.
-  diff_mode:
-    support: none
-  idempotent:
-    support: full
-  action_group:
-    support: full
 seealso:
   - module: kubesolo.fleet.update_info
 '''
@@ -138,11 +134,8 @@ error_code:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import FleetError
-from ansible_collections.kubesolo.fleet.plugins.module_utils._module import (
-    connection_argument_spec,
-    fail,
-    new_client,
-)
+from ansible_collections.kubesolo.fleet.plugins.module_utils._options import client_from_params, connection_argument_spec
+from ansible_collections.kubesolo.fleet.plugins.module_utils._results import fail_module, fail_without_requests
 from ansible_collections.kubesolo.fleet.plugins.module_utils._publish import plan_release, publish
 
 METADATA_OPTIONS = ('version', 'channel', 'min_compatible_version', 'release_notes', 'release_date')
@@ -165,18 +158,19 @@ def main():
         ),
         supports_check_mode=True,
     )
-    client = new_client(module)
+    fail_without_requests(module)
     params = module.params
     try:
+        client = client_from_params(params)
         plan = plan_release(params['artifacts'], dict((key, params[key]) for key in METADATA_OPTIONS),
                             params['tags'])
         pushed = publish(client, plan, check_mode=module.check_mode)
     except FleetError as exc:
-        fail(module, exc)
+        fail_module(module, exc)
     module.exit_json(
         changed=any(pushed.values()),
         index_digest=plan.index.digest,
-        manifests=dict(zip(plan.platforms, (m.digest for m in plan.manifests))),
+        manifests=plan.manifest_digests(),
         pushed=pushed,
     )
 

@@ -31,6 +31,7 @@ author:
   - kubesolo.fleet maintainers (@kubesolo)
 extends_documentation_fragment:
   - kubesolo.fleet.attributes
+  - kubesolo.fleet.attributes.registry_module
   - kubesolo.fleet.registry
   - kubesolo.fleet.registry.release
 options:
@@ -90,10 +91,6 @@ attributes:
   diff_mode:
     support: full
     details: Shows the version and manifest digest before and after.
-  idempotent:
-    support: full
-  action_group:
-    support: full
 seealso:
   - module: kubesolo.fleet.update_info
 '''
@@ -248,41 +245,32 @@ error_code:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.kubesolo.fleet.plugins.module_utils import _options, _staging
 from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import FleetError
-from ansible_collections.kubesolo.fleet.plugins.module_utils._module import (
-    REGISTRY_MUTUALLY_EXCLUSIVE,
-    fail,
-    resolve_release,
-    stage_argument_spec,
-    stage_dest,
+from ansible_collections.kubesolo.fleet.plugins.module_utils._host_store import HostStore
+from ansible_collections.kubesolo.fleet.plugins.module_utils._results import (
+    fail_module,
+    fail_without_requests,
     stage_result,
 )
-from ansible_collections.kubesolo.fleet.plugins.module_utils._stage import current_release, stage
 
 
 def main():
     module = AnsibleModule(
-        argument_spec=stage_argument_spec(),
-        mutually_exclusive=REGISTRY_MUTUALLY_EXCLUSIVE,
+        argument_spec=_options.stage_argument_spec(),
+        mutually_exclusive=_options.REGISTRY_MUTUALLY_EXCLUSIVE,
         supports_check_mode=True,
     )
+    params = module.params
+    client = None
     try:
-        dest = stage_dest(module.params['dest'])
+        store = HostStore(_options.stage_dest(params['dest']), params['lock_timeout'])
+        fail_without_requests(module)
+        client = _options.mirrored_client_from_params(params)
+        outcome = _staging.stage_release(client, params, store, check_mode=module.check_mode)
     except FleetError as exc:
-        fail(module, exc)
-    client, release = resolve_release(module)
-    try:
-        release.staged_layers()
-        current = current_release(dest, rehash=module.params['verify_existing'])
-        changed = not current or current.get('manifest_digest') != release.manifest_digest
-        bytes_downloaded = 0
-        if changed and not module.check_mode:
-            bytes_downloaded = stage(client, release, dest, module.params['lock_timeout'])[1]
-    except FleetError as exc:
-        fail(module, exc, transfer=client.transfer_summary())
-    module.exit_json(**stage_result(release, dest, current, changed, bytes_downloaded, module._diff,
-                                    delivery='host', sources=client.sources,
-                                    mirror_errors=client.mirror_errors, transfer=client.transfer_summary()))
+        fail_module(module, exc, client)
+    module.exit_json(**stage_result(outcome, store.dest, store.delivery, client, module._diff))
 
 
 if __name__ == '__main__':

@@ -4,10 +4,10 @@ Why: the crash-safety and concurrency tests start, kill and race dozens of stagi
 process to kill is the one that stages: under ``ansible-playbook`` that is a module process two
 levels below the one a test starts (a SIGKILL of ``ansible-playbook`` leaves it running), and each
 run pays ansible-playbook's start-up.  This driver is that process itself, a direct child of the
-test, and runs the same code the module runs in the same order as the module's ``main()``:
-``mirrored_client_from_params`` (client, retry policy), ``resolve_from_params``,
-``current_release``, then ``stage`` (lock, resume, verify, publish).  Only Ansible's argument
-handling and result plumbing are left out; the ansible-playbook tests cover those.
+test, and calls the module's own staging entry point, ``_staging.stage_release`` with a
+``HostStore`` (resolve, compare with what ``dest`` holds, then lock, resume, verify, publish).
+Only Ansible's argument handling and result plumbing are left out; the ansible-playbook tests
+cover those.
 
 Usage (a subprocess of the tests; nothing here is imported by them)::
 
@@ -61,31 +61,27 @@ def main() -> int:
     sys.path.insert(0, options.pop("collections_root"))
     pause = options.pop("rename_pause", 0)
     # pylint: disable=import-outside-toplevel,import-error
-    from ansible_collections.kubesolo.fleet.plugins.module_utils import _module, _stage
+    from ansible_collections.kubesolo.fleet.plugins.module_utils import _options, _staging
     from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import FleetError
+    from ansible_collections.kubesolo.fleet.plugins.module_utils._host_store import HostStore
 
-    params = {name: spec.get("default") for name, spec in _module.stage_argument_spec().items()}
+    params = _options.default_params(_options.stage_argument_spec())
     params.update(options)
-    transfer = None
+    params["architecture"] = params["architecture"] or "amd64"  # what the tests publish, whatever this machine is
+    client = None
+    if pause:
+        _slow_renames(pause)
     try:
-        dest = _module.stage_dest(params["dest"])
-        client = _module.mirrored_client_from_params(params)
-        transfer = client.transfer_summary
-        release = _module.resolve_from_params(client, params, "amd64")
-        release.staged_layers()
-        current = _stage.current_release(dest, rehash=params["verify_existing"])
-        changed = not current or current.get("manifest_digest") != release.manifest_digest
-        downloaded = 0
-        if changed:
-            if pause:
-                _slow_renames(pause)
-            downloaded = _stage.stage(client, release, dest, params["lock_timeout"])[1]
+        store = HostStore(_options.stage_dest(params["dest"]), params["lock_timeout"])
+        client = _options.mirrored_client_from_params(params)
+        outcome = _staging.stage_release(client, params, store)
     except FleetError as exc:
         print(json.dumps({"failed": True, "error_code": exc.code, "msg": str(exc),
-                          "transfer": transfer() if transfer else None}), flush=True)
+                          "transfer": client.transfer_summary() if client else None}), flush=True)
         return 1
-    print(json.dumps({"changed": changed, "bytes_downloaded": downloaded, "manifest_digest": release.manifest_digest,
-                      "transfer": transfer(), "peak_rss_kib": peak_rss_kib()}), flush=True)
+    print(json.dumps({"changed": outcome.changed, "bytes_downloaded": outcome.bytes_downloaded,
+                      "manifest_digest": outcome.release.manifest_digest, "transfer": client.transfer_summary(),
+                      "peak_rss_kib": peak_rss_kib()}), flush=True)
     return 0
 
 

@@ -21,7 +21,7 @@ import pytest
 from ansible.playbook.play_context import PlayContext
 
 from ansible_collections.kubesolo.fleet.plugins.action import update_stage
-from ansible_collections.kubesolo.fleet.plugins.module_utils import _module
+from ansible_collections.kubesolo.fleet.plugins.module_utils import _options
 from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import (
     ArchitectureNotShippedError,
     NotFoundError,
@@ -76,8 +76,8 @@ class Harness:
 def patch_registry(monkeypatch, serve):
     """Stand in for the registry: ``serve(params, architecture)`` returns (client, release) or raises."""
     client = getattr(serve, 'client', None) or FakeBlobClient([])
-    monkeypatch.setattr(_module, 'mirrored_client_from_params', lambda _params: client)
-    monkeypatch.setattr(_module, 'resolve_from_params',
+    monkeypatch.setattr(_options, 'mirrored_client_from_params', lambda _params: client)
+    monkeypatch.setattr(_options, 'resolve_from_params',
                         lambda _client, params, architecture: serve(params, architecture)[1])
 
 
@@ -268,7 +268,8 @@ def test_host_delivery_loads_nothing_of_controller_delivery_on_the_controller():
     code = ('import sys\n'
             'from ansible_collections.kubesolo.fleet.plugins.action import update_stage\n'
             'print(sorted(m for m in sys.modules if m.split(".")[0] in ("requests", "urllib3")\n'
-            '             or m.startswith("ansible_collections.kubesolo.fleet.plugins.module_utils")))\n')
+            '             or m.startswith(("ansible_collections.kubesolo.fleet.plugins.module_utils",\n'
+            '                              "ansible_collections.kubesolo.fleet.plugins.plugin_utils"))))\n')
     done = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True,
                           env=dict(os.environ, PYTHONPATH=root))
     assert done.stdout.strip() == '[]', done.stdout

@@ -11,7 +11,7 @@ import pytest
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.kubesolo.fleet.plugins.filter import fleet
-from ansible_collections.kubesolo.fleet.plugins.module_utils._gates import decide
+from ansible_collections.kubesolo.fleet.plugins.plugin_utils._gates import decide
 
 MANIFEST_DIGEST = 'sha256:' + 'ef' * 32
 

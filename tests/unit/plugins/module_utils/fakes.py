@@ -18,7 +18,8 @@ import threading
 import requests
 from requests.structures import CaseInsensitiveDict
 
-from ansible_collections.kubesolo.fleet.plugins.module_utils import _errors, _reference, _registry, _release
+from ansible_collections.kubesolo.fleet.plugins.module_utils import _errors, _reference, _release
+from ansible_collections.kubesolo.fleet.plugins.module_utils._oci import _manifests
 
 KERNEL = _release.MEDIA_KERNEL
 INITRAMFS = _release.MEDIA_INITRAMFS
@@ -204,7 +205,7 @@ def release_annotations(version='v0.3.0', channel='stable', min_compatible_versi
     return dict(('io.kubesolo.os.' + key, value) for key, value in values.items() if value is not None)
 
 
-def image_manifest(layers, annotations=None, media_type=_registry.MEDIA_OCI_MANIFEST):
+def image_manifest(layers, annotations=None, media_type=_manifests.MEDIA_OCI_MANIFEST):
     document = {
         'schemaVersion': 2,
         'mediaType': media_type,
@@ -216,18 +217,18 @@ def image_manifest(layers, annotations=None, media_type=_registry.MEDIA_OCI_MANI
     return document
 
 
-def image_index(entries, media_type=_registry.MEDIA_OCI_INDEX):
+def image_index(entries, media_type=_manifests.MEDIA_OCI_INDEX):
     return {'schemaVersion': 2, 'mediaType': media_type, 'manifests': entries}
 
 
 def fetched(document, media_type=None):
-    """A ``Fetched`` as the registry client returns it, digest computed from the bytes."""
+    """A ``ManifestDocument`` as the registry client returns it, digest computed from the bytes."""
     data = json.dumps(document, sort_keys=True).encode('utf-8')
-    return _registry.Fetched(data, media_type or document['mediaType'], sha256_digest(data), document)
+    return _manifests.ManifestDocument(data, media_type or document['mediaType'], sha256_digest(data), document)
 
 
 def index_entry(manifest, architecture, variant=None, os_name='linux'):
-    """The index descriptor of a ``Fetched`` manifest for one platform."""
+    """The index descriptor of a ``ManifestDocument`` for one platform."""
     platform = {'os': os_name, 'architecture': architecture}
     if variant:
         platform['variant'] = variant
@@ -243,13 +244,13 @@ def release_layers(kernel, initramfs):
 
 
 class FakeManifestClient:
-    """Serves ``Fetched`` manifests by reference; records (reference, accept)."""
+    """Serves ``ManifestDocument`` manifests by reference; records (reference, accept)."""
 
     def __init__(self, manifests):
         self.manifests = dict(manifests)
         self.calls = []
 
-    def get_manifest(self, reference, accept=_registry.INDEX_MEDIA_TYPES + _registry.MANIFEST_MEDIA_TYPES):
+    def get_manifest(self, reference, accept=_manifests.INDEX_MEDIA_TYPES + _manifests.MANIFEST_MEDIA_TYPES):
         self.calls.append((reference, tuple(accept)))
         if reference not in self.manifests:
             raise AssertionError('unexpected manifest request for %s' % reference)
@@ -368,12 +369,12 @@ class FakePushRegistry:
             self.tags[reference] = digest
         self.manifests[digest] = (bytes(data), media_type)
 
-    def get_manifest(self, reference, accept=_registry.INDEX_MEDIA_TYPES + _registry.MANIFEST_MEDIA_TYPES):
+    def get_manifest(self, reference, accept=_manifests.INDEX_MEDIA_TYPES + _manifests.MANIFEST_MEDIA_TYPES):
         self.calls.append(('get_manifest', reference))
         digest = self.tags.get(reference, reference)
         data, media_type = self.manifests[digest]
         assert media_type in accept
-        return _registry.Fetched(data, media_type, digest, json.loads(data.decode('utf-8')))
+        return _manifests.ManifestDocument(data, media_type, digest, json.loads(data.decode('utf-8')))
 
     def pushes(self):
         """The calls that changed the repository."""

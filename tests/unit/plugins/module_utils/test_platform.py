@@ -44,7 +44,7 @@ from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import (
     ('sparc64', 'sparc64', ''),
 ])
 def test_normalize(value, architecture, variant):
-    platform = _platform.normalize(value)
+    platform = _platform.parse_platform(value)
     assert (platform.architecture, platform.variant) == (architecture, variant)
 
 
@@ -60,7 +60,7 @@ def test_normalize(value, architecture, variant):
 ])
 def test_normalize_rejects(value, message):
     with pytest.raises(InvalidReferenceError) as raised:
-        _platform.normalize(value)
+        _platform.parse_platform(value)
     assert str(raised.value).startswith(message)
     assert raised.value.code == 'invalid_reference'
 
@@ -125,7 +125,7 @@ NO_PLATFORM = {'digest': 'attestation'}
     ('amd64', [_entry('AMD64', name='upper')], _entry('AMD64', name='upper')),
 ])
 def test_select_manifest(wanted, entries, expected):
-    assert _platform.select_manifest(entries, _platform.normalize(wanted)) == expected
+    assert _platform.select_manifest(entries, _platform.parse_platform(wanted)) == expected
 
 
 @pytest.mark.parametrize('wanted, entries, available', [
@@ -136,7 +136,7 @@ def test_select_manifest(wanted, entries, expected):
     ('amd64', [], []),
 ])
 def test_select_manifest_not_shipped(wanted, entries, available):
-    platform = _platform.normalize(wanted)
+    platform = _platform.parse_platform(wanted)
     with pytest.raises(ArchitectureNotShippedError) as raised:
         _platform.select_manifest(entries, platform)
     error = raised.value
@@ -151,7 +151,7 @@ def test_select_manifest_not_shipped(wanted, entries, available):
 
 def test_select_manifest_not_shipped_message_lists_sorted_platforms():
     with pytest.raises(ArchitectureNotShippedError) as raised:
-        _platform.select_manifest([ARM64_V8, ARM_V6, AMD64], _platform.normalize('riscv64'))
+        _platform.select_manifest([ARM64_V8, ARM_V6, AMD64], _platform.parse_platform('riscv64'))
     assert str(raised.value) == (
         'the release does not ship for architecture riscv64 (it ships: amd64, arm/v6, arm64)')
 
@@ -161,7 +161,7 @@ def test_select_manifest_not_shipped_message_lists_sorted_platforms():
     [_entry('arm64', name='plain'), ARM64_V8],
 ])
 def test_select_manifest_refuses_duplicates(entries):
-    wanted = _platform.normalize(entries[-1]['platform']['architecture'])
+    wanted = _platform.parse_platform(entries[-1]['platform']['architecture'])
     with pytest.raises(ManifestError) as raised:
         _platform.select_manifest(entries, wanted)
     assert str(raised.value) == (

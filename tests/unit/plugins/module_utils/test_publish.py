@@ -9,7 +9,8 @@ import json
 
 import pytest
 
-from ansible_collections.kubesolo.fleet.plugins.module_utils import _publish, _registry, _release
+from ansible_collections.kubesolo.fleet.plugins.module_utils import _publish, _release
+from ansible_collections.kubesolo.fleet.plugins.module_utils._oci import _manifests
 from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import (
     InvalidReferenceError,
     ParameterError,
@@ -65,7 +66,7 @@ def document(doc):
 
 
 def as_fetched(doc):
-    return _registry.Fetched(doc.data, doc.media_type, doc.digest, document(doc))
+    return _manifests.ManifestDocument(doc.data, doc.media_type, doc.digest, document(doc))
 
 
 # -- plan_release -----------------------------------------------------------
@@ -107,7 +108,7 @@ def test_manifests_carry_the_six_annotations(artifacts):
     plan = _publish.plan_release(files, METADATA, ['stable'])
     assert len(plan.manifests) == 3
     for manifest, architecture in zip(plan.manifests, ['amd64', 'arm64', 'arm']):
-        assert manifest.media_type == _registry.MEDIA_OCI_MANIFEST
+        assert manifest.media_type == _manifests.MEDIA_OCI_MANIFEST
         doc = document(manifest)
         assert doc['annotations'] == {
             'io.kubesolo.os.version': 'v0.3.0',
@@ -118,7 +119,7 @@ def test_manifests_carry_the_six_annotations(artifacts):
             'io.kubesolo.os.release_date': '2025-01-31T12:00:00Z',
         }
         assert doc['schemaVersion'] == 2
-        assert doc['mediaType'] == _registry.MEDIA_OCI_MANIFEST
+        assert doc['mediaType'] == _manifests.MEDIA_OCI_MANIFEST
 
 
 def test_empty_optional_annotations_are_omitted(artifacts):
@@ -193,17 +194,17 @@ def test_index_lists_the_platforms(artifacts):
     plan = _publish.plan_release(files, METADATA, ['stable', 'v0.3.0'])
     assert plan.platforms == ['amd64', 'arm64', 'arm/v7']
     assert plan.tags == ['stable', 'v0.3.0']
-    assert plan.index.media_type == _registry.MEDIA_OCI_INDEX
+    assert plan.index.media_type == _manifests.MEDIA_OCI_INDEX
     index = document(plan.index)
     assert index['schemaVersion'] == 2
-    assert index['mediaType'] == _registry.MEDIA_OCI_INDEX
+    assert index['mediaType'] == _manifests.MEDIA_OCI_INDEX
     assert index['annotations'] == annotations()
     assert index['manifests'] == [
-        {'mediaType': _registry.MEDIA_OCI_MANIFEST, 'digest': plan.manifests[0].digest,
+        {'mediaType': _manifests.MEDIA_OCI_MANIFEST, 'digest': plan.manifests[0].digest,
          'size': len(plan.manifests[0].data), 'platform': {'os': 'linux', 'architecture': 'amd64'}},
-        {'mediaType': _registry.MEDIA_OCI_MANIFEST, 'digest': plan.manifests[1].digest,
+        {'mediaType': _manifests.MEDIA_OCI_MANIFEST, 'digest': plan.manifests[1].digest,
          'size': len(plan.manifests[1].data), 'platform': {'os': 'linux', 'architecture': 'arm64'}},
-        {'mediaType': _registry.MEDIA_OCI_MANIFEST, 'digest': plan.manifests[2].digest,
+        {'mediaType': _manifests.MEDIA_OCI_MANIFEST, 'digest': plan.manifests[2].digest,
          'size': len(plan.manifests[2].data),
          'platform': {'os': 'linux', 'architecture': 'arm', 'variant': 'v7'}},
     ]
@@ -375,9 +376,9 @@ def test_first_publish_pushes_everything(artifacts):
         assert registry.blobs[sha256_digest(kernel)] == kernel
         assert registry.blobs[sha256_digest(initramfs)] == initramfs
     assert set(registry.blobs) == set(pushed['blobs'])
-    assert registry.manifests[plan.index.digest] == (plan.index.data, _registry.MEDIA_OCI_INDEX)
+    assert registry.manifests[plan.index.digest] == (plan.index.data, _manifests.MEDIA_OCI_INDEX)
     for manifest in plan.manifests:
-        assert registry.manifests[manifest.digest] == (manifest.data, _registry.MEDIA_OCI_MANIFEST)
+        assert registry.manifests[manifest.digest] == (manifest.data, _manifests.MEDIA_OCI_MANIFEST)
     assert registry.tags == {'stable': plan.index.digest, 'v0.3.0': plan.index.digest}
 
 
@@ -386,9 +387,9 @@ def test_publish_pushes_in_dependency_order(artifacts):
     registry = FakePushRegistry()
     _publish.publish(registry, plan)
     expected = ([('upload_blob', blob.digest, blob.size) for blob in plan.blobs]
-                + [('put_manifest', m.digest, _registry.MEDIA_OCI_MANIFEST) for m in plan.manifests]
-                + [('put_manifest', plan.index.digest, _registry.MEDIA_OCI_INDEX)]
-                + [('put_manifest', tag, _registry.MEDIA_OCI_INDEX) for tag in ('stable', 'v0.3.0')])
+                + [('put_manifest', m.digest, _manifests.MEDIA_OCI_MANIFEST) for m in plan.manifests]
+                + [('put_manifest', plan.index.digest, _manifests.MEDIA_OCI_INDEX)]
+                + [('put_manifest', tag, _manifests.MEDIA_OCI_INDEX) for tag in ('stable', 'v0.3.0')])
     assert registry.pushes() == expected
 
 
@@ -466,7 +467,7 @@ def test_only_a_moved_tag_is_pushed(artifacts):
     registry.calls = []
     pushed = _publish.publish(registry, plan)
     assert pushed == {'blobs': [], 'manifests': [], 'tags': ['stable']}
-    assert registry.pushes() == [('put_manifest', 'stable', _registry.MEDIA_OCI_INDEX)]
+    assert registry.pushes() == [('put_manifest', 'stable', _manifests.MEDIA_OCI_INDEX)]
     assert registry.tags['stable'] == plan.index.digest
 
 

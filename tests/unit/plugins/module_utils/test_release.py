@@ -9,7 +9,8 @@ import copy
 
 import pytest
 
-from ansible_collections.kubesolo.fleet.plugins.module_utils import _registry, _release
+from ansible_collections.kubesolo.fleet.plugins.module_utils import _release
+from ansible_collections.kubesolo.fleet.plugins.module_utils._oci import _manifests
 from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import (
     ArchitectureMismatchError,
     ArchitectureNotShippedError,
@@ -31,7 +32,7 @@ from ansible_collections.kubesolo.fleet.tests.unit.plugins.module_utils.fakes im
     sha256_digest,
 )
 
-ALL_MANIFEST_TYPES = _registry.INDEX_MEDIA_TYPES + _registry.MANIFEST_MEDIA_TYPES
+ALL_MANIFEST_TYPES = _manifests.INDEX_MEDIA_TYPES + _manifests.MANIFEST_MEDIA_TYPES
 METADATA = {
     'version': 'v0.3.0',
     'channel': 'stable',
@@ -42,7 +43,7 @@ METADATA = {
 }
 
 
-def arch_manifest(architecture, media_type=_registry.MEDIA_OCI_MANIFEST, layers=None, **annotations):
+def arch_manifest(architecture, media_type=_manifests.MEDIA_OCI_MANIFEST, layers=None, **annotations):
     """A per-architecture release manifest; ``annotations`` override the defaults."""
     if layers is None:
         layers = release_layers(b'kernel for ' + architecture.encode(), b'initramfs for ' + architecture.encode())
@@ -51,8 +52,8 @@ def arch_manifest(architecture, media_type=_registry.MEDIA_OCI_MANIFEST, layers=
     return fetched(image_manifest(layers, values, media_type))
 
 
-def index_release(platforms=(('amd64', None), ('arm64', 'v8')), index_type=_registry.MEDIA_OCI_INDEX,
-                  manifest_type=_registry.MEDIA_OCI_MANIFEST, tag='stable'):
+def index_release(platforms=(('amd64', None), ('arm64', 'v8')), index_type=_manifests.MEDIA_OCI_INDEX,
+                  manifest_type=_manifests.MEDIA_OCI_MANIFEST, tag='stable'):
     """A client serving an index at ``tag`` plus its per-architecture manifests."""
     manifests = dict((architecture, arch_manifest(architecture, manifest_type))
                      for architecture, _variant in platforms)
@@ -90,7 +91,7 @@ def test_resolve_picks_the_manifest_of_the_architecture_from_an_oci_index():
         {'media_type': INITRAMFS, 'digest': sha256_digest(b'initramfs for arm64'),
          'size': len(b'initramfs for arm64')},
     ]
-    assert client.calls == [('stable', ALL_MANIFEST_TYPES), (arm64.digest, _registry.MANIFEST_MEDIA_TYPES)]
+    assert client.calls == [('stable', ALL_MANIFEST_TYPES), (arm64.digest, _manifests.MANIFEST_MEDIA_TYPES)]
 
 
 def test_resolve_summary():
@@ -107,11 +108,11 @@ def test_resolve_summary():
 
 
 def test_resolve_docker_manifest_list():
-    client, index, manifests = index_release(index_type=_registry.MEDIA_DOCKER_LIST,
-                                             manifest_type=_registry.MEDIA_DOCKER_MANIFEST)
+    client, index, manifests = index_release(index_type=_manifests.MEDIA_DOCKER_LIST,
+                                             manifest_type=_manifests.MEDIA_DOCKER_MANIFEST)
     release = _release.resolve(client, 'amd64', tag='stable')
     assert release.manifest_digest == manifests['amd64'].digest
-    assert release.manifest.media_type == _registry.MEDIA_DOCKER_MANIFEST
+    assert release.manifest.media_type == _manifests.MEDIA_DOCKER_MANIFEST
     assert release.index_digest == index.digest
 
 
@@ -141,7 +142,7 @@ def test_resolve_architecture_not_shipped_fetches_no_child_manifest():
 
 
 def test_resolve_refuses_a_nested_index():
-    client = index_with_entries([{'mediaType': _registry.MEDIA_OCI_INDEX, 'digest': sha256_digest(b'nested'),
+    client = index_with_entries([{'mediaType': _manifests.MEDIA_OCI_INDEX, 'digest': sha256_digest(b'nested'),
                                   'size': 100, 'platform': {'os': 'linux', 'architecture': 'amd64'}}])
     with pytest.raises(ManifestError) as raised:
         _release.resolve(client, 'amd64', tag='stable')
@@ -166,18 +167,18 @@ def test_resolve_refuses_a_child_manifest_of_another_size(delta):
 
 def test_resolve_refuses_a_child_served_as_an_index():
     child = arch_manifest('amd64')
-    as_index = _registry.Fetched(child.data, _registry.MEDIA_OCI_INDEX, child.digest, child.document)
+    as_index = _manifests.ManifestDocument(child.data, _manifests.MEDIA_OCI_INDEX, child.digest, child.document)
     client = index_with_entries([index_entry(child, 'amd64')])
     client.manifests[child.digest] = as_index
     with pytest.raises(ManifestError) as raised:
         _release.resolve(client, 'amd64', tag='stable')
     assert str(raised.value) == 'index stable entry %s is a %s, not an image manifest' % (
-        child.digest, _registry.MEDIA_OCI_INDEX)
+        child.digest, _manifests.MEDIA_OCI_INDEX)
 
 
 # -- Descriptors -----------------------------------------------------------
 
-GOOD_ENTRY = {'mediaType': _registry.MEDIA_OCI_MANIFEST, 'digest': sha256_digest(b'child'), 'size': 500,
+GOOD_ENTRY = {'mediaType': _manifests.MEDIA_OCI_MANIFEST, 'digest': sha256_digest(b'child'), 'size': 500,
               'platform': {'os': 'linux', 'architecture': 'amd64'}}
 
 _DELETE = object()
@@ -219,8 +220,8 @@ def test_resolve_refuses_an_invalid_index_entry(entry, message):
 
 
 @pytest.mark.parametrize('document', [
-    {'schemaVersion': 2, 'mediaType': _registry.MEDIA_OCI_INDEX},
-    {'schemaVersion': 2, 'mediaType': _registry.MEDIA_OCI_INDEX, 'manifests': {'amd64': GOOD_ENTRY}},
+    {'schemaVersion': 2, 'mediaType': _manifests.MEDIA_OCI_INDEX},
+    {'schemaVersion': 2, 'mediaType': _manifests.MEDIA_OCI_INDEX, 'manifests': {'amd64': GOOD_ENTRY}},
 ])
 def test_resolve_refuses_an_index_without_a_manifests_list(document):
     client = FakeManifestClient({'stable': fetched(document)})

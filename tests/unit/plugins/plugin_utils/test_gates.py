@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.kubesolo.fleet.plugins.module_utils._gates import (
+from ansible_collections.kubesolo.fleet.plugins.plugin_utils._gates import (
     ACTION_BLOCKED,
     ACTION_CURRENT,
     ACTION_STAGE,

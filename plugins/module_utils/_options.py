@@ -1,30 +1,28 @@
 # -*- coding: utf-8 -*-
 # Copyright (c) kubesolo.fleet contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""What every registry module shares: options, client set-up, error reporting.
+#
+# PRIVATE to kubesolo.fleet: not a public API, it may change in any release.
+# Other collections and standalone plugins must not import it.
+"""The modules' options: argument specs, and the client and release they name.
 
-The options here are documented once, in the kubesolo.fleet.registry doc fragment.
+The options are documented once, in the kubesolo.fleet.registry doc fragments.
+Nothing here needs Ansible, so the action plugin, the test drivers and the
+benchmark use the same functions as the modules.
 """
 
 from __future__ import annotations
 
 import os
-import platform
 
-from ansible.module_utils.basic import missing_required_lib
-
-from ansible_collections.kubesolo.fleet.plugins.module_utils._auth import resolve_credentials
-from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import FleetError, ParameterError
+from ansible_collections.kubesolo.fleet.plugins.module_utils._credentials import resolve_credentials
+from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import ParameterError
 from ansible_collections.kubesolo.fleet.plugins.module_utils._mirrors import MirroredClient
+from ansible_collections.kubesolo.fleet.plugins.module_utils._oci._client import RegistryClient
 from ansible_collections.kubesolo.fleet.plugins.module_utils._reference import (
     parse_digest,
     parse_repository,
     validate_tag,
-)
-from ansible_collections.kubesolo.fleet.plugins.module_utils._registry import (
-    HAS_REQUESTS,
-    REQUESTS_IMPORT_ERROR,
-    RegistryClient,
 )
 from ansible_collections.kubesolo.fleet.plugins.module_utils._release import resolve
 from ansible_collections.kubesolo.fleet.plugins.module_utils._retry import RetryPolicy
@@ -86,15 +84,9 @@ def stage_argument_spec():
     )
 
 
-def require_requests(module):
-    if not HAS_REQUESTS:
-        module.fail_json(msg=missing_required_lib('requests'), exception=REQUESTS_IMPORT_ERROR)
-
-
-def fail(module, error, **extra):
-    """Fail with the error's message and its stable code (never a traceback)."""
-    extra.update(error.details())
-    module.fail_json(msg=str(error), error_code=error.code, **extra)
+def default_params(argument_spec):
+    """The options of ``argument_spec`` at their defaults (for callers outside Ansible)."""
+    return dict((name, spec.get('default')) for name, spec in argument_spec.items())
 
 
 def _client(repository, options, config_path, retry):
@@ -142,56 +134,8 @@ def resolve_from_params(client, params, default_architecture):
                    tag=params['tag'] or DEFAULT_TAG, digest=params['digest'])
 
 
-def new_client(module):
-    """client_from_params for a module; fails the module on error."""
-    require_requests(module)
-    try:
-        return client_from_params(module.params)
-    except FleetError as exc:
-        fail(module, exc)
-
-
-def resolve_release(module):
-    """(client, release) for a module, defaulting to this machine's architecture.
-
-    Fails the module on any error, with the transfer summary once the client exists.
-    """
-    require_requests(module)
-    try:
-        client = mirrored_client_from_params(module.params)
-    except FleetError as exc:
-        fail(module, exc)
-    try:
-        return client, resolve_from_params(client, module.params, platform.machine())
-    except FleetError as exc:
-        fail(module, exc, transfer=client.transfer_summary())
-
-
 def stage_dest(dest):
     """The normalised absolute ``dest`` of update_stage; raises ParameterError."""
     if not isinstance(dest, str) or not os.path.isabs(dest) or dest.rstrip('/') in ('', '/'):
         raise ParameterError('dest must be an absolute path below /, got %r' % (dest,))
     return os.path.normpath(dest)
-
-
-def stage_result(release, dest, current, changed, bytes_downloaded, diff, **extra):
-    """The result update_stage returns, whichever way the release was delivered."""
-    names = dict((name, os.path.join(dest, name)) for name, _layer in release.staged_layers())
-    result = dict(
-        changed=changed,
-        staged=dict(vmlinuz_path=names['vmlinuz'], initramfs_path=names['kubesolo-os.gz'],
-                    version=release.metadata['version']),
-        bytes_downloaded=bytes_downloaded,
-        **release.summary()
-    )
-    result.update(extra)
-    if diff:
-        result['diff'] = dict(before=_diff_view(current), after=_diff_view(release.summary()))
-    return result
-
-
-def _diff_view(state):
-    if not state:
-        return {}
-    version = state.get('version') or state.get('metadata', {}).get('version', '')
-    return {'version': version, 'manifest_digest': state['manifest_digest']}

@@ -18,9 +18,10 @@ import time
 
 import pytest
 
-from ansible_collections.kubesolo.fleet.plugins.module_utils import _blobfile, _reference, _registry
+from ansible_collections.kubesolo.fleet.plugins.module_utils import _blobfile, _reference
 from ansible_collections.kubesolo.fleet.plugins.module_utils._blobfile import BlobFile
 from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import RegistryConnectionError
+from ansible_collections.kubesolo.fleet.plugins.module_utils._oci import _client
 from ansible_collections.kubesolo.fleet.plugins.module_utils._retry import RetryPolicy
 from ansible_collections.kubesolo.fleet.tests.unit.plugins.module_utils.fakes import (
     FakeResponse,
@@ -82,8 +83,8 @@ def with_length(body, status=b'200 OK', declared=None):
 
 def client_for(answer, timeout=5):
     """A registry client whose one request is answered with ``answer`` (a FakeResponse)."""
-    client = _registry.RegistryClient(_reference.parse_repository('registry.example.com/kubesolo/os'),
-                                      timeout=timeout, retry=RetryPolicy(retries=0))
+    client = _client.RegistryClient(_reference.parse_repository('registry.example.com/kubesolo/os'),
+                                    timeout=timeout, retry=RetryPolicy(retries=0))
     client.session = FakeSession([answer])
     return client
 

@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-from ansible_collections.kubesolo.fleet.plugins.module_utils import _cache
 from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import DigestMismatchError, StageError
+from ansible_collections.kubesolo.fleet.plugins.plugin_utils import _blob_cache
 from ansible_collections.kubesolo.fleet.tests.unit.plugins.module_utils.fakes import (
     INITRAMFS,
     KERNEL,
@@ -50,6 +50,12 @@ def manifest_digest(number):
 def read(path):
     with open(path, 'rb') as handle:
         return handle.read()
+
+
+def as_tuple(blob):
+    """(path, sha256, downloaded) of a CachedBlob, which fetch() and fetch_all() return."""
+    assert isinstance(blob, _blob_cache.CachedBlob), blob
+    return blob.path, blob.sha256, blob.downloaded
 
 
 def blob_path(root, digest):
@@ -113,9 +119,9 @@ def download_count(log_path):
 
 
 def test_fetch_downloads_a_blob_once_and_returns_its_path_sha256_and_size(tmp_path):
-    cache = _cache.BlobCache(str(tmp_path / 'cache'))
+    cache = _blob_cache.BlobCache(str(tmp_path / 'cache'))
     client = FakeBlobClient([KERNEL_1])
-    path, sha256, downloaded = cache.fetch(client, layer(KERNEL_1))
+    path, sha256, downloaded = as_tuple(cache.fetch(client, layer(KERNEL_1)))
     assert path == blob_path(tmp_path / 'cache', sha256_digest(KERNEL_1))
     assert sha256 == sha256_hex(KERNEL_1)
     assert downloaded == len(KERNEL_1)
@@ -131,42 +137,42 @@ def test_fetch_downloads_a_blob_once_and_returns_its_path_sha256_and_size(tmp_pa
 
 
 def test_a_second_fetch_uses_the_cache_without_calling_the_client(tmp_path):
-    cache = _cache.BlobCache(str(tmp_path / 'cache'))
-    first = cache.fetch(FakeBlobClient([KERNEL_1]), layer(KERNEL_1))
+    cache = _blob_cache.BlobCache(str(tmp_path / 'cache'))
+    first = as_tuple(cache.fetch(FakeBlobClient([KERNEL_1]), layer(KERNEL_1)))
     client = FakeBlobClient([KERNEL_1])
-    again = cache.fetch(client, layer(KERNEL_1))
+    again = as_tuple(cache.fetch(client, layer(KERNEL_1)))
     assert again == (first[0], sha256_hex(KERNEL_1), 0)
     assert client.downloaded == []
     # A new cache object on the same root (another fork) finds it too.
-    other = _cache.BlobCache(str(tmp_path / 'cache')).fetch(client, layer(KERNEL_1))
+    other = as_tuple(_blob_cache.BlobCache(str(tmp_path / 'cache')).fetch(client, layer(KERNEL_1)))
     assert other == (first[0], sha256_hex(KERNEL_1), 0)
     assert client.downloaded == []
 
 
 @pytest.mark.parametrize('stored', [KERNEL_1[:-1], KERNEL_1 + b'!', b''], ids=['short', 'long', 'empty'])
 def test_a_cached_blob_of_the_wrong_size_is_downloaded_again(tmp_path, stored):
-    cache = _cache.BlobCache(str(tmp_path / 'cache'))
-    path = cache.fetch(FakeBlobClient([KERNEL_1]), layer(KERNEL_1))[0]
+    cache = _blob_cache.BlobCache(str(tmp_path / 'cache'))
+    path = cache.fetch(FakeBlobClient([KERNEL_1]), layer(KERNEL_1)).path
     with open(path, 'wb') as handle:
         handle.write(stored)
     client = FakeBlobClient([KERNEL_1])
-    assert cache.fetch(client, layer(KERNEL_1)) == (path, sha256_hex(KERNEL_1), len(KERNEL_1))
+    assert as_tuple(cache.fetch(client, layer(KERNEL_1))) == (path, sha256_hex(KERNEL_1), len(KERNEL_1))
     assert client.downloaded == [sha256_digest(KERNEL_1)]
     assert read(path) == KERNEL_1
 
 
 def test_a_blob_without_its_sha256_record_is_downloaded_again(tmp_path):
-    cache = _cache.BlobCache(str(tmp_path / 'cache'))
-    path = cache.fetch(FakeBlobClient([KERNEL_1]), layer(KERNEL_1))[0]
+    cache = _blob_cache.BlobCache(str(tmp_path / 'cache'))
+    path = cache.fetch(FakeBlobClient([KERNEL_1]), layer(KERNEL_1)).path
     os.unlink(path + '.sha256')
     client = FakeBlobClient([KERNEL_1])
-    assert cache.fetch(client, layer(KERNEL_1)) == (path, sha256_hex(KERNEL_1), len(KERNEL_1))
+    assert as_tuple(cache.fetch(client, layer(KERNEL_1))) == (path, sha256_hex(KERNEL_1), len(KERNEL_1))
     assert client.downloaded == [sha256_digest(KERNEL_1)]
     assert read(path + '.sha256') == sha256_hex(KERNEL_1).encode('ascii')
 
 
 def test_a_failed_download_leaves_neither_the_blob_nor_a_temporary_file(tmp_path):
-    cache = _cache.BlobCache(str(tmp_path / 'cache'))
+    cache = _blob_cache.BlobCache(str(tmp_path / 'cache'))
     mismatch = DigestMismatchError('blob has wrong content')
     client = FakeBlobClient([KERNEL_1], failures={sha256_digest(KERNEL_1): mismatch})
     with pytest.raises(DigestMismatchError) as raised:
@@ -177,13 +183,13 @@ def test_a_failed_download_leaves_neither_the_blob_nor_a_temporary_file(tmp_path
     assert os.listdir(blobs) == []
     # The next fetch downloads it for real.
     good = FakeBlobClient([KERNEL_1])
-    path, sha256, downloaded = cache.fetch(good, layer(KERNEL_1))
+    path, sha256, downloaded = as_tuple(cache.fetch(good, layer(KERNEL_1)))
     assert (read(path), sha256, downloaded) == (KERNEL_1, sha256_hex(KERNEL_1), len(KERNEL_1))
     assert sorted(n for n in os.listdir(blobs) if n.startswith('.download-')) == []
 
 
 def test_a_failed_download_keeps_an_older_wrong_sized_entry_out_of_use(tmp_path):
-    cache = _cache.BlobCache(str(tmp_path / 'cache'))
+    cache = _blob_cache.BlobCache(str(tmp_path / 'cache'))
     path = blob_path(tmp_path / 'cache', sha256_digest(KERNEL_1))
     os.makedirs(os.path.dirname(path))
     with open(path, 'wb') as handle:
@@ -197,10 +203,10 @@ def test_a_failed_download_keeps_an_older_wrong_sized_entry_out_of_use(tmp_path)
 
 
 def test_sha512_blobs_are_stored_under_their_algorithm_and_report_their_sha256(tmp_path):
-    cache = _cache.BlobCache(str(tmp_path / 'cache'))
+    cache = _blob_cache.BlobCache(str(tmp_path / 'cache'))
     digest = sha512_digest(INITRAMFS_1)
     client = DigestKeyedClient({digest: INITRAMFS_1})
-    path, sha256, downloaded = cache.fetch(client, layer(INITRAMFS_1, INITRAMFS, digest=digest))
+    path, sha256, downloaded = as_tuple(cache.fetch(client, layer(INITRAMFS_1, INITRAMFS, digest=digest)))
     assert path == os.path.join(str(tmp_path / 'cache'), 'blobs', 'sha512', hashlib.sha512(INITRAMFS_1).hexdigest())
     assert sha256 == sha256_hex(INITRAMFS_1)
     assert downloaded == len(INITRAMFS_1)
@@ -208,7 +214,7 @@ def test_sha512_blobs_are_stored_under_their_algorithm_and_report_their_sha256(t
     assert read(path + '.sha256') == sha256_hex(INITRAMFS_1).encode('ascii')
     assert os.path.exists(os.path.join(str(tmp_path / 'cache'), 'locks',
                                        'sha512-%s.lock' % hashlib.sha512(INITRAMFS_1).hexdigest()))
-    assert cache.fetch(client, layer(INITRAMFS_1, INITRAMFS, digest=digest)) == (path, sha256, 0)
+    assert as_tuple(cache.fetch(client, layer(INITRAMFS_1, INITRAMFS, digest=digest))) == (path, sha256, 0)
     assert client.downloaded == [digest]
 
 
@@ -217,7 +223,7 @@ def test_an_unusable_cache_root_is_a_stage_error(tmp_path):
     root.write_bytes(b'not a directory')
     client = FakeBlobClient([KERNEL_1])
     with pytest.raises(StageError) as raised:
-        _cache.BlobCache(str(root)).fetch(client, layer(KERNEL_1))
+        _blob_cache.BlobCache(str(root)).fetch(client, layer(KERNEL_1))
     assert str(raised.value).startswith('controller cache %s: ' % root)
     assert 'Not a directory' in str(raised.value)
     assert raised.value.code == 'stage_failed'
@@ -228,10 +234,10 @@ def test_an_unusable_cache_root_is_a_stage_error(tmp_path):
 
 
 def test_fetch_all_downloads_the_layers_at_the_same_time(tmp_path):
-    cache = _cache.BlobCache(str(tmp_path / 'cache'))
+    cache = _blob_cache.BlobCache(str(tmp_path / 'cache'))
     client = RendezvousBlobClient([KERNEL_1, INITRAMFS_1])
     fetched = cache.fetch_all(client, [layer(KERNEL_1), layer(INITRAMFS_1, INITRAMFS)])
-    assert [(read(path), sha256, size) for path, sha256, size in fetched] == [
+    assert [(read(path), sha256, size) for path, sha256, size in map(as_tuple, fetched)] == [
         (KERNEL_1, sha256_hex(KERNEL_1), len(KERNEL_1)), (INITRAMFS_1, sha256_hex(INITRAMFS_1), len(INITRAMFS_1))]
 
 
@@ -246,7 +252,7 @@ def test_threads_fetching_the_same_blob_download_it_once(tmp_path):
         try:
             start.wait()
             # One BlobCache per worker: each opens its own lock file description.
-            results.append(_cache.BlobCache(root).fetch(client, layer(KERNEL_1)))
+            results.append(as_tuple(_blob_cache.BlobCache(root).fetch(client, layer(KERNEL_1))))
         except BaseException as exc:  # pylint: disable=broad-except
             errors.append(exc)
 
@@ -267,7 +273,7 @@ def test_threads_fetching_the_same_blob_download_it_once(tmp_path):
 def _fetch_in_process(root, client, blob_layer, start, queue):
     start.wait()
     try:
-        queue.put(_cache.BlobCache(root).fetch(client, blob_layer))
+        queue.put(as_tuple(_blob_cache.BlobCache(root).fetch(client, blob_layer)))
     except BaseException as exc:  # pylint: disable=broad-except
         queue.put(repr(exc))
 
@@ -312,7 +318,7 @@ def fill(cache, releases, mtimes=None):
 
 
 def test_remember_records_the_blobs_of_a_release(tmp_path):
-    cache = _cache.BlobCache(str(tmp_path / 'cache'))
+    cache = _blob_cache.BlobCache(str(tmp_path / 'cache'))
     cache.remember(manifest_digest(1), [layer(KERNEL_1), layer(INITRAMFS_1, INITRAMFS)])
     path = os.path.join(str(tmp_path / 'cache'), 'releases', 'sha256-%s.json' % ('01' * 32))
     assert json.loads(read(path)) == {'manifest_digest': manifest_digest(1),
@@ -320,7 +326,7 @@ def test_remember_records_the_blobs_of_a_release(tmp_path):
 
 
 def test_prune_keeps_the_blobs_of_the_most_recently_used_releases(tmp_path):
-    cache = _cache.BlobCache(str(tmp_path / 'cache'))
+    cache = _blob_cache.BlobCache(str(tmp_path / 'cache'))
     # Release 3 shares its initramfs with release 1; remembered order (mtime) 1, 2, 3 ... then
     # release 1 is used again, so the least recently used is release 2.
     fill(cache, {1: [KERNEL_1, INITRAMFS_1], 2: [KERNEL_2, INITRAMFS_2], 3: [KERNEL_3, INITRAMFS_1]},
@@ -340,7 +346,7 @@ def test_prune_keeps_the_blobs_of_the_most_recently_used_releases(tmp_path):
 
 
 def test_prune_keep_one_leaves_only_the_newest_release(tmp_path):
-    cache = _cache.BlobCache(str(tmp_path / 'cache'))
+    cache = _blob_cache.BlobCache(str(tmp_path / 'cache'))
     fill(cache, {1: [KERNEL_1, INITRAMFS_1], 2: [KERNEL_2, INITRAMFS_2]})
     assert cache.prune(keep=1) == sorted([sha256_digest(KERNEL_1), sha256_digest(INITRAMFS_1)])
     assert sorted(os.listdir(os.path.join(cache.root, 'blobs', 'sha256'))) == sorted(
@@ -351,7 +357,7 @@ def test_prune_keep_one_leaves_only_the_newest_release(tmp_path):
 
 
 def test_prune_with_room_for_every_release_removes_nothing(tmp_path):
-    cache = _cache.BlobCache(str(tmp_path / 'cache'))
+    cache = _blob_cache.BlobCache(str(tmp_path / 'cache'))
     fill(cache, {1: [KERNEL_1, INITRAMFS_1], 2: [KERNEL_2, INITRAMFS_2]})
     before = all_files(tmp_path / 'cache')
     assert cache.prune(keep=3) == []
@@ -359,7 +365,7 @@ def test_prune_with_room_for_every_release_removes_nothing(tmp_path):
 
 
 def test_prune_removes_blobs_of_no_remembered_release_but_not_downloads_in_progress(tmp_path):
-    cache = _cache.BlobCache(str(tmp_path / 'cache'))
+    cache = _blob_cache.BlobCache(str(tmp_path / 'cache'))
     fill(cache, {1: [KERNEL_1, INITRAMFS_1]})
     cache.fetch(FakeBlobClient([KERNEL_2]), layer(KERNEL_2))  # fetched, never remembered
     in_progress = os.path.join(cache.root, 'blobs', 'sha256', '.download-abc123')
@@ -371,16 +377,16 @@ def test_prune_removes_blobs_of_no_remembered_release_but_not_downloads_in_progr
 
 
 def test_prune_on_an_empty_cache_returns_nothing(tmp_path):
-    assert _cache.BlobCache(str(tmp_path / 'cache')).prune(keep=3) == []
+    assert _blob_cache.BlobCache(str(tmp_path / 'cache')).prune(keep=3) == []
     assert not os.path.exists(str(tmp_path / 'cache'))
     os.makedirs(str(tmp_path / 'cache' / 'releases'))
-    assert _cache.BlobCache(str(tmp_path / 'cache')).prune(keep=3) == []
+    assert _blob_cache.BlobCache(str(tmp_path / 'cache')).prune(keep=3) == []
 
 
 def test_prune_survives_a_concurrent_prune(tmp_path, monkeypatch):
     # Forks finishing their stage at the same time prune the same cache: another fork may remove a
     # release record between this prune listing the records and looking at them.
-    cache = _cache.BlobCache(str(tmp_path / 'cache'))
+    cache = _blob_cache.BlobCache(str(tmp_path / 'cache'))
     fill(cache, {1: [KERNEL_1, INITRAMFS_1], 2: [KERNEL_2, INITRAMFS_2], 3: [KERNEL_3, INITRAMFS_2]})
     releases_dir = os.path.join(cache.root, 'releases')
     oldest = os.path.join(releases_dir, 'sha256-%s.json' % ('01' * 32))
@@ -392,7 +398,7 @@ def test_prune_survives_a_concurrent_prune(tmp_path, monkeypatch):
             os.unlink(oldest)  # what the other fork's prune(keep=2) does
         return names
 
-    monkeypatch.setattr(_cache.os, 'listdir', listdir_then_other_fork_prunes)
+    monkeypatch.setattr(_blob_cache.os, 'listdir', listdir_then_other_fork_prunes)
     removed = cache.prune(keep=2)
     monkeypatch.undo()
     assert removed == sorted([sha256_digest(KERNEL_1), sha256_digest(INITRAMFS_1)])
@@ -405,7 +411,7 @@ def test_prune_survives_a_concurrent_prune(tmp_path, monkeypatch):
 
 def test_default_cache_root_honours_xdg_cache_home(monkeypatch, tmp_path):
     monkeypatch.setenv('XDG_CACHE_HOME', str(tmp_path / 'xdg'))
-    assert _cache.default_cache_root() == os.path.join(str(tmp_path / 'xdg'), 'kubesolo-fleet')
+    assert _blob_cache.default_cache_root() == os.path.join(str(tmp_path / 'xdg'), 'kubesolo-fleet')
 
 
 @pytest.mark.parametrize('xdg', [None, ''], ids=['unset', 'empty'])
@@ -415,4 +421,4 @@ def test_default_cache_root_falls_back_to_the_home_cache(monkeypatch, tmp_path, 
     else:
         monkeypatch.setenv('XDG_CACHE_HOME', xdg)
     monkeypatch.setenv('HOME', str(tmp_path / 'home'))
-    assert _cache.default_cache_root() == os.path.join(str(tmp_path / 'home'), '.cache', 'kubesolo-fleet')
+    assert _blob_cache.default_cache_root() == os.path.join(str(tmp_path / 'home'), '.cache', 'kubesolo-fleet')

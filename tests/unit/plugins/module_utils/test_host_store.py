@@ -24,7 +24,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from ansible_collections.kubesolo.fleet.plugins.module_utils import _about, _release, _stage
+from ansible_collections.kubesolo.fleet.plugins.module_utils import _about, _host_store, _release, _store
 from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import (
     DigestMismatchError,
     LayerMissingError,
@@ -51,6 +51,16 @@ INITRAMFS_2 = b'initramfs v0.4.0\n' * 520
 SECOND_BLOBS = {'vmlinuz': KERNEL_2, 'kubesolo-os.gz': INITRAMFS_2}
 STORE_NAME = '.staged.kubesolo-fleet'
 LOCK = '.lock'
+
+
+def stage(client, release, dest, lock_timeout=300):
+    """Host delivery's stage, as _staging.stage_release calls it; returns (record, bytes downloaded)."""
+    staged = _host_store.HostStore(dest, lock_timeout).stage(client, release, release.staged_layers())
+    return staged.record, staged.bytes_downloaded
+
+
+def current_release(dest, rehash=False):
+    return _host_store.HostStore(dest).current_release(rehash)
 
 
 @pytest.fixture
@@ -101,7 +111,7 @@ def stage_release(dest, kernel, initramfs, version, failures=None):
     """Stage a release of ``kernel`` and ``initramfs``; returns (release, record, bytes, client)."""
     release = make_release(kernel, initramfs, version)
     client = FakeBlobClient([kernel, initramfs], failures)
-    record, downloaded = _stage.stage(client, release, dest)
+    record, downloaded = stage(client, release, dest)
     return release, record, downloaded, client
 
 
@@ -135,7 +145,7 @@ def assert_holds_first_release(dest, first, record, partial=None):
     assert os.readlink(dest) == os.path.join(STORE_NAME, release_dir_of(first))
     assert read(os.path.join(dest, 'vmlinuz')) == KERNEL_1
     assert read(os.path.join(dest, 'kubesolo-os.gz')) == INITRAMFS_1
-    assert _stage.current_release(dest, rehash=True) == record
+    assert current_release(dest, rehash=True) == record
     expected = [LOCK, release_dir_of(first)] + ([partial_of(partial)] if partial is not None else [])
     assert sorted(os.listdir(store_of(dest))) == sorted(expected)
     assert sorted(os.listdir(os.path.join(store_of(dest), release_dir_of(first)))) == [
@@ -144,19 +154,6 @@ def assert_holds_first_release(dest, first, record, partial=None):
 
 
 # -- Names -----------------------------------------------------------------
-
-
-@pytest.mark.parametrize('dest_path, store', [
-    ('/var/lib/kubesolo/staged', '/var/lib/kubesolo/.staged.kubesolo-fleet'),
-    ('/var/lib/kubesolo/staged/', '/var/lib/kubesolo/.staged.kubesolo-fleet'),
-    ('/boot', '/.boot.kubesolo-fleet'),
-])
-def test_store_dir(dest_path, store):
-    assert _stage.store_dir(dest_path) == store
-
-
-def test_release_dir_name():
-    assert _stage.release_dir_name('sha256:' + 'ab' * 32) == 'sha256-' + 'ab' * 32
 
 
 # -- Staging ---------------------------------------------------------------
@@ -228,9 +225,9 @@ def test_first_stage_writes_the_release_record(dest):
 
 def test_current_release_returns_the_staged_record(dest):
     _release, record, _downloaded, _client = stage_first(dest)
-    assert _stage.current_release(dest) == record
-    assert _stage.current_release(dest, rehash=True) == record
-    assert _stage.current_release(dest + '/') == record
+    assert current_release(dest) == record
+    assert current_release(dest, rehash=True) == record
+    assert current_release(dest + '/') == record
 
 
 def test_staging_a_second_release_swaps_the_link_and_removes_the_first(dest):
@@ -241,8 +238,8 @@ def test_staging_a_second_release_swaps_the_link_and_removes_the_first(dest):
     assert read(os.path.join(dest, 'vmlinuz')) == KERNEL_2
     assert read(os.path.join(dest, 'kubesolo-os.gz')) == INITRAMFS_2
     assert downloaded == len(KERNEL_2) + len(INITRAMFS_2)
-    assert _stage.current_release(dest)['version'] == 'v0.4.0'
-    assert _stage.current_release(dest) == record
+    assert current_release(dest)['version'] == 'v0.4.0'
+    assert current_release(dest) == record
     assert sorted(os.listdir(store_of(dest))) == [LOCK, release_dir_of(second)]
 
 
@@ -297,9 +294,9 @@ def test_an_unwritable_parent_is_a_stage_error(tmp_path):
     parent = tmp_path / 'not-a-directory'
     parent.write_bytes(b'')
     dest = str(parent / 'staged')
-    assert _stage.current_release(dest) is None
+    assert current_release(dest) is None
     with pytest.raises(StageError) as raised:
-        _stage.stage(FakeBlobClient([KERNEL_1, INITRAMFS_1]), make_release(KERNEL_1, INITRAMFS_1), dest)
+        stage(FakeBlobClient([KERNEL_1, INITRAMFS_1]), make_release(KERNEL_1, INITRAMFS_1), dest)
     assert str(raised.value) == 'cannot create the staging directory %s: Not a directory' % store_of(dest)
 
 
@@ -309,7 +306,7 @@ def test_a_failed_first_stage_publishes_nothing(dest):
                       failures={sha256_digest(INITRAMFS_1): DigestMismatchError('wrong')})
     release = make_release(KERNEL_1, INITRAMFS_1, 'v0.3.0')
     assert not os.path.lexists(dest)
-    assert _stage.current_release(dest) is None
+    assert current_release(dest) is None
     # No release directory: only the lock and the download kept for the next run.
     assert sorted(os.listdir(store_of(dest))) == [LOCK, partial_of(release)]
     assert_resumable(dest, release, {'vmlinuz': KERNEL_1, 'kubesolo-os.gz': INITRAMFS_1}, {})
@@ -322,7 +319,7 @@ def test_a_failed_swap_leaves_no_orphaned_release(dest, monkeypatch):
     def no_space(*_args):
         raise OSError(errno.ENOSPC, 'No space left on device')
 
-    monkeypatch.setattr(_stage.os, 'symlink', no_space)
+    monkeypatch.setattr(_host_store.os, 'symlink', no_space)
     with pytest.raises(StageError, match='no space left on the device'):
         stage_release(dest, KERNEL_2, INITRAMFS_2, 'v0.4.0')
     monkeypatch.undo()
@@ -333,11 +330,11 @@ def test_restaging_a_damaged_release_repairs_it(dest):
     release, record, _downloaded, _client = stage_first(dest)
     with open(os.path.join(dest, 'vmlinuz'), 'ab') as handle:
         handle.write(b'garbage')
-    assert _stage.current_release(dest) is None
+    assert current_release(dest) is None
     again, _record, _downloaded, _client = stage_release(dest, KERNEL_1, INITRAMFS_1, 'v0.3.0')
     assert again.manifest_digest == release.manifest_digest
     assert read(os.path.join(dest, 'vmlinuz')) == KERNEL_1
-    assert _stage.current_release(dest, rehash=True)['manifest_digest'] == record['manifest_digest']
+    assert current_release(dest, rehash=True)['manifest_digest'] == record['manifest_digest']
     assert sorted(os.listdir(store_of(dest))) == [LOCK, release_dir_of(release)]
     assert leftovers(store_of(dest)) == []
 
@@ -349,7 +346,7 @@ def test_stage_replaces_leftovers_of_an_interrupted_run(dest):
     with open(os.path.join(stale_dir, 'vmlinuz.part'), 'wb') as handle:
         handle.write(b'half a kernel')
     os.symlink('nowhere', os.path.join(store_of(dest), 'link-%d' % os.getpid()))
-    _stage.stage(FakeBlobClient([KERNEL_1, INITRAMFS_1]), release, dest)
+    stage(FakeBlobClient([KERNEL_1, INITRAMFS_1]), release, dest)
     assert sorted(os.listdir(stale_dir)) == ['kubesolo-os.gz', 'release.json', 'vmlinuz']
     assert read(os.path.join(dest, 'vmlinuz')) == KERNEL_1
     assert sorted(os.listdir(store_of(dest))) == [LOCK, release_dir_of(release)]
@@ -357,7 +354,7 @@ def test_stage_replaces_leftovers_of_an_interrupted_run(dest):
 
 def test_stage_accepts_a_trailing_slash(dest):
     release = make_release(KERNEL_1, INITRAMFS_1)
-    _stage.stage(FakeBlobClient([KERNEL_1, INITRAMFS_1]), release, dest + '/')
+    stage(FakeBlobClient([KERNEL_1, INITRAMFS_1]), release, dest + '/')
     assert os.readlink(dest) == os.path.join(STORE_NAME, release_dir_of(release))
 
 
@@ -366,7 +363,7 @@ def test_stage_refuses_a_release_without_initramfs_before_writing(dest):
     release = _release.resolve(FakeManifestClient({'stable': manifest}), 'amd64', tag='stable')
     client = FakeBlobClient([KERNEL_1])
     with pytest.raises(LayerMissingError):
-        _stage.stage(client, release, dest)
+        stage(client, release, dest)
     assert client.downloaded == []
     assert not os.path.lexists(store_of(dest))
 
@@ -376,11 +373,11 @@ def test_stage_refuses_a_release_without_initramfs_before_writing(dest):
 
 def test_the_layers_download_at_the_same_time(dest):
     client = RendezvousBlobClient([KERNEL_1, INITRAMFS_1])
-    record, downloaded = _stage.stage(client, make_release(KERNEL_1, INITRAMFS_1), dest)
+    record, downloaded = stage(client, make_release(KERNEL_1, INITRAMFS_1), dest)
     assert downloaded == len(KERNEL_1) + len(INITRAMFS_1)
     assert read(os.path.join(dest, 'vmlinuz')) == KERNEL_1
     assert read(os.path.join(dest, 'kubesolo-os.gz')) == INITRAMFS_1
-    assert _stage.current_release(dest, rehash=True) == record
+    assert current_release(dest, rehash=True) == record
 
 
 LARGE_INITRAMFS = b'large initramfs\n' * (512 * 1024)  # 8 MiB
@@ -405,7 +402,7 @@ def test_a_failing_layer_cancels_the_other_which_keeps_what_it_wrote(dest):
 
     release = make_release(KERNEL_1, LARGE_INITRAMFS)
     with pytest.raises(RegistryConnectionError) as raised:
-        _stage.stage(Client([KERNEL_1, LARGE_INITRAMFS]), release, dest)
+        stage(Client([KERNEL_1, LARGE_INITRAMFS]), release, dest)
     assert raised.value is broken
     kept = partial_files(dest, release)
     assert kept['vmlinuz.part'] == b''
@@ -429,7 +426,7 @@ def test_when_layers_fail_on_their_own_the_first_layer_s_error_is_raised(dest):
             raise initramfs_error
 
     with pytest.raises(RegistryConnectionError) as raised:
-        _stage.stage(Client([KERNEL_1, INITRAMFS_1]), make_release(KERNEL_1, INITRAMFS_1), dest)
+        stage(Client([KERNEL_1, INITRAMFS_1]), make_release(KERNEL_1, INITRAMFS_1), dest)
     assert raised.value is kernel_error
 
 
@@ -457,12 +454,12 @@ def test_an_interrupted_layer_is_resumed_by_the_next_run(dest):
     leave_partial(dest, second, {'vmlinuz.part': KERNEL_2[:half]})
     assert_holds_first_release(dest, first, first_record, partial=second)
     client = FakeBlobClient([KERNEL_2, INITRAMFS_2])
-    record, downloaded = _stage.stage(client, second, dest)
+    record, downloaded = stage(client, second, dest)
     assert (offsets_of(client, KERNEL_2), offsets_of(client, INITRAMFS_2)) == ([half], [0])
     assert downloaded == len(KERNEL_2) - half + len(INITRAMFS_2)
     assert read(os.path.join(dest, 'vmlinuz')) == KERNEL_2
     assert read(os.path.join(dest, 'kubesolo-os.gz')) == INITRAMFS_2
-    assert _stage.current_release(dest, rehash=True) == record
+    assert current_release(dest, rehash=True) == record
     assert sorted(os.listdir(store_of(dest))) == [LOCK, release_dir_of(second)]
     assert leftovers(store_of(dest)) == []
 
@@ -476,10 +473,10 @@ def test_a_layer_completed_by_an_interrupted_run_is_not_downloaded_again(dest):
     leave_partial(dest, second, {'kubesolo-os.gz.part': INITRAMFS_2[:half], 'vmlinuz': KERNEL_2})
     assert_holds_first_release(dest, first, first_record, partial=second)
     client = FakeBlobClient([KERNEL_2, INITRAMFS_2])
-    record, downloaded = _stage.stage(client, second, dest)
+    record, downloaded = stage(client, second, dest)
     assert read(os.path.join(dest, 'vmlinuz')) == KERNEL_2
     assert read(os.path.join(dest, 'kubesolo-os.gz')) == INITRAMFS_2
-    assert _stage.current_release(dest, rehash=True) == record
+    assert current_release(dest, rehash=True) == record
     assert client.offsets == [(sha256_digest(INITRAMFS_2), half)]
     assert downloaded == len(INITRAMFS_2) - half
 
@@ -488,10 +485,10 @@ def test_a_resumed_part_with_wrong_bytes_is_fetched_again_from_the_start(dest):
     release = make_release(KERNEL_1, INITRAMFS_1)
     leave_partial(dest, release, {'vmlinuz.part': b'X' * 100})
     client = FakeBlobClient([KERNEL_1, INITRAMFS_1])
-    record, downloaded = _stage.stage(client, release, dest)
+    record, downloaded = stage(client, release, dest)
     assert (offsets_of(client, KERNEL_1), offsets_of(client, INITRAMFS_1)) == ([100, 0], [0])
     assert read(os.path.join(dest, 'vmlinuz')) == KERNEL_1
-    assert _stage.current_release(dest, rehash=True) == record
+    assert current_release(dest, rehash=True) == record
     assert downloaded == len(KERNEL_1) + len(INITRAMFS_1)
     assert sorted(os.listdir(store_of(dest))) == [LOCK, release_dir_of(release)]
 
@@ -502,7 +499,7 @@ def test_a_resumed_part_is_fetched_again_only_once(dest):
     mismatch = DigestMismatchError('blob has wrong content')
     client = FakeBlobClient([KERNEL_1, INITRAMFS_1], failures={sha256_digest(KERNEL_1): mismatch})
     with pytest.raises(DigestMismatchError) as raised:
-        _stage.stage(client, release, dest)
+        stage(client, release, dest)
     assert raised.value is mismatch
     assert offsets_of(client, KERNEL_1) == [100, 0]
     assert_resumable(dest, release, {'vmlinuz': KERNEL_1, 'kubesolo-os.gz': INITRAMFS_1}, {})
@@ -527,7 +524,7 @@ def leave_second_unpublished(dest, tmp_path):
     second, second_record, _downloaded, _client = stage_release(dest, KERNEL_2, INITRAMFS_2, 'v0.4.0')
     shutil.copytree(saved, first_dir)
     publish_by_hand(dest, first)
-    assert _stage.current_release(dest, rehash=True) == first_record
+    assert current_release(dest, rehash=True) == first_record
     assert sorted(os.listdir(store_of(dest))) == sorted([LOCK, release_dir_of(first), release_dir_of(second)])
     return first, first_record, second, second_record
 
@@ -535,12 +532,12 @@ def leave_second_unpublished(dest, tmp_path):
 def test_a_verified_release_left_unpublished_is_published_without_downloading(dest, tmp_path):
     _first, _first_record, second, second_record = leave_second_unpublished(dest, tmp_path)
     client = FakeBlobClient([KERNEL_2, INITRAMFS_2])
-    record, downloaded = _stage.stage(client, second, dest)
+    record, downloaded = stage(client, second, dest)
     assert client.downloaded == []
     assert downloaded == 0
     assert record == second_record
     assert os.readlink(dest) == os.path.join(STORE_NAME, release_dir_of(second))
-    assert _stage.current_release(dest, rehash=True) == second_record
+    assert current_release(dest, rehash=True) == second_record
     assert sorted(os.listdir(store_of(dest))) == [LOCK, release_dir_of(second)]  # the first is gone
     assert leftovers(store_of(dest)) == []
 
@@ -552,11 +549,11 @@ def test_an_unpublished_release_with_damaged_bytes_is_downloaded_again(dest, tmp
     with open(damaged, 'r+b') as handle:
         handle.write(b'K')  # same size, other bytes: only a rehash finds it
     client = FakeBlobClient([KERNEL_2, INITRAMFS_2])
-    record, downloaded = _stage.stage(client, second, dest)
+    record, downloaded = stage(client, second, dest)
     assert sorted(client.downloaded) == sorted([sha256_digest(KERNEL_2), sha256_digest(INITRAMFS_2)])
     assert downloaded == len(KERNEL_2) + len(INITRAMFS_2)
     assert read(os.path.join(dest, 'vmlinuz')) == KERNEL_2
-    assert _stage.current_release(dest, rehash=True) == record
+    assert current_release(dest, rehash=True) == record
     assert sorted(os.listdir(store_of(dest))) == [LOCK, release_dir_of(second)]
     assert leftovers(store_of(dest)) == []
 
@@ -585,7 +582,7 @@ def test_stage_removes_what_dead_runs_left_in_the_store(dest):
             handle.write(b'an old release')
     second, record, _downloaded, _client = stage_release(dest, KERNEL_2, INITRAMFS_2, 'v0.4.0')
     assert sorted(os.listdir(store)) == [LOCK, release_dir_of(second)]
-    assert _stage.current_release(dest, rehash=True) == record
+    assert current_release(dest, rehash=True) == record
     assert sorted(os.listdir(os.path.dirname(dest))) == [STORE_NAME, 'staged']
 
 
@@ -595,16 +592,16 @@ def test_stage_removes_what_dead_runs_left_in_the_store(dest):
 def test_a_second_lock_fails_while_the_first_is_held_and_succeeds_after(tmp_path):
     store = str(tmp_path / 'store')
     os.mkdir(store)
-    with _stage.StoreLock(store, 5):
+    with _host_store.StoreLock(store, 5):
         started = time.monotonic()
         with pytest.raises(StageError) as raised:
-            with _stage.StoreLock(store, 0.5):
+            with _host_store.StoreLock(store, 0.5):
                 pytest.fail('two runs held the lock at once')
         waited = time.monotonic() - started
     assert str(raised.value).startswith('another run is staging into %s' % store)
     assert raised.value.code == 'stage_failed'
     assert 0.5 <= waited < 5
-    with _stage.StoreLock(store, 0.5):
+    with _host_store.StoreLock(store, 0.5):
         pass
     assert os.listdir(store) == [LOCK]
 
@@ -612,15 +609,15 @@ def test_a_second_lock_fails_while_the_first_is_held_and_succeeds_after(tmp_path
 def test_stage_fails_while_another_run_holds_the_lock(dest):
     first, record, _downloaded, _client = stage_first(dest)
     client = FakeBlobClient([KERNEL_2, INITRAMFS_2])
-    with _stage.StoreLock(store_of(dest), 5):
+    with _host_store.StoreLock(store_of(dest), 5):
         with pytest.raises(StageError, match='another run is staging'):
-            _stage.stage(client, second_release(), dest, lock_timeout=0.3)
+            stage(client, second_release(), dest, lock_timeout=0.3)
     assert client.downloaded == []
     assert_holds_first_release(dest, first, record)
 
 
 def _hold_the_lock(store, ready):
-    with _stage.StoreLock(store, 5):
+    with _host_store.StoreLock(store, 5):
         ready.send('locked')
         time.sleep(60)  # until killed
 
@@ -636,13 +633,13 @@ def test_the_lock_of_a_killed_run_is_free_again(tmp_path):
         assert receiver.poll(10), 'the child did not take the lock'
         assert receiver.recv() == 'locked'
         with pytest.raises(StageError, match='another run is staging'):
-            with _stage.StoreLock(store, 0.3):
+            with _host_store.StoreLock(store, 0.3):
                 pass
     finally:
         os.kill(holder.pid, signal.SIGKILL)
         holder.join(10)
     assert holder.exitcode == -signal.SIGKILL
-    with _stage.StoreLock(store, 0.5):
+    with _host_store.StoreLock(store, 0.5):
         pass
 
 
@@ -651,7 +648,7 @@ def test_the_lock_of_a_killed_run_is_free_again(tmp_path):
 
 def report_free_space(monkeypatch, blocks, block_size=1):
     """os.statvfs of the stager reports ``blocks`` available blocks of ``block_size`` bytes."""
-    monkeypatch.setattr(_stage.os, 'statvfs',
+    monkeypatch.setattr(_host_store.os, 'statvfs',
                         lambda _path: SimpleNamespace(f_bavail=blocks, f_frsize=block_size))
 
 
@@ -664,7 +661,7 @@ def test_too_little_space_fails_before_any_download(dest, monkeypatch):
     report_free_space(monkeypatch, 3, 512)
     client = FakeBlobClient([KERNEL_2, INITRAMFS_2])
     with pytest.raises(StageError) as raised:
-        _stage.stage(client, second_release(), dest)
+        stage(client, second_release(), dest)
     monkeypatch.undo()
     assert str(raised.value).startswith(
         'not enough space for %s: 1536 bytes free, %d needed' % (dest, SECOND_NEEDED))
@@ -679,9 +676,9 @@ def test_the_space_check_asks_for_a_ten_percent_margin(dest, monkeypatch):
     stage_first(dest)
     report_free_space(monkeypatch, SECOND_SIZE)  # the release fits, the margin does not
     with pytest.raises(StageError, match='not enough space'):
-        _stage.stage(FakeBlobClient([KERNEL_2, INITRAMFS_2]), second_release(), dest)
+        stage(FakeBlobClient([KERNEL_2, INITRAMFS_2]), second_release(), dest)
     report_free_space(monkeypatch, SECOND_NEEDED)
-    _record, downloaded = _stage.stage(FakeBlobClient([KERNEL_2, INITRAMFS_2]), second_release(), dest)
+    _record, downloaded = stage(FakeBlobClient([KERNEL_2, INITRAMFS_2]), second_release(), dest)
     assert downloaded == SECOND_SIZE
 
 
@@ -691,7 +688,7 @@ def test_the_space_check_counts_only_what_is_left_to_download(dest, monkeypatch)
     leave_partial(dest, second, {'vmlinuz.part': KERNEL_2[:len(KERNEL_2) // 2]})
     rest = SECOND_SIZE - len(KERNEL_2) // 2
     report_free_space(monkeypatch, int(rest * 1.1))
-    _record, downloaded = _stage.stage(FakeBlobClient([KERNEL_2, INITRAMFS_2]), second, dest)
+    _record, downloaded = stage(FakeBlobClient([KERNEL_2, INITRAMFS_2]), second, dest)
     assert downloaded == rest
 
 
@@ -699,16 +696,16 @@ def test_the_space_check_counts_only_what_is_left_to_download(dest, monkeypatch)
 
 
 def test_an_absent_dest_holds_nothing(dest):
-    assert _stage.current_release(dest) is None
+    assert current_release(dest) is None
 
 
 def test_an_empty_directory_dest_is_accepted_and_replaced(dest):
     os.mkdir(dest)
-    assert _stage.current_release(dest) is None
+    assert current_release(dest) is None
     release, record, _downloaded, _client = stage_first(dest)
     assert os.path.islink(dest)
     assert os.readlink(dest) == os.path.join(STORE_NAME, release_dir_of(release))
-    assert _stage.current_release(dest) == record
+    assert current_release(dest) == record
 
 
 def _make_foreign_directory(dest):
@@ -726,7 +723,7 @@ def _make_foreign_file(dest):
 def test_a_dest_not_made_by_the_collection_is_refused(dest, make_foreign):
     make_foreign(dest)
     with pytest.raises(StageError) as raised:
-        _stage.current_release(dest)
+        current_release(dest)
     assert str(raised.value) == (
         '%s exists and is not a release staged by kubesolo.fleet; refusing to replace it '
         '(remove it or choose another dest)' % dest)
@@ -749,7 +746,7 @@ def test_a_symlink_dest_pointing_elsewhere_is_refused(dest, target):
     os.mkdir(elsewhere)
     os.symlink(target, dest)
     with pytest.raises(StageError) as raised:
-        _stage.current_release(dest)
+        current_release(dest)
     assert str(raised.value) == (
         '%s is a symbolic link to %s, which kubesolo.fleet did not create; refusing to replace it'
         % (dest, target))
@@ -764,13 +761,13 @@ def test_a_changed_file_size_means_nothing_is_staged(dest):
     stage_first(dest)
     with open(os.path.join(dest, 'kubesolo-os.gz'), 'ab') as handle:
         handle.write(b'\0')
-    assert _stage.current_release(dest) is None
+    assert current_release(dest) is None
 
 
 def test_a_missing_file_means_nothing_is_staged(dest):
     stage_first(dest)
     os.unlink(os.path.join(dest, 'vmlinuz'))
-    assert _stage.current_release(dest) is None
+    assert current_release(dest) is None
 
 
 def test_a_same_size_change_is_only_found_by_rehashing(dest):
@@ -780,8 +777,8 @@ def test_a_same_size_change_is_only_found_by_rehashing(dest):
     with open(path, 'wb') as handle:
         handle.write(tampered)
     assert os.path.getsize(path) == len(KERNEL_1)
-    assert _stage.current_release(dest) == record
-    assert _stage.current_release(dest, rehash=True) is None
+    assert current_release(dest) == record
+    assert current_release(dest, rehash=True) is None
 
 
 def _set_record(dest, content):
@@ -812,63 +809,11 @@ def _edited_record(dest, **changes):
 def test_a_missing_or_corrupt_record_means_nothing_is_staged(dest, corrupt):
     stage_first(dest)
     corrupt(dest)
-    assert _stage.current_release(dest) is None
+    assert current_release(dest) is None
 
 
 def test_a_dangling_managed_link_holds_nothing(dest):
-    store = _stage.store_dir(dest)
+    store = _store.store_dir(dest)
     os.makedirs(store)
     os.symlink(os.path.join(os.path.basename(store), 'sha256-' + '0' * 64), dest)
-    assert _stage.current_release(dest) is None
-
-
-@pytest.mark.parametrize('data', [b'', b'\xff', b'[]', b'{"schema": 2, "files": {}}', b'{"schema": 1}'])
-def test_parse_record_refuses_what_is_not_a_record(data):
-    assert _stage.parse_record(data) is None
-
-
-def test_file_sha256(tmp_path):
-    path = tmp_path / 'blob'
-    path.write_bytes(KERNEL_1)
-    assert _stage.file_sha256(str(path)) == sha256_digest(KERNEL_1).split(':')[1]
-
-
-# -- write_atomic ----------------------------------------------------------
-
-
-def test_write_atomic_writes_the_file(tmp_path):
-    path = str(tmp_path / 'release.json')
-    _stage.write_atomic(path, b'{"schema": 1}', mode=0o600)
-    assert read(path) == b'{"schema": 1}'
-    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
-    assert os.listdir(str(tmp_path)) == ['release.json']
-
-
-def test_write_atomic_replaces_an_existing_file(tmp_path):
-    path = tmp_path / 'release.json'
-    path.write_bytes(b'old')
-    _stage.write_atomic(str(path), b'new')
-    assert path.read_bytes() == b'new'
-    assert stat.S_IMODE(path.stat().st_mode) == 0o644
-
-
-def test_write_atomic_leaves_no_temporary_file_when_writing_fails(tmp_path):
-    path = tmp_path / 'release.json'
-    path.write_bytes(b'old')
-    with pytest.raises(TypeError):
-        _stage.write_atomic(str(path), 'not bytes')
-    assert os.listdir(str(tmp_path)) == ['release.json']
-    assert path.read_bytes() == b'old'
-
-
-def test_write_atomic_leaves_no_temporary_file_when_fsync_fails(tmp_path, monkeypatch):
-    def no_space(_fd):
-        raise OSError(errno.ENOSPC, 'No space left on device')
-
-    path = tmp_path / 'release.json'
-    monkeypatch.setattr(_stage.os, 'fsync', no_space)
-    with pytest.raises(OSError) as raised:
-        _stage.write_atomic(str(path), b'new')
-    monkeypatch.undo()
-    assert raised.value.errno == errno.ENOSPC
-    assert os.listdir(str(tmp_path)) == []
+    assert current_release(dest) is None

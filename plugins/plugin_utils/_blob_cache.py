@@ -1,6 +1,9 @@
 # -*- coding: utf-8 -*-
 # Copyright (c) kubesolo.fleet contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+#
+# PRIVATE to kubesolo.fleet: not a public API, it may change in any release.
+# Other collections and standalone plugins must not import it.
 """The controller's content-addressed blob cache for controller delivery.
 
 Layout under the cache root::
@@ -27,11 +30,9 @@ import tempfile
 
 from ansible_collections.kubesolo.fleet.plugins.module_utils._blobfile import BlobFile, download_in_parallel
 from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import StageError
+from ansible_collections.kubesolo.fleet.plugins.module_utils._io import unlink_if_present, write_atomic
 from ansible_collections.kubesolo.fleet.plugins.module_utils._reference import parse_digest
-from ansible_collections.kubesolo.fleet.plugins.module_utils._stage import (
-    release_dir_name,
-    write_atomic,
-)
+from ansible_collections.kubesolo.fleet.plugins.module_utils._store import digest_name
 
 
 def default_cache_root():
@@ -39,7 +40,17 @@ def default_cache_root():
     return os.path.join(base, 'kubesolo-fleet')
 
 
+class CachedBlob:
+    """A verified blob in the cache: its path, its sha256 and the bytes downloaded to get it now."""
+
+    def __init__(self, path, sha256, downloaded):
+        self.path = path
+        self.sha256 = sha256
+        self.downloaded = downloaded
+
+
 class BlobCache:
+    """The cache under ``root`` (see the layout above)."""
 
     def __init__(self, root):
         self.root = root
@@ -49,18 +60,17 @@ class BlobCache:
         return os.path.join(self.root, 'blobs', algorithm, encoded)
 
     def fetch_all(self, client, layers):
-        """fetch() of every layer at once (see _blobfile.download_in_parallel)."""
+        """[CachedBlob] of every layer, fetched at once (see _blobfile.download_in_parallel)."""
         return download_in_parallel(functools.partial(self.fetch, client), [(layer,) for layer in layers])
 
     def fetch(self, client, layer, cancel=None):
-        """The cached path and sha256 of ``layer``, downloading it if needed.
+        """The CachedBlob of ``layer``, downloading it if needed.
 
-        Returns (path, sha256 hex, bytes downloaded by this call). ``cancel``
-        stops a download at its next write (TransferCancelled).
+        ``cancel`` stops a download at its next write (TransferCancelled).
         """
         digest, size = layer['digest'], layer['size']
         path = self._blob_path(digest)
-        lock_path = os.path.join(self.root, 'locks', release_dir_name(digest) + '.lock')
+        lock_path = self._lock_path(digest)
         try:
             os.makedirs(os.path.dirname(path), exist_ok=True)
             os.makedirs(os.path.dirname(lock_path), exist_ok=True)
@@ -68,12 +78,14 @@ class BlobCache:
                 fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
                 cached = self._cached_sha256(path, size)
                 if cached:
-                    return path, cached, 0
-                sha256 = self._download(client, digest, size, path, cancel)
-                return path, sha256, size
+                    return CachedBlob(path, cached, 0)
+                return CachedBlob(path, self._download(client, digest, size, path, cancel), size)
         except OSError as exc:
             raise StageError('controller cache %s: %s (%s)'
                              % (self.root, exc.strerror or exc, exc.filename or path))
+
+    def _lock_path(self, digest):
+        return os.path.join(self.root, 'locks', digest_name(digest) + '.lock')
 
     @staticmethod
     def _cached_sha256(path, size):
@@ -104,7 +116,7 @@ class BlobCache:
 
     def remember(self, manifest_digest, layers):
         """Note that a release was used (for prune)."""
-        path = os.path.join(self.root, 'releases', release_dir_name(manifest_digest) + '.json')
+        path = os.path.join(self.root, 'releases', digest_name(manifest_digest) + '.json')
         os.makedirs(os.path.dirname(path), exist_ok=True)
         write_atomic(path, json.dumps({'manifest_digest': manifest_digest,
                                        'blobs': [layer['digest'] for layer in layers]}).encode('utf-8'))
@@ -138,7 +150,7 @@ class BlobCache:
         for _mtime, _path, blobs in releases[:keep]:
             wanted.update(blobs)
         for _mtime, path, _blobs in releases[keep:]:
-            _unlink_if_present(path)
+            unlink_if_present(path)
         removed = []
         blobs_dir = os.path.join(self.root, 'blobs')
         for algorithm in os.listdir(blobs_dir) if os.path.isdir(blobs_dir) else []:
@@ -147,17 +159,10 @@ class BlobCache:
                 if entry.startswith('.') or entry.endswith('.sha256') or digest in wanted:
                     continue
                 path = os.path.join(blobs_dir, algorithm, entry)
-                lock_path = os.path.join(self.root, 'locks', release_dir_name(digest) + '.lock')
+                lock_path = self._lock_path(digest)
                 with open(lock_path, 'a') as lock:
                     fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
-                    _unlink_if_present(path)
-                    _unlink_if_present(path + '.sha256')
+                    unlink_if_present(path)
+                    unlink_if_present(path + '.sha256')
                 removed.append(digest)
         return sorted(removed)
-
-
-def _unlink_if_present(path):
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass

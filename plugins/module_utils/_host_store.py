@@ -1,0 +1,307 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) kubesolo.fleet contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+#
+# PRIVATE to kubesolo.fleet: not a public API, it may change in any release.
+# Other collections and standalone plugins must not import it.
+"""Host delivery: the store behind ``dest`` written on this machine, downloading from the registry.
+
+A release is downloaded into ``partial-<digest>/`` in the store (_store.py has
+the layout), verified, renamed to its digest-named directory and then
+published by atomically replacing the ``dest`` symlink. A failure before the
+swap leaves ``dest`` and the previous release as they were; what was
+downloaded and verified so far is kept for the next run to resume. All of it
+runs under the store's lock, so concurrent runs on one node take turns.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import functools
+import os
+import platform
+import shutil
+import time
+
+from ansible_collections.kubesolo.fleet.plugins.module_utils._blobfile import BlobFile, download_in_parallel
+from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import (
+    DigestMismatchError,
+    SizeMismatchError,
+    StageError,
+)
+from ansible_collections.kubesolo.fleet.plugins.module_utils._io import (
+    discard_dir,
+    file_digest,
+    file_sha256,
+    fsync_dir,
+    remove_path,
+    write_atomic,
+)
+from ansible_collections.kubesolo.fleet.plugins.module_utils._reference import parse_digest
+from ansible_collections.kubesolo.fleet.plugins.module_utils._staging import StagedRelease
+from ansible_collections.kubesolo.fleet.plugins.module_utils._store import (
+    MAX_RECORD_BYTES,
+    RECORD_NAME,
+    SPACE_MARGIN,
+    build_record,
+    digest_name,
+    file_entry,
+    managed_release_dir,
+    parse_record,
+    record_bytes,
+    refuse_foreign,
+    space_needed,
+    store_dir,
+)
+
+LOCK_NAME = '.lock'
+PARTIAL_PREFIX = 'partial-'
+
+
+class HostStore:
+    """The store behind ``dest`` on this machine (see _staging.stage_release for the protocol)."""
+
+    delivery = 'host'
+
+    def __init__(self, dest, lock_timeout=300):
+        self.dest = dest.rstrip('/')
+        self.store = store_dir(self.dest)
+        self.lock_timeout = lock_timeout
+
+    @staticmethod
+    def default_architecture():
+        return platform.machine()
+
+    def current_release(self, rehash=False):
+        """The record of the release ``dest`` holds, or None when it holds none.
+
+        Refuses (StageError) a ``dest`` that exists and was not made by this
+        collection, so nothing of the user's is ever replaced. A managed ``dest``
+        whose files no longer match their record counts as holding nothing.
+        ``rehash`` compares sha256 digests instead of sizes.
+        """
+        if os.path.islink(self.dest):
+            return intact_record(managed_release_dir(self.dest, os.readlink(self.dest)), rehash)
+        if not os.path.lexists(self.dest):
+            return None
+        if os.path.isdir(self.dest) and not os.listdir(self.dest):
+            return None
+        refuse_foreign(self.dest)
+
+    def stage(self, client, release, layers):
+        """Download, verify and publish ``release`` (``layers``: its staged_layers()) at ``dest``.
+
+        Downloads survive an interrupted run (a network fault, a kill, a power
+        loss): the next run resumes them, and a verified release directory
+        that was never published is published without downloading again.
+        ``dest`` must have been accepted by current_release().
+        """
+        dest, store = self.dest, self.store
+        name = digest_name(release.manifest_digest)
+        final = os.path.join(store, name)
+        work = os.path.join(store, PARTIAL_PREFIX + name)
+        try:
+            os.makedirs(store, mode=0o755, exist_ok=True)
+            os.chmod(store, 0o755)  # makedirs' mode is reduced by the umask
+        except OSError as exc:
+            raise StageError('cannot create the staging directory %s: %s' % (store, exc.strerror))
+        with StoreLock(store, self.lock_timeout):
+            previous = os.path.realpath(dest) if os.path.islink(dest) else None
+            _remove_leftovers(store, keep=(os.path.basename(work), name, os.path.basename(previous or '')))
+            record = _verified_release(final, release.manifest_digest)
+            downloaded = 0
+            if record is None:
+                record, downloaded = _download_release(client, release, layers, dest, work, final)
+            try:
+                _publish(dest, final, store)
+            except StageError:
+                if previous != os.path.realpath(final):
+                    shutil.rmtree(final, ignore_errors=True)
+                raise
+            if previous and os.path.dirname(previous) == os.path.realpath(store) and \
+                    previous != os.path.realpath(final):
+                shutil.rmtree(previous, ignore_errors=True)
+        return StagedRelease(record, downloaded)
+
+
+def intact_record(release_dir, rehash=False):
+    """The record of ``release_dir`` when its files match it, else None."""
+    try:
+        with open(os.path.join(release_dir, RECORD_NAME), 'rb') as handle:
+            record = parse_record(handle.read(MAX_RECORD_BYTES))
+    except OSError:
+        return None
+    if record and files_intact(release_dir, record, rehash):
+        return record
+    return None
+
+
+def files_intact(release_dir, record, rehash=False):
+    """Whether every file of the record is present with its size (and sha256)."""
+    for name, entry in record['files'].items():
+        path = os.path.join(release_dir, name)
+        if os.path.basename(name) != name or not isinstance(entry, dict):
+            return False
+        try:
+            if not os.path.isfile(path) or os.path.getsize(path) != entry.get('size'):
+                return False
+            if rehash and file_sha256(path) != entry.get('sha256'):
+                return False
+        except OSError:
+            return False
+    return True
+
+
+def _download_release(client, release, layers, dest, work, final):
+    """Fill ``work`` with the verified layers and the record, then rename it to ``final``.
+
+    Returns (record, bytes fetched from the registry).
+    """
+    store = os.path.dirname(work)
+    try:
+        os.makedirs(work, mode=0o755, exist_ok=True)
+        os.chmod(work, 0o755)
+        # Only the layers (whole or partial) carry over from a killed run; a
+        # half-written record or anything else would end up in the release.
+        wanted = set(name for file_name, _layer in layers for name in (file_name, file_name + '.part'))
+        for entry in os.listdir(work):
+            if entry not in wanted:
+                remove_path(os.path.join(work, entry))
+        _check_space(work, layers, dest)
+        downloads = download_in_parallel(functools.partial(_download, client),
+                                         [(layer, os.path.join(work, name)) for name, layer in layers])
+        files = dict((file_name, file_entry(layer, download.sha256))
+                     for (file_name, layer), download in zip(layers, downloads))
+        record = build_record(release, client.repository, files)
+        write_atomic(os.path.join(work, RECORD_NAME), record_bytes(record))
+        fsync_dir(work)
+        discard_dir(final, store)
+        os.rename(work, final)
+        fsync_dir(store)
+    except OSError as exc:
+        raise StageError(_os_error_message(exc, dest))
+    return record, sum(download.fetched for download in downloads)
+
+
+class _LayerFile:
+    """A layer file in the work directory: its sha256 and the bytes fetched for it now."""
+
+    def __init__(self, sha256, fetched):
+        self.sha256 = sha256
+        self.fetched = fetched
+
+
+def _download(client, layer, path, cancel):
+    """Stream one layer to ``path`` via ``path.part``, resuming a partial one.
+
+    Network faults and cancellation (``cancel``, another layer failed) keep
+    the verified part for the next run; wrong content removes it. A resumed
+    part that turns out wrong is fetched once more from the start.
+    """
+    if os.path.exists(path):
+        # Verified and renamed by a run that was interrupted later on.
+        algorithm, expected = parse_digest(layer['digest'])
+        if os.path.getsize(path) == layer['size'] and file_digest(path, algorithm) == expected:
+            return _LayerFile(file_sha256(path) if algorithm != 'sha256' else expected, 0)
+        os.unlink(path)
+    part = path + '.part'
+    for attempt in (1, 2):
+        resumed = os.path.getsize(part) if os.path.exists(part) else 0
+        try:
+            with BlobFile(part, cancel) as handle:
+                sha256 = client.download_blob(layer['digest'], layer['size'], handle)
+                handle.sync()
+                fetched = handle.appended
+        except (DigestMismatchError, SizeMismatchError):
+            os.unlink(part)
+            if resumed and attempt == 1:
+                continue
+            raise
+        break
+    os.chmod(part, 0o644)
+    os.rename(part, path)
+    return _LayerFile(sha256, fetched)
+
+
+def _verified_release(final, manifest_digest):
+    """The record of a complete, verified release directory left by an earlier run, or None."""
+    record = intact_record(final, rehash=True)
+    return record if record and record.get('manifest_digest') == manifest_digest else None
+
+
+def _check_space(work, layers, dest):
+    """Refuse before downloading when the file system cannot hold the rest plus 10 %."""
+    missing = 0
+    for file_name, layer in layers:
+        have = 0
+        for candidate in (file_name, file_name + '.part'):
+            path = os.path.join(work, candidate)
+            if os.path.exists(path):
+                have = max(have, os.path.getsize(path))
+        missing += max(0, layer['size'] - have)
+    needed = space_needed(missing)
+    stats = os.statvfs(work)
+    free = stats.f_bavail * stats.f_frsize
+    if free < needed:
+        raise StageError('not enough space for %s: %d bytes free, %d needed (the rest of the release '
+                         'plus %d%% margin); nothing was downloaded and the previous release is kept'
+                         % (dest, free, needed, SPACE_MARGIN * 100))
+
+
+def _remove_leftovers(store, keep):
+    """Remove what dead runs left in the store (the lock is held, so nobody else is at work)."""
+    for entry in os.listdir(store):
+        if entry in keep or entry == LOCK_NAME:
+            continue
+        remove_path(os.path.join(store, entry))
+
+
+class StoreLock:
+    """An exclusive flock on the store; released by the kernel if the holder dies."""
+
+    def __init__(self, store, timeout):
+        self.path = os.path.join(store, LOCK_NAME)
+        self.timeout = timeout
+        self._handle = None
+
+    def __enter__(self):
+        self._handle = open(self.path, 'a')
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                fcntl.flock(self._handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return self
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    self._handle.close()
+                    raise StageError('another run is staging into %s (lock %s held for over %ss)'
+                                     % (os.path.dirname(self.path), self.path, self.timeout))
+                time.sleep(0.2)
+
+    def __exit__(self, *_exc_info):
+        self._handle.close()
+
+
+def _publish(dest, release_dir, store):
+    """Point ``dest`` at ``release_dir`` with one atomic rename of a symlink."""
+    link = os.path.join(store, 'link-%d' % os.getpid())
+    try:
+        if os.path.lexists(link):
+            os.unlink(link)
+        os.symlink(os.path.relpath(release_dir, os.path.dirname(dest)), link)
+        if os.path.isdir(dest) and not os.path.islink(dest):
+            os.rmdir(dest)  # the empty directory current_release() accepted
+        os.replace(link, dest)
+        fsync_dir(os.path.dirname(dest))
+    except OSError as exc:
+        if os.path.lexists(link):
+            os.unlink(link)
+        raise StageError(_os_error_message(exc, dest))
+
+
+def _os_error_message(exc, dest):
+    if exc.errno == errno.ENOSPC:
+        return 'no space left on the device of %s while staging; the previous release is kept' % dest
+    where = ' (%s)' % exc.filename if exc.filename else ''
+    return 'staging at %s failed: %s%s' % (dest, exc.strerror or exc, where)

@@ -1,0 +1,118 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) kubesolo.fleet contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+#
+# PRIVATE to kubesolo.fleet: not a public API, it may change in any release.
+# Other collections and standalone plugins must not import it.
+"""Manifests and indexes: media types, fetching one by tag or digest, and validating what came back."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import (
+    DigestMismatchError,
+    ManifestError,
+    NotFoundError,
+)
+from ansible_collections.kubesolo.fleet.plugins.module_utils._oci._transport import check_status, read_capped
+from ansible_collections.kubesolo.fleet.plugins.module_utils._reference import parse_digest
+
+MEDIA_OCI_INDEX = 'application/vnd.oci.image.index.v1+json'
+MEDIA_OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json'
+MEDIA_DOCKER_LIST = 'application/vnd.docker.distribution.manifest.list.v2+json'
+MEDIA_DOCKER_MANIFEST = 'application/vnd.docker.distribution.manifest.v2+json'
+INDEX_MEDIA_TYPES = (MEDIA_OCI_INDEX, MEDIA_DOCKER_LIST)
+MANIFEST_MEDIA_TYPES = (MEDIA_OCI_MANIFEST, MEDIA_DOCKER_MANIFEST)
+ANY_MANIFEST_MEDIA_TYPES = INDEX_MEDIA_TYPES + MANIFEST_MEDIA_TYPES
+
+# Same cap as oras-go and skopeo: a manifest is metadata, never megabytes.
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+
+
+class ManifestDocument:
+    """A manifest or index as the registry served it: raw bytes, media type, digest and JSON."""
+
+    def __init__(self, data, media_type, digest, document):
+        self.data = data
+        self.media_type = media_type
+        self.digest = digest
+        self.document = document
+
+    @property
+    def is_index(self):
+        return self.media_type in INDEX_MEDIA_TYPES
+
+
+def media_type_of(content_type):
+    """The bare media type of a Content-Type header value."""
+    return (content_type or '').split(';', 1)[0].strip().lower()
+
+
+def fetch_manifest(client, reference, accept=ANY_MANIFEST_MEDIA_TYPES):
+    """Fetch a manifest or index by tag or digest through ``client`` (a RegistryClient).
+
+    A digest reference is verified against the bytes received; so is the
+    registry's Docker-Content-Digest header when it uses the same algorithm.
+    """
+    url = '%s/manifests/%s' % (client.base_url, reference)
+    response = client.request('GET', url, headers={'Accept': ', '.join(accept)}, stream=True)
+    with response:
+        if response.status_code == 404:
+            separator = '@' if ':' in reference else ':'
+            raise NotFoundError('%s%s%s was not found in the registry' % (client.repository, separator, reference))
+        check_status(response, 'manifest %s of %s' % (reference, client.repository))
+        data = read_capped(response, MAX_MANIFEST_BYTES, 'manifest %s' % reference, error=ManifestError)
+        content_type = media_type_of(response.headers.get('Content-Type'))
+        header_digest = response.headers.get('Docker-Content-Digest', '')
+    if ':' in reference:
+        digest = verify_bytes(data, reference, 'manifest')
+    else:
+        digest = 'sha256:%s' % hashlib.sha256(data).hexdigest()
+    if header_digest.startswith(digest.split(':', 1)[0] + ':') and header_digest != digest:
+        raise DigestMismatchError('the registry says manifest %s has digest %s, but its bytes hash to %s'
+                                  % (reference, header_digest, digest))
+    document = parse_manifest_json(data, reference)
+    return ManifestDocument(data, manifest_media_type(document, content_type, reference), digest, document)
+
+
+def verify_bytes(data, digest, what):
+    """``digest`` when ``data`` hashes to it; DigestMismatchError otherwise."""
+    algorithm, expected_hex = parse_digest(digest)
+    actual = hashlib.new(algorithm, data).hexdigest()
+    if actual != expected_hex:
+        raise DigestMismatchError('%s %s has wrong content: its bytes hash to %s:%s'
+                                  % (what, digest, algorithm, actual))
+    return digest
+
+
+def parse_manifest_json(data, reference):
+    try:
+        document = json.loads(data.decode('utf-8'))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ManifestError('manifest %s is not valid JSON: %s' % (reference, exc))
+    if not isinstance(document, dict):
+        raise ManifestError('manifest %s is not a JSON object' % reference)
+    if document.get('schemaVersion') != 2:
+        raise ManifestError('manifest %s has schemaVersion %r, only 2 is supported'
+                            % (reference, document.get('schemaVersion')))
+    return document
+
+
+def manifest_media_type(document, content_type, reference):
+    """The media type of a manifest; body and Content-Type must agree."""
+    declared = document.get('mediaType')
+    if declared is not None and not isinstance(declared, str):
+        raise ManifestError('manifest %s has a non-string mediaType' % reference)
+    generic = ('', 'application/json', 'application/octet-stream')
+    if declared and content_type not in generic and declared != content_type:
+        raise ManifestError('manifest %s says its mediaType is %s but was served as %s'
+                            % (reference, declared, content_type))
+    media_type = declared or (content_type if content_type not in generic else '')
+    if not media_type:
+        media_type = MEDIA_OCI_INDEX if 'manifests' in document else MEDIA_OCI_MANIFEST
+    if media_type not in ANY_MANIFEST_MEDIA_TYPES:
+        raise ManifestError('unsupported media type %s at %s (expected an OCI or Docker index '
+                            'or manifest)' % (media_type, reference))
+    return media_type

@@ -1,0 +1,110 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) kubesolo.fleet contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+#
+# PRIVATE to kubesolo.fleet: not a public API, it may change in any release.
+# Other collections and standalone plugins must not import it.
+"""The on-disk layout of staged releases and their record, shared by both deliveries.
+
+Layout (``dest`` = /var/lib/kubesolo/staged)::
+
+    /var/lib/kubesolo/.staged.kubesolo-fleet/sha256-<hex>/vmlinuz
+                                                          kubesolo-os.gz
+                                                          release.json
+    /var/lib/kubesolo/staged -> .staged.kubesolo-fleet/sha256-<hex>
+
+``dest`` is a symbolic link into the hidden sibling store; publishing a
+release is one atomic replacement of that link, so both files only ever change
+together. Host delivery (_host_store.py) writes this layout with Python on the
+node, controller delivery (plugin_utils/_node_store.py) with sh; either can
+take over a store the other wrote.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from ansible_collections.kubesolo.fleet.plugins.module_utils._about import (
+    COLLECTION_NAME,
+    COLLECTION_VERSION,
+)
+from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import StageError
+
+RECORD_NAME = 'release.json'
+RECORD_SCHEMA = 1
+MAX_RECORD_BYTES = 1024 * 1024
+# The node agent asks for the image size plus 10 % before it updates.
+SPACE_MARGIN = 0.10
+
+
+def store_dir(dest):
+    """The hidden sibling directory that holds the releases behind ``dest``."""
+    parent, name = os.path.split(dest.rstrip('/'))
+    return os.path.join(parent, '.%s.kubesolo-fleet' % name)
+
+
+def digest_name(digest):
+    """A digest as a file name: ``sha256:<hex>`` -> ``sha256-<hex>`` (release directories, blob locks)."""
+    return digest.replace(':', '-')
+
+
+def space_needed(missing_bytes):
+    """Free bytes to ask for before writing ``missing_bytes``: the same margin as the node agent."""
+    return int(missing_bytes * (1 + SPACE_MARGIN))
+
+
+def managed_release_dir(dest, link_target):
+    """The release directory a ``dest`` symlink names; refuses links we did not make."""
+    release_dir = os.path.normpath(os.path.join(os.path.dirname(dest), link_target))
+    if os.path.dirname(release_dir) != os.path.normpath(store_dir(dest)):
+        raise StageError('%s is a symbolic link to %s, which kubesolo.fleet did not create; '
+                         'refusing to replace it' % (dest, link_target))
+    return release_dir
+
+
+def refuse_foreign(dest):
+    """Refuse a ``dest`` that holds something this collection did not create."""
+    raise StageError('%s exists and is not a release staged by kubesolo.fleet; refusing to '
+                     'replace it (remove it or choose another dest)' % dest)
+
+
+def parse_record(data):
+    """A release.json record from its bytes, or None when it is not one."""
+    try:
+        record = json.loads(data.decode('utf-8'))
+    except (UnicodeDecodeError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get('schema') != RECORD_SCHEMA:
+        return None
+    if not isinstance(record.get('files'), dict):
+        return None
+    return record
+
+
+def file_entry(layer, sha256):
+    """The record's entry for one staged file."""
+    return {'media_type': layer['media_type'], 'digest': layer['digest'], 'size': layer['size'],
+            'sha256': sha256}
+
+
+def build_record(release, repository, files):
+    """The release.json content; ``files`` maps file names to their file_entry()."""
+    return {
+        'schema': RECORD_SCHEMA,
+        'staged_by': '%s %s' % (COLLECTION_NAME, COLLECTION_VERSION),
+        'staged_at': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()),
+        'repository': str(repository),
+        'manifest_digest': release.manifest_digest,
+        'index_digest': release.index_digest,
+        'architecture': str(release.platform),
+        'version': release.metadata['version'],
+        'metadata': release.metadata,
+        'files': files,
+    }
+
+
+def record_bytes(record):
+    """release.json as written to disk."""
+    return json.dumps(record, indent=2, sort_keys=True).encode('utf-8')

@@ -1,0 +1,64 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) kubesolo.fleet contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+#
+# PRIVATE to kubesolo.fleet: not a public API, it may change in any release.
+# Other collections and standalone plugins must not import it.
+"""Controller delivery: the controller pulls each layer once into its cache and stages it on a node.
+
+For nodes without Python (real KubeSolo OS nodes). ControllerDelivery is the
+store that _staging.stage_release() stages into: it checks the node's free
+space, fills the cache (one download per layer for the whole fleet: forks
+share it), copies the layers to the node, has the node check and publish
+them, and keeps the cache to its size.
+"""
+
+from __future__ import annotations
+
+from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import FleetError, StageError
+from ansible_collections.kubesolo.fleet.plugins.module_utils._staging import StagedRelease
+from ansible_collections.kubesolo.fleet.plugins.module_utils._store import build_record, file_entry
+
+
+class ControllerDelivery:
+    """Stages into a _node_store.NodeStore from a _blob_cache.BlobCache.
+
+    ``cache_keep``: after staging, keep the blobs of this many most recently
+    used releases in the cache (0 never prunes).
+    """
+
+    delivery = 'controller'
+
+    def __init__(self, node, cache, cache_keep=3):
+        self.node = node
+        self.cache = cache
+        self.cache_keep = cache_keep
+
+    def default_architecture(self):
+        return self.node.architecture()
+
+    def current_release(self, rehash=False):
+        return self.node.current_release(rehash)
+
+    def stage(self, client, release, layers):
+        """Copy the verified layers to the node and publish them; a StagedRelease."""
+        self.cache.remember(release.manifest_digest, release.layers)
+        total = sum(staged.layer['size'] for staged in layers)
+        work = self.node.prepare(total)
+        try:
+            cached = self.cache.fetch_all(client, [staged.layer for staged in layers])
+            files = {}
+            for staged, blob in zip(layers, cached):
+                files[staged.name] = file_entry(staged.layer, blob.sha256)
+                self.node.put(blob.path, work, staged.name)
+            record = build_record(release, client.repository, files)
+            self.node.put_record(work, record)
+        except BaseException as exc:
+            self.node.remove_work(work)
+            if isinstance(exc, FleetError) or not isinstance(exc, Exception):
+                raise
+            raise StageError('copying the release to the node failed: %s' % exc)
+        self.node.publish(work, release.manifest_digest, files)
+        if self.cache_keep > 0:
+            self.cache.prune(self.cache_keep)
+        return StagedRelease(record, sum(blob.downloaded for blob in cached), bytes_transferred=total)
