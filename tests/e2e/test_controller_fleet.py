@@ -22,10 +22,10 @@ DEST = "/var/lib/kubesolo/update/staged"
 STORE = "/var/lib/kubesolo/update/.staged.kubesolo-fleet"
 SFTP_SESSION = "Starting session: subsystem 'sftp' for root"
 STAGE = "Stage the release"
-ACTIVATE = "Activate the staged release"
+ACTIVATE = "kubesolo.fleet.os_update : Activate the staged release"
 #: Activation and health check on a busybox node: the staged files must be there, then the node
-#: "boots" the new version.  (The role's defaults, kubesolo_fleet_stage_dir among them, are not
-#: variables of the activation play; the decision carries the stage directory.)
+#: "boots" the new version.  (It reads the stage directory from the decision, as any activation
+#: command may.)
 SSH_ACTIVATE_COMMAND = (
     "test -s {{ kubesolo_fleet_decision.stage_dir }}/vmlinuz && test -s {{ kubesolo_fleet_decision.stage_dir }}/kubesolo-os.gz"
     ' && sed -i "s/^VERSION_ID=.*/VERSION_ID={{ kubesolo_fleet_decision.available_version }}/" /etc/os-release'

@@ -12,7 +12,9 @@ from tests.support.fleet import ACTIVATE_COMMAND, HEALTH_COMMAND, Fleet, read_re
 
 REPO = "kubesolo/os"
 BATCHES = (1, 2, "100%")
-ACTIVATE = "Activate the staged release"
+#: Activation runs in the os_update role (tasks_from: activate), whose task names carry the role's.
+ROLE = "kubesolo.fleet.os_update : "
+ACTIVATE = ROLE + "Activate the staged release"
 
 
 @pytest.fixture(scope="module")
@@ -182,10 +184,10 @@ def test_a_failed_health_check_or_missing_new_version_fails_the_batch(
     assert fleet.version_id("next") == "v0.2.0"
     assert rollout_column(tmp_path) == {"canary": "failed", "next": "not_reached"}
     if failure == "health":
-        assert run.status("Run the health check", "canary") == "failed"
+        assert run.status(ROLE + "Run the health check", "canary") == "failed"
         assert fleet.version_id("canary") == "v0.3.0"  # activated, but unhealthy
     else:
-        failed = run.result("Check that the node runs the new version", "canary")
+        failed = run.result(ROLE + "Check that the node runs the new version", "canary")
         assert "reports version 'v0.2.0' after activation, expected v0.3.0" in failed["msg"]
         assert "expected v0.3.0" in run.result("Stop the rollout", "canary")["msg"]
 

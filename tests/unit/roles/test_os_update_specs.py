@@ -39,7 +39,7 @@ def _spec_defaults():
 
 
 def test_entry_points():
-    assert sorted(ENTRY_POINTS) == ['main', 'report']
+    assert sorted(ENTRY_POINTS) == ['activate', 'main', 'report']
 
 
 def test_spec_options_match_the_defaults_keys():
