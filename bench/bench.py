@@ -193,13 +193,30 @@ class Bench:
             files = {name: build / name for name in ("vmlinuz", "kubesolo-os.gz")}
             layers = [write_random(path, mib * MIB) for path in files.values()]
             path = f"bench/s{mib}"
-            self.releases[mib] = {"path": path, "repo": f"{self.registry.host}/{path}", "layers": layers,
-                                  "bytes": 2 * mib * MIB}
-            tasks.append({"name": path, "kubesolo.fleet.update_publish": {
-                "repository": self.releases[mib]["repo"], "plain_http": True, "tags": [RELEASE_VERSION, "stable"],
-                "version": RELEASE_VERSION, "artifacts": [
-                    {"architecture": "amd64", "kernel": str(files["vmlinuz"]), "initramfs": str(files["kubesolo-os.gz"])}
-                ]}})
+            self.releases[mib] = {
+                "path": path,
+                "repo": f"{self.registry.host}/{path}",
+                "layers": layers,
+                "bytes": 2 * mib * MIB,
+            }
+            tasks.append(
+                {
+                    "name": path,
+                    "kubesolo.fleet.update_publish": {
+                        "repository": self.releases[mib]["repo"],
+                        "plain_http": True,
+                        "tags": [RELEASE_VERSION, "stable"],
+                        "version": RELEASE_VERSION,
+                        "artifacts": [
+                            {
+                                "architecture": "amd64",
+                                "kernel": str(files["vmlinuz"]),
+                                "initramfs": str(files["kubesolo-os.gz"]),
+                            }
+                        ],
+                    },
+                }
+            )
         log(f"publishing {', '.join(f'2 x {mib} MiB' for mib in sizes)}")
         run, _wall = self.playbook(tasks)
         for mib, release in self.releases.items():
@@ -219,8 +236,10 @@ class Bench:
         stage = {"tag": "stable", "plain_http": True}
         tasks = [{"name": f"overhead {i}", **OVERHEAD_TASK[delivery]} for i in range(OVERHEAD_RUNS)]
         tasks += [
-            {**stage_task("warm-up", release["repo"], scratch / "warm-up/staged", cache=cache, **stage),
-             "check_mode": True},
+            {
+                **stage_task("warm-up", release["repo"], scratch / "warm-up/staged", cache=cache, **stage),
+                "check_mode": True,
+            },
             stage_task("stage", release["repo"], dest, cache=cache, **stage),
             {"name": "mark", "ansible.builtin.uri": {"url": f"{self.registry.url}/v2/?{MARKER}"}},
             stage_task("rerun", release["repo"], dest, cache=cache, **stage),
@@ -241,19 +260,25 @@ class Bench:
             "task_s": task_seconds(run, "stage"),
             "rerun_task_s": task_seconds(run, "rerun"),
             "stage_traffic": traffic(entries[:cut]),
-            "rerun_traffic": traffic(entries[cut + 1:]),
+            "rerun_traffic": traffic(entries[cut + 1 :]),
         }
 
     def direct_run(self, mib: int, delivery: str) -> tuple[float, int]:
         """The staging code without Ansible in a child process: (seconds, peak RSS KiB)."""
         scratch = self.scratch("direct")
-        options = {"repository": self.releases[mib]["repo"], "tag": "stable", "plain_http": True,
-                   "dest": str(scratch / "node/staged"), "collections_root": str(collections_root())}
+        options = {
+            "repository": self.releases[mib]["repo"],
+            "tag": "stable",
+            "plain_http": True,
+            "dest": str(scratch / "node/staged"),
+            "collections_root": str(collections_root()),
+        }
         if delivery == "controller":
             options["controller_cache"] = str(scratch / "cache")
         settle()
-        seconds, output = run_measured([sys.executable, str(DRIVERS[delivery]), json.dumps(options)],
-                                       env={**os.environ, **self.env})
+        seconds, output = run_measured(
+            [sys.executable, str(DRIVERS[delivery]), json.dumps(options)], env={**os.environ, **self.env}
+        )
         result = json.loads(output.splitlines()[-1])
         if result.get("failed"):
             raise RuntimeError(output)
@@ -265,19 +290,31 @@ class Bench:
         scratch, release = self.scratch("pull"), self.releases[mib]
         if method == "skopeo":
             source = f"docker://{self.registry.host}/{release['path']}@{release['manifest']}"
-            command = ["skopeo", "--insecure-policy", "copy", "-q", "--src-tls-verify=false", source,
-                       f"dir:{scratch / 'x'}"]
+            command = [
+                "skopeo",
+                "--insecure-policy",
+                "copy",
+                "-q",
+                "--src-tls-verify=false",
+                source,
+                f"dir:{scratch / 'x'}",
+            ]
             expected = sorted(release["layers"])
         else:
-            steps = [HAND_ROLLED[method].format(url=shlex.quote(self.blob_url(mib, digest)),
-                                                file=shlex.quote(str(scratch / f"layer{i}")))
-                     for i, digest in enumerate(release["layers"])]
+            steps = [
+                HAND_ROLLED[method].format(
+                    url=shlex.quote(self.blob_url(mib, digest)), file=shlex.quote(str(scratch / f"layer{i}"))
+                )
+                for i, digest in enumerate(release["layers"])
+            ]
             command = ["bash", "-c", "set -euo pipefail\n" + "\n".join(steps)]
             expected = release["layers"]
         settle()
         seconds, output = run_measured(command)
         if method == "skopeo":
-            got = sorted(f"sha256:{path.name}" for path in (scratch / "x").iterdir() if f"sha256:{path.name}" in expected)
+            got = sorted(
+                f"sha256:{path.name}" for path in (scratch / "x").iterdir() if f"sha256:{path.name}" in expected
+            )
         else:
             got = ["sha256:" + digest for digest in re.findall(r"= ([0-9a-f]{64})$", output, re.MULTILINE)]
         if got != expected:
@@ -302,8 +339,10 @@ class Bench:
             row["other"][method] = {"s": summary(runs[method])}
         for delivery in DELIVERIES:
             direct = runs[f"direct_{delivery}"]
-            row["other"][f"direct_{delivery}"] = {"s": summary(t for t, _rss in direct),
-                                                  "peak_rss_kib": summary(rss for _t, rss in direct)}
+            row["other"][f"direct_{delivery}"] = {
+                "s": summary(t for t, _rss in direct),
+                "peak_rss_kib": summary(rss for _t, rss in direct),
+            }
         for entry in row["other"].values():
             entry["mib_s"] = size / MIB / entry["s"]["median"]
         best_curl = min(BEST_CURL_OF, key=lambda method: row["other"][method]["s"]["median"])
@@ -333,8 +372,11 @@ class Bench:
         """``check`` and a staging-only ``rollout`` (host, controller) over ``n`` fresh simulated nodes."""
         release = self.releases[self.options.fleet_mib]
         nodes = {f"node{i:02d}": {"arch": "amd64", "version": NODE_VERSION} for i in range(1, n + 1)}
-        cases = [("check", "-", {}), ("rollout", "host", {"kubesolo_fleet_delivery": "host"}),
-                 ("rollout", "controller", {"kubesolo_fleet_delivery": "controller"})]
+        cases = [
+            ("check", "-", {}),
+            ("rollout", "host", {"kubesolo_fleet_delivery": "host"}),
+            ("rollout", "controller", {"kubesolo_fleet_delivery": "controller"}),
+        ]
         rows = []
         for playbook, delivery, group_vars in cases:
             walls, staged, last = [], 0, {}
@@ -345,17 +387,28 @@ class Bench:
                     group_vars["kubesolo_fleet_controller_cache"] = str(scratch / "cache")
                 settle()
                 since = self.registry.mark()
-                run, wall = self.playbook(f"kubesolo.fleet.{playbook}", inventory=fleet.inventory(**group_vars),
-                                          extra_vars={"kubesolo_fleet_report_dir": str(scratch / "report")},
-                                          args=["-f", str(self.options.forks)])
+                run, wall = self.playbook(
+                    f"kubesolo.fleet.{playbook}",
+                    inventory=fleet.inventory(**group_vars),
+                    extra_vars={"kubesolo_fleet_report_dir": str(scratch / "report")},
+                    args=["-f", str(self.options.forks)],
+                )
                 last = traffic(self.registry.access_log(since))
                 walls.append(wall)
                 staged = sum(r["task"].endswith(STAGE_TASK) and r["status"] == "changed" for r in run.results)
                 if staged != (n if playbook == "rollout" else 0):
                     raise RuntimeError(f"{playbook} staged on {staged} of {n} nodes:\n{run}")
                 shutil.rmtree(scratch)
-            rows.append({"nodes": n, "playbook": playbook, "delivery": delivery, "wall_s": summary(walls),
-                         "staged": staged, **last})
+            rows.append(
+                {
+                    "nodes": n,
+                    "playbook": playbook,
+                    "delivery": delivery,
+                    "wall_s": summary(walls),
+                    "staged": staged,
+                    **last,
+                }
+            )
             log(f"fleet of {n}: {playbook} {delivery}: {rows[-1]['wall_s']['median']:.1f} s")
         return rows
 
@@ -363,7 +416,10 @@ class Bench:
         options = self.options
         self.publish(sorted(set(options.sizes) | {options.fleet_mib}))
         results = {
-            "config": {key: getattr(options, key) for key in ("sizes", "repeat", "fleet", "fleet_mib", "forks", "quick", "skopeo")},
+            "config": {
+                key: getattr(options, key)
+                for key in ("sizes", "repeat", "fleet", "fleet_mib", "forks", "quick", "skopeo")
+            },
             "machine": self.machine_facts(),
             "sizes": [self.size_rows(mib) for mib in options.sizes],
             "fleet": [row for n in options.fleet for row in self.fleet_rows(n)],
@@ -391,8 +447,12 @@ class Bench:
             "skopeo": _output(["skopeo", "--version"]).strip() if self.options.skopeo else None,
             "registry": _output([self.registry.binary, "--version"]).split(" ", 1)[-1].strip(),
         }
-        speed = _output(["openssl", "speed", "-evp", "sha256", "-bytes", str(MIB), "-seconds", "1" if quick else "3", "-mr"])
-        facts["openssl_sha256_mb_s"] = float(re.search(r"^\+F:\d+:sha256:([0-9.]+)", speed, re.MULTILINE).group(1)) / 1e6
+        speed = _output(
+            ["openssl", "speed", "-evp", "sha256", "-bytes", str(MIB), "-seconds", "1" if quick else "3", "-mr"]
+        )
+        facts["openssl_sha256_mb_s"] = (
+            float(re.search(r"^\+F:\d+:sha256:([0-9.]+)", speed, re.MULTILINE).group(1)) / 1e6
+        )
         chunk, count = os.urandom(MIB), 64 if quick else 512
         start, hasher = time.perf_counter(), hashlib.sha256()
         for _chunk in range(count):
@@ -413,15 +473,29 @@ class Bench:
         dd_mib, target = 64 if quick else 1024, self.work / "dd.out"
         settle()
         start = time.monotonic()
-        subprocess.run(["dd", "if=/dev/zero", f"of={target}", "bs=1M", f"count={dd_mib}", "conv=fsync", "status=none"],
-                       check=True)
+        subprocess.run(
+            ["dd", "if=/dev/zero", f"of={target}", "bs=1M", f"count={dd_mib}", "conv=fsync", "status=none"], check=True
+        )
         facts["disk_write_fsync_mib_s"] = dd_mib / (time.monotonic() - start)
         target.unlink()
         # Two O_DIRECT writers of 2 MiB blocks, as update_stage writes two layers.
         targets = [self.work / f"dd{i}.out" for i in (1, 2)]
         settle()
-        seconds = _timed_together([["dd", "if=/dev/zero", f"of={path}", "bs=2M", f"count={dd_mib // 4}",
-                                    "oflag=direct", "conv=fsync", "status=none"] for path in targets])
+        seconds = _timed_together(
+            [
+                [
+                    "dd",
+                    "if=/dev/zero",
+                    f"of={path}",
+                    "bs=2M",
+                    f"count={dd_mib // 4}",
+                    "oflag=direct",
+                    "conv=fsync",
+                    "status=none",
+                ]
+                for path in targets
+            ]
+        )
         facts["disk_write_direct_two_streams_mib_s"] = dd_mib / seconds
         for target in targets:
             target.unlink()
@@ -474,36 +548,62 @@ def markdown(results: dict) -> str:
     ]
     for key, value in machine.items():
         lines.append(f"| {key} | {f'{value:.0f}' if isinstance(value, float) else '-' if value is None else value} |")
-    lines += ["", "## Staging through ansible-playbook", "",
-              "| MiB/layer | delivery | playbook wall | update_stage task | per-task overhead | module | module MiB/s | "
-              "module/curl | module/skopeo |",
-              "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines += [
+        "",
+        "## Staging through ansible-playbook",
+        "",
+        "| MiB/layer | delivery | playbook wall | update_stage task | per-task overhead | module | module MiB/s | "
+        "module/curl | module/skopeo |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for row in results["sizes"]:
         for delivery, s in row["staging"].items():
-            lines.append(f"| {row['mib_per_layer']} | {delivery} | {_t(s['playbook_s'])} | {_t(s['task_s'])} | "
-                         f"{_t(s['overhead_s'])} | {_t(s['module_s'])} | {s['module_mib_s']:.0f} | "
-                         f"{_x(s['vs_curl'])} | {_x(s['vs_skopeo'])} |")
-    lines += ["", "## The same two blobs without Ansible", "",
-              "Peak RSS: `VmHWM` of the child process that runs the module's staging code, as it ends.", "",
-              "| MiB/layer | method | seconds | MiB/s | peak RSS MiB |", "| ---: | --- | ---: | ---: | ---: |"]
+            lines.append(
+                f"| {row['mib_per_layer']} | {delivery} | {_t(s['playbook_s'])} | {_t(s['task_s'])} | "
+                f"{_t(s['overhead_s'])} | {_t(s['module_s'])} | {s['module_mib_s']:.0f} | "
+                f"{_x(s['vs_curl'])} | {_x(s['vs_skopeo'])} |"
+            )
+    lines += [
+        "",
+        "## The same two blobs without Ansible",
+        "",
+        "Peak RSS: `VmHWM` of the child process that runs the module's staging code, as it ends.",
+        "",
+        "| MiB/layer | method | seconds | MiB/s | peak RSS MiB |",
+        "| ---: | --- | ---: | ---: | ---: |",
+    ]
     for row in results["sizes"]:
         for method, s in row["other"].items():
             rss = f"{s['peak_rss_kib']['median'] / 1024:.1f}" if "peak_rss_kib" in s else ""
             best = " (best curl)" if method == row["best_curl"] else ""
-            lines.append(f"| {row['mib_per_layer']} | {LABELS[method]}{best} | {_t(s['s'])} | {s['mib_s']:.0f} | {rss} |")
-    lines += ["", "## Rerun of an already staged release", "",
-              "| MiB/layer | delivery | task | module | registry requests | blob bytes |",
-              "| ---: | --- | ---: | ---: | ---: | ---: |"]
+            lines.append(
+                f"| {row['mib_per_layer']} | {LABELS[method]}{best} | {_t(s['s'])} | {s['mib_s']:.0f} | {rss} |"
+            )
+    lines += [
+        "",
+        "## Rerun of an already staged release",
+        "",
+        "| MiB/layer | delivery | task | module | registry requests | blob bytes |",
+        "| ---: | --- | ---: | ---: | ---: | ---: |",
+    ]
     for row in results["sizes"]:
         for delivery, s in row["rerun"].items():
-            lines.append(f"| {row['mib_per_layer']} | {delivery} | {_t(s['task_s'])} | {_t(s['module_s'])} | "
-                         f"{s['requests']} | {s['blob_bytes']} |")
-    lines += ["", f"## Fleet (simulated local nodes, 2 x {config['fleet_mib']} MiB release, {config['forks']} forks)", "",
-              "| nodes | playbook | delivery | wall | registry requests | manifest GETs | blob GETs | blob MiB |",
-              "| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+            lines.append(
+                f"| {row['mib_per_layer']} | {delivery} | {_t(s['task_s'])} | {_t(s['module_s'])} | "
+                f"{s['requests']} | {s['blob_bytes']} |"
+            )
+    lines += [
+        "",
+        f"## Fleet (simulated local nodes, 2 x {config['fleet_mib']} MiB release, {config['forks']} forks)",
+        "",
+        "| nodes | playbook | delivery | wall | registry requests | manifest GETs | blob GETs | blob MiB |",
+        "| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for row in results["fleet"]:
-        lines.append(f"| {row['nodes']} | {row['playbook']} | {row['delivery']} | {_t(row['wall_s'])} | "
-                     f"{row['requests']} | {row['manifest_gets']} | {row['blob_gets']} | {row['blob_bytes'] / MIB:.0f} |")
+        lines.append(
+            f"| {row['nodes']} | {row['playbook']} | {row['delivery']} | {_t(row['wall_s'])} | "
+            f"{row['requests']} | {row['manifest_gets']} | {row['blob_gets']} | {row['blob_bytes'] / MIB:.0f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -528,8 +628,11 @@ def parse_args(argv) -> argparse.Namespace:
     parser.add_argument("--no-skopeo", dest="skopeo", action="store_false", help="leave skopeo out")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench/results", help="output directory")
     options = parser.parse_args(argv)
-    defaults = {"sizes": [1], "repeat": 1, "fleet": [1, 2], "fleet_mib": 1} if options.quick else \
-        {"sizes": [1, 64, 256, 1024], "repeat": 3, "fleet": [1, 10, 50], "fleet_mib": 16}
+    defaults = (
+        {"sizes": [1], "repeat": 1, "fleet": [1, 2], "fleet_mib": 1}
+        if options.quick
+        else {"sizes": [1, 64, 256, 1024], "repeat": 3, "fleet": [1, 10, 50], "fleet_mib": 16}
+    )
     for key, value in defaults.items():
         if getattr(options, key) is None:
             setattr(options, key, value)

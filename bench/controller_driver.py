@@ -55,8 +55,16 @@ def main() -> int:
     except FleetError as exc:
         print(json.dumps({"failed": True, "error_code": exc.code, "msg": str(exc)}), flush=True)
         return 1
-    print(json.dumps({"bytes_transferred": outcome.bytes_transferred, "manifest_digest": outcome.release.manifest_digest,
-                      "peak_rss_kib": peak_rss_kib()}), flush=True)
+    print(
+        json.dumps(
+            {
+                "bytes_transferred": outcome.bytes_transferred,
+                "manifest_digest": outcome.release.manifest_digest,
+                "peak_rss_kib": peak_rss_kib(),
+            }
+        ),
+        flush=True,
+    )
     return 0
 
 

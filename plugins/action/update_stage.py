@@ -11,14 +11,16 @@ from ansible.plugins.action import ActionBase
 
 
 class ActionModule(ActionBase):
-
     TRANSFERS_FILES = True
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
-        if self._task.args.get('delivery', 'host') == 'host':
-            result.update(self._execute_module(module_name='kubesolo.fleet.update_stage',
-                                               module_args=self._task.args, task_vars=task_vars))
+        if self._task.args.get("delivery", "host") == "host":
+            result.update(
+                self._execute_module(
+                    module_name="kubesolo.fleet.update_stage", module_args=self._task.args, task_vars=task_vars
+                )
+            )
             return result
         return self._run_controller_delivery(result)
 
@@ -37,17 +39,24 @@ class ActionModule(ActionBase):
         from ansible_collections.kubesolo.fleet.plugins.plugin_utils._controller_delivery import ControllerDelivery
         from ansible_collections.kubesolo.fleet.plugins.plugin_utils._node_store import NodeStore
 
-        params = self.validate_argument_spec(argument_spec=_options.stage_argument_spec(),
-                                             mutually_exclusive=_options.REGISTRY_MUTUALLY_EXCLUSIVE)[1]
+        params = self.validate_argument_spec(
+            argument_spec=_options.stage_argument_spec(), mutually_exclusive=_options.REGISTRY_MUTUALLY_EXCLUSIVE
+        )[1]
         if not HAS_REQUESTS:
-            return dict(result, failed=True, exception=REQUESTS_IMPORT_ERROR,
-                        msg='controller delivery needs the Python library requests on the controller')
+            return dict(
+                result,
+                failed=True,
+                exception=REQUESTS_IMPORT_ERROR,
+                msg="controller delivery needs the Python library requests on the controller",
+            )
         client = None
         try:
-            dest = _options.stage_dest(params['dest'])
-            store = ControllerDelivery(NodeStore(self._node_shell, self._connection.put_file, dest),
-                                       BlobCache(params['controller_cache'] or default_cache_root()),
-                                       cache_keep=params['controller_cache_keep'])
+            dest = _options.stage_dest(params["dest"])
+            store = ControllerDelivery(
+                NodeStore(self._node_shell, self._connection.put_file, dest),
+                BlobCache(params["controller_cache"] or default_cache_root()),
+                cache_keep=params["controller_cache_keep"],
+            )
             client = _options.mirrored_client_from_params(params)
             outcome = _staging.stage_release(client, params, store, check_mode=self._task.check_mode)
             result.update(stage_result(outcome, dest, store.delivery, client, self._task.diff))
@@ -57,5 +66,5 @@ class ActionModule(ActionBase):
 
     def _node_shell(self, script):
         """Run ``script`` with the node's /bin/sh, as the raw action would."""
-        out = self._low_level_execute_command(script, executable='/bin/sh')
-        return out.get('rc'), out.get('stdout', ''), out.get('stderr', '')
+        out = self._low_level_execute_command(script, executable="/bin/sh")
+        return out.get("rc"), out.get("stdout", ""), out.get("stderr", "")

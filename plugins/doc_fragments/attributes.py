@@ -8,7 +8,7 @@ from __future__ import annotations
 class ModuleDocFragment:
     """Descriptions of the module attributes; modules state only their support."""
 
-    DOCUMENTATION = r'''
+    DOCUMENTATION = r"""
 options: {}
 attributes:
   check_mode:
@@ -22,22 +22,22 @@ attributes:
     description: Use C(group/kubesolo.fleet.registry) in C(module_defaults) to set defaults for this module.
     membership:
       - kubesolo.fleet.registry
-'''
+"""
 
     # What every module of the registry action group supports.
-    REGISTRY_MODULE = r'''
+    REGISTRY_MODULE = r"""
 options: {}
 attributes:
   idempotent:
     support: full
   action_group:
     support: full
-'''
+"""
 
     # For modules whose result says what they did, with no before/after to show.
-    NO_DIFF = r'''
+    NO_DIFF = r"""
 options: {}
 attributes:
   diff_mode:
     support: none
-'''
+"""

@@ -8,7 +8,7 @@ from __future__ import annotations
 class ModuleDocFragment:
     """Options shared by the modules that talk to a registry."""
 
-    DOCUMENTATION = r'''
+    DOCUMENTATION = r"""
 options:
   repository:
     description:
@@ -92,10 +92,10 @@ notes:
   - Redirects (CDN or object-store blob locations) are followed, but C(Authorization) is never sent to
     another scheme, host or port. Proxies from the standard C(HTTPS_PROXY), C(HTTP_PROXY) and C(NO_PROXY)
     environment variables are used.
-'''
+"""
 
     # Options of the modules that read one release for one architecture.
-    RELEASE = r'''
+    RELEASE = r"""
 options:
   tag:
     description:
@@ -161,4 +161,4 @@ options:
     description: Also resolve the tag at the mirrors (only for mirrors you trust to be current).
     type: bool
     default: false
-'''
+"""

@@ -8,17 +8,24 @@ from __future__ import annotations
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import FleetError
-from ansible_collections.kubesolo.fleet.plugins.plugin_utils._gates import InvalidWindow, decide
 from ansible_collections.kubesolo.fleet.plugins.module_utils._platform import parse_platform
+from ansible_collections.kubesolo.fleet.plugins.plugin_utils._gates import InvalidWindow, decide
 
 
-def update_decision(release, current_version='', channel='stable', allow_downgrade=False,
-                    maintenance_window='', local_time=''):
+def update_decision(
+    release, current_version="", channel="stable", allow_downgrade=False, maintenance_window="", local_time=""
+):
     if not isinstance(release, dict):
-        raise AnsibleFilterError('update_decision expects the result of kubesolo.fleet.update_info')
+        raise AnsibleFilterError("update_decision expects the result of kubesolo.fleet.update_info")
     try:
-        return decide(release, current_version, channel, allow_downgrade=allow_downgrade,
-                      maintenance_window=maintenance_window, local_time=local_time)
+        return decide(
+            release,
+            current_version,
+            channel,
+            allow_downgrade=allow_downgrade,
+            maintenance_window=maintenance_window,
+            local_time=local_time,
+        )
     except InvalidWindow as exc:
         raise AnsibleFilterError(str(exc))
 
@@ -33,11 +40,11 @@ def goarch(architecture):
 def node_state(text):
     """Parse the ``key=value`` lines the role's raw probe prints."""
     state = {}
-    for line in (text or '').splitlines():
-        key, sep, value = line.partition('=')
+    for line in (text or "").splitlines():
+        key, sep, value = line.partition("=")
         key = key.strip()
         if sep and key and key not in state:
-            state[key] = value.strip().strip('"\'')
+            state[key] = value.strip().strip("\"'")
     return state
 
 
@@ -51,20 +58,24 @@ def report_rows(hosts, hostvars, rollout=False, activating=False):
     rows = []
     for host in hosts:
         facts = hostvars[host]
-        decision = facts.get('kubesolo_fleet_decision') or {
-            'action': 'failed',
-            'reasons': [{'code': 'unreachable_or_failed', 'message': 'the node could not be checked'}],
+        decision = facts.get("kubesolo_fleet_decision") or {
+            "action": "failed",
+            "reasons": [{"code": "unreachable_or_failed", "message": "the node could not be checked"}],
         }
         row = dict(decision, host=host)
         if rollout:
-            pending = 'not_reached' if activating else 'staged'
-            default = pending if decision['action'] == 'stage' else 'unchanged'
-            row['rollout'] = facts.get('kubesolo_fleet_rollout_status') or default
+            pending = "not_reached" if activating else "staged"
+            default = pending if decision["action"] == "stage" else "unchanged"
+            row["rollout"] = facts.get("kubesolo_fleet_rollout_status") or default
         rows.append(row)
     return rows
 
 
 class FilterModule:
     def filters(self):
-        return {'update_decision': update_decision, 'goarch': goarch, 'node_state': node_state,
-                'report_rows': report_rows}
+        return {
+            "update_decision": update_decision,
+            "goarch": goarch,
+            "node_state": node_state,
+            "report_rows": report_rows,
+        }

@@ -5,5 +5,5 @@
 
 from __future__ import annotations
 
-COLLECTION_NAME = 'kubesolo.fleet'
-COLLECTION_VERSION = '0.1.0'
+COLLECTION_NAME = "kubesolo.fleet"
+COLLECTION_VERSION = "0.1.0"

@@ -36,8 +36,8 @@ ALIGNMENT = 4096
 BUFFER_BYTES = 2 * 1024 * 1024
 BUFFERS = 2
 
-_O_DIRECT = getattr(os, 'O_DIRECT', 0)
-_O_CLOEXEC = getattr(os, 'O_CLOEXEC', 0)
+_O_DIRECT = getattr(os, "O_DIRECT", 0)
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 
 
 class TransferCancelled(Exception):
@@ -109,13 +109,13 @@ class BlobFile:
         A reader can receive straight into it, which saves copying every byte.
         """
         if self._cancel is not None and self._cancel.is_set():
-            raise TransferCancelled('download of %s cancelled' % self.path)
+            raise TransferCancelled(f"download of {self.path} cancelled")
         self._raise_writer_error()
         if self._buffer is None:
             self._buffer = self._take_buffer()
             # A buffer ends on an aligned offset, so the next one starts on one.
             self._capacity = BUFFER_BYTES - self._end % ALIGNMENT
-        return memoryview(self._buffer)[self._fill:min(self._capacity, self._fill + size)]
+        return memoryview(self._buffer)[self._fill : min(self._capacity, self._fill + size)]
 
     def commit(self, length):
         """Add the first ``length`` bytes of the view ``reserve`` returned to the file."""
@@ -126,11 +126,11 @@ class BlobFile:
             self._hand_over()
 
     def write(self, data):
-        view = memoryview(data).cast('B')
+        view = memoryview(data).cast("B")
         done = 0
         while done < len(view):
             target = self.reserve(len(view) - done)
-            target[:] = view[done:done + len(target)]
+            target[:] = view[done : done + len(target)]
             self.commit(len(target))
             done += len(target)
         return done
@@ -142,7 +142,7 @@ class BlobFile:
         elif whence == os.SEEK_CUR:
             offset += self._pos
         if offset < 0:
-            raise OSError(errno.EINVAL, 'negative seek position', self.path)
+            raise OSError(errno.EINVAL, "negative seek position", self.path)
         self._pos = offset
         return offset
 
@@ -209,7 +209,7 @@ class BlobFile:
     def _hand_over(self):
         """Queue the current buffer for writing at the end of the file."""
         if self._writer is None:
-            self._writer = threading.Thread(target=self._write_pending, name='kubesolo-fleet-writer')
+            self._writer = threading.Thread(target=self._write_pending, name="kubesolo-fleet-writer")
             self._writer.daemon = True
             self._writer.start()
         self._pending.put((self._buffer, self._fill, self._end))

@@ -20,8 +20,8 @@ import subprocess
 from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import AuthenticationError, ParameterError
 
 # docker's name for Docker Hub in config.json and for its credential helpers.
-_DOCKER_HUB_KEYS = ('docker.io', 'index.docker.io', 'registry-1.docker.io')
-_DOCKER_HUB_SERVER = 'https://index.docker.io/v1/'
+_DOCKER_HUB_KEYS = ("docker.io", "index.docker.io", "registry-1.docker.io")
+_DOCKER_HUB_SERVER = "https://index.docker.io/v1/"
 _HELPER_TIMEOUT = 30
 _MAX_CONFIG_BYTES = 1024 * 1024
 
@@ -35,43 +35,43 @@ class Credentials:
         self.identity_token = identity_token
 
     def __repr__(self):
-        return 'Credentials(username=%r, secret=<hidden>)' % self.username
+        return f"Credentials(username={self.username!r}, secret=<hidden>)"
 
 
 def docker_config_path(explicit=None):
     if explicit:
         return explicit
-    if os.environ.get('DOCKER_CONFIG'):
-        return os.path.join(os.environ['DOCKER_CONFIG'], 'config.json')
-    return os.path.join(os.path.expanduser('~'), '.docker', 'config.json')
+    if os.environ.get("DOCKER_CONFIG"):
+        return os.path.join(os.environ["DOCKER_CONFIG"], "config.json")
+    return os.path.join(os.path.expanduser("~"), ".docker", "config.json")
 
 
 def load_docker_config(path, required=False):
     """The parsed config.json; {} when it does not exist (unless ``required``)."""
     try:
-        with open(path, 'rb') as handle:
+        with open(path, "rb") as handle:
             data = handle.read(_MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         if required:
-            raise ParameterError('registry_config %s does not exist' % path)
+            raise ParameterError(f"registry_config {path} does not exist")
         return {}
     except OSError as exc:
-        raise ParameterError('cannot read registry_config %s: %s' % (path, exc.strerror))
+        raise ParameterError(f"cannot read registry_config {path}: {exc.strerror}")
     if len(data) > _MAX_CONFIG_BYTES:
-        raise ParameterError('registry_config %s is larger than 1 MiB' % path)
+        raise ParameterError(f"registry_config {path} is larger than 1 MiB")
     try:
-        config = json.loads(data.decode('utf-8'))
+        config = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
-        raise ParameterError('registry_config %s is not valid JSON: %s' % (path, exc))
+        raise ParameterError(f"registry_config {path} is not valid JSON: {exc}")
     if not isinstance(config, dict):
-        raise ParameterError('registry_config %s is not a JSON object' % path)
+        raise ParameterError(f"registry_config {path} is not a JSON object")
     return config
 
 
 def _host_of(key):
     """``https://host:port/v1/`` and similar config keys -> ``host:port``."""
-    text = key.split('://', 1)[-1]
-    return text.split('/', 1)[0].lower()
+    text = key.split("://", 1)[-1]
+    return text.split("/", 1)[0].lower()
 
 
 def _aliases(registry):
@@ -82,69 +82,73 @@ def _aliases(registry):
 def credentials_for(registry, config):
     """Credentials for ``registry`` (host[:port]) from a docker config, or None."""
     names = _aliases(registry)
-    helpers = config.get('credHelpers') or {}
+    helpers = config.get("credHelpers") or {}
     if isinstance(helpers, dict):
         for key, helper in helpers.items():
             if _host_of(key) in names:
                 return run_credential_helper(helper, registry)
-    auths = config.get('auths') or {}
+    auths = config.get("auths") or {}
     if isinstance(auths, dict):
         for key, entry in auths.items():
             if _host_of(key) in names and isinstance(entry, dict):
                 found = _from_auths_entry(entry, registry)
                 if found:
                     return found
-    store = config.get('credsStore')
+    store = config.get("credsStore")
     if store:
         return run_credential_helper(store, registry)
     return None
 
 
 def _from_auths_entry(entry, registry):
-    if entry.get('identitytoken'):
-        return Credentials(entry.get('username') or '<token>', identity_token=entry['identitytoken'])
-    if entry.get('auth'):
+    if entry.get("identitytoken"):
+        return Credentials(entry.get("username") or "<token>", identity_token=entry["identitytoken"])
+    if entry.get("auth"):
         try:
-            username, sep, password = base64.b64decode(entry['auth']).decode('utf-8').partition(':')
+            username, sep, password = base64.b64decode(entry["auth"]).decode("utf-8").partition(":")
         except (binascii.Error, ValueError, TypeError):
-            sep = ''
+            sep = ""
         if not sep:
-            raise ParameterError('the auths entry for %s in the docker config is not base64 of '
-                                 'user:password' % registry)
+            raise ParameterError(f"the auths entry for {registry} in the docker config is not base64 of user:password")
         return Credentials(username, password)
-    if entry.get('username') and entry.get('password'):
-        return Credentials(entry['username'], entry['password'])
+    if entry.get("username") and entry.get("password"):
+        return Credentials(entry["username"], entry["password"])
     return None
 
 
 def run_credential_helper(name, registry):
     """Ask ``docker-credential-<name> get`` for the registry's credentials (None: it has none)."""
-    if not isinstance(name, str) or not name or '/' in name:
-        raise ParameterError('invalid credential helper name %r in the docker config' % (name,))
-    program = 'docker-credential-%s' % name
+    if not isinstance(name, str) or not name or "/" in name:
+        raise ParameterError(f"invalid credential helper name {name!r} in the docker config")
+    program = f"docker-credential-{name}"
     path = shutil.which(program)
     if not path:
-        raise AuthenticationError('the docker config names the credential helper %s for %s, but it '
-                                  'is not on PATH' % (program, registry))
+        raise AuthenticationError(
+            f"the docker config names the credential helper {program} for {registry}, but it is not on PATH"
+        )
     server = _DOCKER_HUB_SERVER if registry.lower() in _DOCKER_HUB_KEYS else registry
     try:
-        done = subprocess.run([path, 'get'], input=server.encode('utf-8'), capture_output=True,
-                              timeout=_HELPER_TIMEOUT, check=False)
+        done = subprocess.run(
+            [path, "get"], input=server.encode("utf-8"), capture_output=True, timeout=_HELPER_TIMEOUT, check=False
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
-        raise AuthenticationError('credential helper %s failed for %s: %s' % (program, registry, exc))
+        raise AuthenticationError(f"credential helper {program} failed for {registry}: {exc}")
     if done.returncode != 0:
-        said = (done.stdout or done.stderr).decode('utf-8', 'replace').strip()
-        if 'credentials not found' in said.lower():
+        said = (done.stdout or done.stderr).decode("utf-8", "replace").strip()
+        if "credentials not found" in said.lower():
             return None
-        raise AuthenticationError('credential helper %s failed for %s (exit %d): %s'
-                                  % (program, registry, done.returncode, said.splitlines()[-1][:200] if said else ''))
+        last_line = said.splitlines()[-1][:200] if said else ""
+        raise AuthenticationError(
+            f"credential helper {program} failed for {registry} (exit {done.returncode}): {last_line}"
+        )
     try:
-        answer = json.loads(done.stdout.decode('utf-8'))
-        username, secret = answer['Username'], answer['Secret']
+        answer = json.loads(done.stdout.decode("utf-8"))
+        username, secret = answer["Username"], answer["Secret"]
     except (UnicodeDecodeError, ValueError, KeyError, TypeError):
-        raise AuthenticationError('credential helper %s gave an answer for %s that is not '
-                                  '{"Username": ..., "Secret": ...}' % (program, registry))
-    if username == '<token>':
+        raise AuthenticationError(
+            f'credential helper {program} gave an answer for {registry} that is not {{"Username": ..., "Secret": ...}}'
+        )
+    if username == "<token>":
         return Credentials(username, identity_token=secret)
     return Credentials(username, secret)
 
@@ -153,7 +157,7 @@ def resolve_credentials(registry, username=None, password=None, config_path=None
     """Explicit options win; then the docker config; else None (anonymous)."""
     if username or password:
         if not (username and password):
-            raise ParameterError('username and password must be given together')
+            raise ParameterError("username and password must be given together")
         return Credentials(username, password)
     path = docker_config_path(config_path)
     return credentials_for(registry, load_docker_config(path, required=bool(config_path)))

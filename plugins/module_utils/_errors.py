@@ -14,7 +14,7 @@ from __future__ import annotations
 class FleetError(Exception):
     """Base class; ``str(error)`` is a complete, user-facing message."""
 
-    code = 'error'
+    code = "error"
 
     def details(self):
         """Extra machine-readable fields for the module result."""
@@ -22,13 +22,13 @@ class FleetError(Exception):
 
 
 class ParameterError(FleetError):
-    code = 'invalid_parameter'
+    code = "invalid_parameter"
 
 
 class InvalidReferenceError(ParameterError):
     """A malformed repository, tag, digest or platform: the parts that name a release."""
 
-    code = 'invalid_reference'
+    code = "invalid_reference"
 
 
 class InvalidPlatformError(InvalidReferenceError):
@@ -36,75 +36,75 @@ class InvalidPlatformError(InvalidReferenceError):
 
 
 class RegistryConnectionError(FleetError):
-    code = 'registry_unreachable'
+    code = "registry_unreachable"
 
 
 class RegistryResponseError(FleetError):
     """The registry answered, but not with something we can use."""
 
-    code = 'registry_error'
+    code = "registry_error"
 
 
 class AuthenticationError(FleetError):
-    code = 'authentication_failed'
+    code = "authentication_failed"
 
 
 class NotFoundError(FleetError):
     """The tag or digest does not exist in the repository."""
 
-    code = 'not_found'
+    code = "not_found"
 
 
 class ManifestError(FleetError):
     """A manifest or index is malformed, too large or of an unsupported type."""
 
-    code = 'invalid_manifest'
+    code = "invalid_manifest"
 
 
 class DigestMismatchError(FleetError):
-    code = 'digest_mismatch'
+    code = "digest_mismatch"
 
 
 class SizeMismatchError(FleetError):
-    code = 'size_mismatch'
+    code = "size_mismatch"
 
 
 class ArchitectureNotShippedError(FleetError):
     """The release has no build for the wanted platform."""
 
-    code = 'architecture_not_shipped'
+    code = "architecture_not_shipped"
 
     def __init__(self, wanted, available):
         self.wanted = wanted
         self.available = list(available)
         self.index_digest = None  # set by the resolver, so callers can pin the index
-        shipped = ', '.join(self.available) if self.available else 'none'
-        super().__init__(
-            'the release does not ship for architecture %s (it ships: %s)' % (wanted, shipped))
+        shipped = ", ".join(self.available) if self.available else "none"
+        super().__init__(f"the release does not ship for architecture {wanted} (it ships: {shipped})")
 
     def details(self):
-        return {'architecture': self.wanted, 'available_architectures': self.available,
-                'index_digest': self.index_digest}
+        return {
+            "architecture": self.wanted,
+            "available_architectures": self.available,
+            "index_digest": self.index_digest,
+        }
 
 
 class ArchitectureMismatchError(FleetError):
     """A single-architecture manifest declares another architecture."""
 
-    code = 'architecture_mismatch'
+    code = "architecture_mismatch"
 
     def __init__(self, declared, wanted):
         self.declared = declared
         self.wanted = wanted
-        super().__init__(
-            'the manifest at this reference is for architecture %s, but %s was wanted'
-            % (declared, wanted))
+        super().__init__(f"the manifest at this reference is for architecture {declared}, but {wanted} was wanted")
 
 
 class LayerMissingError(FleetError):
-    code = 'layer_missing'
+    code = "layer_missing"
 
 
 class StageError(FleetError):
     """The destination cannot be written or is not ours to replace."""
 
-    code = 'stage_failed'
+    code = "stage_failed"

@@ -43,7 +43,7 @@ from ansible_collections.kubesolo.fleet.plugins.module_utils._staging import Sta
 from ansible_collections.kubesolo.fleet.plugins.module_utils._store import (
     MAX_RECORD_BYTES,
     RECORD_NAME,
-    SPACE_MARGIN,
+    SPACE_MARGIN_PERCENT,
     build_record,
     digest_name,
     file_entry,
@@ -55,17 +55,17 @@ from ansible_collections.kubesolo.fleet.plugins.module_utils._store import (
     store_dir,
 )
 
-LOCK_NAME = '.lock'
-PARTIAL_PREFIX = 'partial-'
+LOCK_NAME = ".lock"
+PARTIAL_PREFIX = "partial-"
 
 
 class HostStore:
     """The store behind ``dest`` on this machine (see _staging.stage_release for the protocol)."""
 
-    delivery = 'host'
+    delivery = "host"
 
     def __init__(self, dest, lock_timeout=300):
-        self.dest = dest.rstrip('/')
+        self.dest = dest.rstrip("/")
         self.store = store_dir(self.dest)
         self.lock_timeout = lock_timeout
 
@@ -105,10 +105,10 @@ class HostStore:
             os.makedirs(store, mode=0o755, exist_ok=True)
             os.chmod(store, 0o755)  # makedirs' mode is reduced by the umask
         except OSError as exc:
-            raise StageError('cannot create the staging directory %s: %s' % (store, exc.strerror))
+            raise StageError(f"cannot create the staging directory {store}: {exc.strerror}")
         with StoreLock(store, self.lock_timeout):
             previous = os.path.realpath(dest) if os.path.islink(dest) else None
-            _remove_leftovers(store, keep=(os.path.basename(work), name, os.path.basename(previous or '')))
+            _remove_leftovers(store, keep=(os.path.basename(work), name, os.path.basename(previous or "")))
             record = _verified_release(final, release.manifest_digest)
             downloaded = 0
             if record is None:
@@ -119,8 +119,11 @@ class HostStore:
                 if previous != os.path.realpath(final):
                     shutil.rmtree(final, ignore_errors=True)
                 raise
-            if previous and os.path.dirname(previous) == os.path.realpath(store) and \
-                    previous != os.path.realpath(final):
+            if (
+                previous
+                and os.path.dirname(previous) == os.path.realpath(store)
+                and previous != os.path.realpath(final)
+            ):
                 shutil.rmtree(previous, ignore_errors=True)
         return StagedRelease(record, downloaded)
 
@@ -128,7 +131,7 @@ class HostStore:
 def intact_record(release_dir, rehash=False):
     """The record of ``release_dir`` when its files match it, else None."""
     try:
-        with open(os.path.join(release_dir, RECORD_NAME), 'rb') as handle:
+        with open(os.path.join(release_dir, RECORD_NAME), "rb") as handle:
             record = parse_record(handle.read(MAX_RECORD_BYTES))
     except OSError:
         return None
@@ -139,14 +142,14 @@ def intact_record(release_dir, rehash=False):
 
 def files_intact(release_dir, record, rehash=False):
     """Whether every file of the record is present with its size (and sha256)."""
-    for name, entry in record['files'].items():
+    for name, entry in record["files"].items():
         path = os.path.join(release_dir, name)
         if os.path.basename(name) != name or not isinstance(entry, dict):
             return False
         try:
-            if not os.path.isfile(path) or os.path.getsize(path) != entry.get('size'):
+            if not os.path.isfile(path) or os.path.getsize(path) != entry.get("size"):
                 return False
-            if rehash and file_sha256(path) != entry.get('sha256'):
+            if rehash and file_sha256(path) != entry.get("sha256"):
                 return False
         except OSError:
             return False
@@ -164,15 +167,17 @@ def _download_release(client, release, layers, dest, work, final):
         os.chmod(work, 0o755)
         # Only the layers (whole or partial) carry over from a killed run; a
         # half-written record or anything else would end up in the release.
-        wanted = set(name for file_name, _layer in layers for name in (file_name, file_name + '.part'))
+        wanted = set(name for file_name, _layer in layers for name in (file_name, file_name + ".part"))
         for entry in os.listdir(work):
             if entry not in wanted:
                 remove_path(os.path.join(work, entry))
         _check_space(work, layers, dest)
-        downloads = download_in_parallel(functools.partial(_download, client),
-                                         [(layer, os.path.join(work, name)) for name, layer in layers])
-        files = dict((file_name, file_entry(layer, download.sha256))
-                     for (file_name, layer), download in zip(layers, downloads))
+        downloads = download_in_parallel(
+            functools.partial(_download, client), [(layer, os.path.join(work, name)) for name, layer in layers]
+        )
+        files = dict(
+            (file_name, file_entry(layer, download.sha256)) for (file_name, layer), download in zip(layers, downloads)
+        )
         record = build_record(release, client.repository, files)
         write_atomic(os.path.join(work, RECORD_NAME), record_bytes(record))
         fsync_dir(work)
@@ -201,16 +206,16 @@ def _download(client, layer, path, cancel):
     """
     if os.path.exists(path):
         # Verified and renamed by a run that was interrupted later on.
-        algorithm, expected = parse_digest(layer['digest'])
-        if os.path.getsize(path) == layer['size'] and file_digest(path, algorithm) == expected:
-            return _LayerFile(file_sha256(path) if algorithm != 'sha256' else expected, 0)
+        algorithm, expected = parse_digest(layer["digest"])
+        if os.path.getsize(path) == layer["size"] and file_digest(path, algorithm) == expected:
+            return _LayerFile(file_sha256(path) if algorithm != "sha256" else expected, 0)
         os.unlink(path)
-    part = path + '.part'
+    part = path + ".part"
     for attempt in (1, 2):
         resumed = os.path.getsize(part) if os.path.exists(part) else 0
         try:
             with BlobFile(part, cancel) as handle:
-                sha256 = client.download_blob(layer['digest'], layer['size'], handle)
+                sha256 = client.download_blob(layer["digest"], layer["size"], handle)
                 handle.sync()
                 fetched = handle.appended
         except (DigestMismatchError, SizeMismatchError):
@@ -227,7 +232,7 @@ def _download(client, layer, path, cancel):
 def _verified_release(final, manifest_digest):
     """The record of a complete, verified release directory left by an earlier run, or None."""
     record = intact_record(final, rehash=True)
-    return record if record and record.get('manifest_digest') == manifest_digest else None
+    return record if record and record.get("manifest_digest") == manifest_digest else None
 
 
 def _check_space(work, layers, dest):
@@ -235,18 +240,19 @@ def _check_space(work, layers, dest):
     missing = 0
     for file_name, layer in layers:
         have = 0
-        for candidate in (file_name, file_name + '.part'):
+        for candidate in (file_name, file_name + ".part"):
             path = os.path.join(work, candidate)
             if os.path.exists(path):
                 have = max(have, os.path.getsize(path))
-        missing += max(0, layer['size'] - have)
+        missing += max(0, layer["size"] - have)
     needed = space_needed(missing)
     stats = os.statvfs(work)
     free = stats.f_bavail * stats.f_frsize
     if free < needed:
-        raise StageError('not enough space for %s: %d bytes free, %d needed (the rest of the release '
-                         'plus %d%% margin); nothing was downloaded and the previous release is kept'
-                         % (dest, free, needed, SPACE_MARGIN * 100))
+        raise StageError(
+            f"not enough space for {dest}: {free} bytes free, {needed} needed (the rest of the release "
+            f"plus {SPACE_MARGIN_PERCENT}% margin); nothing was downloaded and the previous release is kept"
+        )
 
 
 def _remove_leftovers(store, keep):
@@ -266,7 +272,7 @@ class StoreLock:
         self._handle = None
 
     def __enter__(self):
-        self._handle = open(self.path, 'a')
+        self._handle = open(self.path, "a")
         deadline = time.monotonic() + self.timeout
         while True:
             try:
@@ -275,8 +281,9 @@ class StoreLock:
             except BlockingIOError:
                 if time.monotonic() >= deadline:
                     self._handle.close()
-                    raise StageError('another run is staging into %s (lock %s held for over %ss)'
-                                     % (os.path.dirname(self.path), self.path, self.timeout))
+                    raise StageError(
+                        f"another run is staging into {os.path.dirname(self.path)} (lock {self.path} held for over {self.timeout}s)"
+                    )
                 time.sleep(0.2)
 
     def __exit__(self, *_exc_info):
@@ -285,7 +292,7 @@ class StoreLock:
 
 def _publish(dest, release_dir, store):
     """Point ``dest`` at ``release_dir`` with one atomic rename of a symlink."""
-    link = os.path.join(store, 'link-%d' % os.getpid())
+    link = os.path.join(store, f"link-{os.getpid()}")
     try:
         if os.path.lexists(link):
             os.unlink(link)
@@ -302,6 +309,6 @@ def _publish(dest, release_dir, store):
 
 def _os_error_message(exc, dest):
     if exc.errno == errno.ENOSPC:
-        return 'no space left on the device of %s while staging; the previous release is kept' % dest
-    where = ' (%s)' % exc.filename if exc.filename else ''
-    return 'staging at %s failed: %s%s' % (dest, exc.strerror or exc, where)
+        return f"no space left on the device of {dest} while staging; the previous release is kept"
+    where = f" ({exc.filename})" if exc.filename else ""
+    return f"staging at {dest} failed: {exc.strerror or exc}{where}"

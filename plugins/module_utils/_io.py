@@ -18,9 +18,9 @@ _HASH_CHUNK_BYTES = 1024 * 1024
 
 def write_atomic(path, data, mode=0o644):
     """Write ``data`` to ``path`` via a temporary sibling, fsync and rename."""
-    fd, tmp = tempfile.mkstemp(prefix='.%s.' % os.path.basename(path), dir=os.path.dirname(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=os.path.dirname(path))
     try:
-        with os.fdopen(fd, 'wb') as handle:
+        with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
@@ -44,14 +44,14 @@ def fsync_dir(path):
 def file_digest(path, algorithm):
     """The hex digest of the file at ``path`` by ``algorithm`` (a hashlib name)."""
     hasher = hashlib.new(algorithm)
-    with open(path, 'rb', buffering=0) as handle:
-        for chunk in iter(lambda: handle.read(_HASH_CHUNK_BYTES), b''):
+    with open(path, "rb", buffering=0) as handle:
+        for chunk in iter(lambda: handle.read(_HASH_CHUNK_BYTES), b""):
             hasher.update(chunk)
     return hasher.hexdigest()
 
 
 def file_sha256(path):
-    return file_digest(path, 'sha256')
+    return file_digest(path, "sha256")
 
 
 def remove_path(path):
@@ -74,6 +74,6 @@ def discard_dir(path, scratch_parent):
     ``scratch_parent``, so that it disappears from ``path`` at once even if removal is cut short."""
     if not os.path.lexists(path):
         return
-    trash = tempfile.mkdtemp(prefix='trash-', dir=scratch_parent)
-    os.rename(path, os.path.join(trash, 'old'))
+    trash = tempfile.mkdtemp(prefix="trash-", dir=scratch_parent)
+    os.rename(path, os.path.join(trash, "old"))
     shutil.rmtree(trash, ignore_errors=True)

@@ -34,12 +34,12 @@ class MirroredClient:
         """Retries at the upstream (mirrors are not retried); bytes resumed and fetched at any source."""
         summary = self.upstream.transfer_summary()
         for _location, client in self.mirrors:
-            summary['resumed_bytes'] += client.resumed_bytes
-            summary['fetched_bytes'] += client.fetched_bytes
+            summary["resumed_bytes"] += client.resumed_bytes
+            summary["fetched_bytes"] += client.fetched_bytes
         return summary
 
     def get_manifest(self, reference, accept=INDEX_MEDIA_TYPES + MANIFEST_MEDIA_TYPES):
-        by_digest = ':' in reference
+        by_digest = ":" in reference
         mirrors = self.mirrors if by_digest or self.mirror_tags else []
         fetched = self._first(mirrors, lambda client: client.get_manifest(reference, accept))
         if fetched is None:
@@ -70,5 +70,5 @@ class MirroredClient:
             try:
                 return location, call(client)
             except FleetError as exc:
-                self.mirror_errors.append('%s: %s' % (location, exc))
+                self.mirror_errors.append(f"{location}: {exc}")
         return None

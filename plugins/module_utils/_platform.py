@@ -14,62 +14,61 @@ from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import (
 # uname -m / distribution names -> (GOARCH, variant); the variant is only kept
 # where it changes what runs (32-bit ARM).
 _ALIASES = {
-    'x86_64': ('amd64', ''),
-    'x86-64': ('amd64', ''),
-    'amd64': ('amd64', ''),
-    'aarch64': ('arm64', ''),
-    'arm64': ('arm64', ''),
-    'armv8': ('arm64', ''),
-    'armv8l': ('arm', 'v7'),
-    'armv7l': ('arm', 'v7'),
-    'armv7': ('arm', 'v7'),
-    'armhf': ('arm', 'v7'),
-    'arm': ('arm', 'v7'),
-    'armv6l': ('arm', 'v6'),
-    'armv6': ('arm', 'v6'),
-    'armel': ('arm', 'v6'),
-    'armv5tel': ('arm', 'v5'),
-    'i386': ('386', ''),
-    'i486': ('386', ''),
-    'i586': ('386', ''),
-    'i686': ('386', ''),
-    '386': ('386', ''),
-    'ppc64le': ('ppc64le', ''),
-    's390x': ('s390x', ''),
-    'riscv64': ('riscv64', ''),
-    'loongarch64': ('loong64', ''),
-    'loong64': ('loong64', ''),
-    'mips64': ('mips64', ''),
-    'mips64le': ('mips64le', ''),
+    "x86_64": ("amd64", ""),
+    "x86-64": ("amd64", ""),
+    "amd64": ("amd64", ""),
+    "aarch64": ("arm64", ""),
+    "arm64": ("arm64", ""),
+    "armv8": ("arm64", ""),
+    "armv8l": ("arm", "v7"),
+    "armv7l": ("arm", "v7"),
+    "armv7": ("arm", "v7"),
+    "armhf": ("arm", "v7"),
+    "arm": ("arm", "v7"),
+    "armv6l": ("arm", "v6"),
+    "armv6": ("arm", "v6"),
+    "armel": ("arm", "v6"),
+    "armv5tel": ("arm", "v5"),
+    "i386": ("386", ""),
+    "i486": ("386", ""),
+    "i586": ("386", ""),
+    "i686": ("386", ""),
+    "386": ("386", ""),
+    "ppc64le": ("ppc64le", ""),
+    "s390x": ("s390x", ""),
+    "riscv64": ("riscv64", ""),
+    "loongarch64": ("loong64", ""),
+    "loong64": ("loong64", ""),
+    "mips64": ("mips64", ""),
+    "mips64le": ("mips64le", ""),
 }
 
 # Variants that mean "the baseline" and so match an entry without one.
-_DEFAULT_VARIANTS = {'amd64': ('', 'v1'), 'arm64': ('', 'v8'), 'arm': ('v7', '')}
+_DEFAULT_VARIANTS = {"amd64": ("", "v1"), "arm64": ("", "v8"), "arm": ("v7", "")}
 
 
 class Platform:
     """A GOARCH architecture and its normalised variant ('' when irrelevant)."""
 
-    def __init__(self, architecture, variant=''):
+    def __init__(self, architecture, variant=""):
         self.architecture = architecture
         self.variant = _canonical_variant(architecture, variant)
 
     def __eq__(self, other):
-        return isinstance(other, Platform) and (self.architecture, self.variant) == (
-            other.architecture, other.variant)
+        return isinstance(other, Platform) and (self.architecture, self.variant) == (other.architecture, other.variant)
 
     def __hash__(self):
         return hash((self.architecture, self.variant))
 
     def __str__(self):
-        return '%s/%s' % (self.architecture, self.variant) if self.variant else self.architecture
+        return f"{self.architecture}/{self.variant}" if self.variant else self.architecture
 
     def __repr__(self):
-        return 'Platform(%r)' % str(self)
+        return f"Platform({str(self)!r})"
 
 
 def _canonical_variant(architecture, variant):
-    variant = (variant or '').lower()
+    variant = (variant or "").lower()
     defaults = _DEFAULT_VARIANTS.get(architecture)
     if defaults and variant in defaults:
         return defaults[0]
@@ -79,28 +78,28 @@ def _canonical_variant(architecture, variant):
 def parse_platform(value):
     """Turn ``x86_64``, ``aarch64``, ``armv7l``, ``arm/v7``, ``arm64/v8`` ... into a Platform."""
     if not isinstance(value, str) or not value.strip():
-        raise InvalidPlatformError('architecture must be a non-empty string such as amd64 or arm64')
+        raise InvalidPlatformError("architecture must be a non-empty string such as amd64 or arm64")
     text = value.strip().lower()
-    if text.startswith('linux/'):
-        text = text[len('linux/'):]
-    architecture, _sep, variant = text.partition('/')
+    if text.startswith("linux/"):
+        text = text[len("linux/") :]
+    architecture, _sep, variant = text.partition("/")
     if architecture in _ALIASES:
         goarch, implied_variant = _ALIASES[architecture]
         return Platform(goarch, variant or implied_variant)
-    if not architecture.replace('_', '').isalnum():
-        raise InvalidPlatformError('architecture %r is not a valid architecture name' % value)
+    if not architecture.replace("_", "").isalnum():
+        raise InvalidPlatformError(f"architecture {value!r} is not a valid architecture name")
     return Platform(architecture, variant)
 
 
 def descriptor_platform(descriptor):
     """The Platform of an index entry, or None when it is not a linux entry."""
-    platform = descriptor.get('platform')
+    platform = descriptor.get("platform")
     if not isinstance(platform, dict):
         return None
-    architecture = platform.get('architecture')
-    if platform.get('os') != 'linux' or not isinstance(architecture, str) or not architecture:
+    architecture = platform.get("architecture")
+    if platform.get("os") != "linux" or not isinstance(architecture, str) or not architecture:
         return None
-    variant = platform.get('variant') or ''
+    variant = platform.get("variant") or ""
     if not isinstance(variant, str):
         return None
     return Platform(architecture.lower(), variant)
@@ -116,8 +115,8 @@ def select_manifest(descriptors, wanted):
     matches = [d for d in descriptors if descriptor_platform(d) == wanted]
     if len(matches) > 1:
         raise ManifestError(
-            'the index lists %d manifests for platform %s; refusing an ambiguous release'
-            % (len(matches), wanted))
+            f"the index lists {len(matches)} manifests for platform {wanted}; refusing an ambiguous release"
+        )
     if not matches:
         raise ArchitectureNotShippedError(str(wanted), available_platforms(descriptors))
     return matches[0]

@@ -13,22 +13,22 @@ import json
 import os
 
 from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import ManifestError, ParameterError
-from ansible_collections.kubesolo.fleet.plugins.module_utils._platform import parse_platform
-from ansible_collections.kubesolo.fleet.plugins.module_utils._reference import digest_of, validate_tag
+from ansible_collections.kubesolo.fleet.plugins.module_utils._io import file_sha256
 from ansible_collections.kubesolo.fleet.plugins.module_utils._oci._manifests import (
     MEDIA_OCI_INDEX,
     MEDIA_OCI_MANIFEST,
 )
+from ansible_collections.kubesolo.fleet.plugins.module_utils._platform import parse_platform
+from ansible_collections.kubesolo.fleet.plugins.module_utils._reference import digest_of, validate_tag
 from ansible_collections.kubesolo.fleet.plugins.module_utils._release import (
     ANNOTATION_PREFIX,
     MEDIA_INITRAMFS,
     MEDIA_KERNEL,
     metadata_from_annotations,
 )
-from ansible_collections.kubesolo.fleet.plugins.module_utils._io import file_sha256
 from ansible_collections.kubesolo.fleet.plugins.module_utils._version import InvalidVersion, Version
 
-MEDIA_CONFIG = 'application/vnd.oci.image.config.v1+json'
+MEDIA_CONFIG = "application/vnd.oci.image.config.v1+json"
 
 
 class Blob:
@@ -48,12 +48,12 @@ class Blob:
     @classmethod
     def from_file(cls, media_type, path):
         try:
-            return cls(media_type, 'sha256:' + file_sha256(path), os.path.getsize(path), path=path)
+            return cls(media_type, "sha256:" + file_sha256(path), os.path.getsize(path), path=path)
         except OSError as exc:
-            raise ParameterError('cannot read %s: %s' % (path, exc.strerror))
+            raise ParameterError(f"cannot read {path}: {exc.strerror}")
 
     def descriptor(self):
-        return {'mediaType': self.media_type, 'digest': self.digest, 'size': self.size}
+        return {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
 
 
 class Document:
@@ -67,7 +67,7 @@ class Document:
 
 
 def canonical_json(content):
-    return json.dumps(content, sort_keys=True, separators=(',', ':'), ensure_ascii=False).encode('utf-8')
+    return json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
 class ReleasePlan:
@@ -97,58 +97,72 @@ def plan_release(artifacts, metadata, tags):
     """
     _check_metadata(metadata)
     if not artifacts:
-        raise ParameterError('artifacts must list at least one architecture')
+        raise ParameterError("artifacts must list at least one architecture")
     if not tags:
-        raise ParameterError('tags must name at least one tag')
+        raise ParameterError("tags must name at least one tag")
     for tag in tags:
         validate_tag(tag)
     blobs, manifests, entries, seen = [], [], [], []
     for artifact in artifacts:
-        platform = parse_platform(artifact['architecture'])
+        platform = parse_platform(artifact["architecture"])
         if platform in seen:
-            raise ParameterError('artifacts list architecture %s twice' % platform)
+            raise ParameterError(f"artifacts list architecture {platform} twice")
         seen.append(platform)
-        platform_doc = {'os': 'linux', 'architecture': platform.architecture}
+        platform_doc = {"os": "linux", "architecture": platform.architecture}
         if platform.variant:
-            platform_doc['variant'] = platform.variant
+            platform_doc["variant"] = platform.variant
         config = Blob.from_bytes(MEDIA_CONFIG, canonical_json(platform_doc))
-        layers = [Blob.from_file(MEDIA_KERNEL, artifact['kernel']),
-                  Blob.from_file(MEDIA_INITRAMFS, artifact['initramfs'])]
+        layers = [
+            Blob.from_file(MEDIA_KERNEL, artifact["kernel"]),
+            Blob.from_file(MEDIA_INITRAMFS, artifact["initramfs"]),
+        ]
         annotations = _annotations(dict(metadata, architecture=platform.architecture))
-        manifest = Document(MEDIA_OCI_MANIFEST, {
-            'schemaVersion': 2,
-            'mediaType': MEDIA_OCI_MANIFEST,
-            'config': config.descriptor(),
-            'layers': [layer.descriptor() for layer in layers],
-            'annotations': annotations,
-        }, platform=str(platform))
+        manifest = Document(
+            MEDIA_OCI_MANIFEST,
+            {
+                "schemaVersion": 2,
+                "mediaType": MEDIA_OCI_MANIFEST,
+                "config": config.descriptor(),
+                "layers": [layer.descriptor() for layer in layers],
+                "annotations": annotations,
+            },
+            platform=str(platform),
+        )
         blobs.extend([config] + layers)
         manifests.append(manifest)
-        entries.append({'mediaType': MEDIA_OCI_MANIFEST, 'digest': manifest.digest,
-                        'size': len(manifest.data), 'platform': platform_doc})
+        entries.append(
+            {
+                "mediaType": MEDIA_OCI_MANIFEST,
+                "digest": manifest.digest,
+                "size": len(manifest.data),
+                "platform": platform_doc,
+            }
+        )
     index_annotations = _annotations(metadata)
-    index = Document(MEDIA_OCI_INDEX, {'schemaVersion': 2, 'mediaType': MEDIA_OCI_INDEX,
-                                       'manifests': entries, 'annotations': index_annotations})
+    index = Document(
+        MEDIA_OCI_INDEX,
+        {"schemaVersion": 2, "mediaType": MEDIA_OCI_INDEX, "manifests": entries, "annotations": index_annotations},
+    )
     unique_blobs = list(dict((blob.digest, blob) for blob in blobs).values())
     return ReleasePlan(unique_blobs, manifests, index, list(tags))
 
 
 def publish(client, plan, check_mode=False):
     """Push what the registry lacks; returns a dict of what was (or would be) pushed."""
-    pushed = {'blobs': [], 'manifests': [], 'tags': []}
+    pushed = {"blobs": [], "manifests": [], "tags": []}
     for blob in plan.blobs:
-        if client.exists('blobs', blob.digest) is None:
-            pushed['blobs'].append(blob.digest)
+        if client.exists("blobs", blob.digest) is None:
+            pushed["blobs"].append(blob.digest)
             if not check_mode:
                 _upload(client, blob)
     for document in plan.manifests + [plan.index]:
-        if client.exists('manifests', document.digest) is None:
-            pushed['manifests'].append(document.digest)
+        if client.exists("manifests", document.digest) is None:
+            pushed["manifests"].append(document.digest)
             if not check_mode:
                 client.put_manifest(document.digest, document.data, document.media_type)
     for tag in plan.tags:
         if _tag_digest(client, tag) != plan.index.digest:
-            pushed['tags'].append(tag)
+            pushed["tags"].append(tag)
             if not check_mode:
                 client.put_manifest(tag, plan.index.data, plan.index.media_type)
     return pushed
@@ -156,8 +170,8 @@ def publish(client, plan, check_mode=False):
 
 def _tag_digest(client, tag):
     """What ``tag`` points at now, or None; hashes the manifest when the registry sends no digest."""
-    digest = client.exists('manifests', tag)
-    if digest == '':
+    digest = client.exists("manifests", tag)
+    if digest == "":
         digest = client.get_manifest(tag).digest
     return digest
 
@@ -166,7 +180,7 @@ def _upload(client, blob):
     if blob.data is not None:
         client.upload_blob(blob.digest, blob.size, blob.data)
         return
-    with open(blob.path, 'rb') as handle:
+    with open(blob.path, "rb") as handle:
         client.upload_blob(blob.digest, blob.size, handle)
 
 
@@ -175,16 +189,16 @@ def _annotations(metadata):
 
 
 def _check_metadata(metadata):
-    for field in ('version', 'min_compatible_version'):
+    for field in ("version", "min_compatible_version"):
         if metadata.get(field):
             try:
                 Version(metadata[field])
             except InvalidVersion as exc:
-                raise ParameterError('%s: %s' % (field, exc))
-    if not metadata.get('version'):
-        raise ParameterError('version is required')
+                raise ParameterError(f"{field}: {exc}")
+    if not metadata.get("version"):
+        raise ParameterError("version is required")
     # Refuse what the stager would refuse (control characters and such).
     try:
-        metadata_from_annotations(_annotations(metadata), 'the release')
+        metadata_from_annotations(_annotations(metadata), "the release")
     except ManifestError as exc:
         raise ParameterError(str(exc))

@@ -16,33 +16,32 @@ from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import (
     ManifestError,
     SizeMismatchError,
 )
+from ansible_collections.kubesolo.fleet.plugins.module_utils._oci._manifests import (
+    MANIFEST_MEDIA_TYPES,
+    MAX_MANIFEST_BYTES,
+)
 from ansible_collections.kubesolo.fleet.plugins.module_utils._platform import (
     available_platforms,
     parse_platform,
     select_manifest,
 )
 from ansible_collections.kubesolo.fleet.plugins.module_utils._reference import parse_digest
-from ansible_collections.kubesolo.fleet.plugins.module_utils._oci._manifests import (
-    MANIFEST_MEDIA_TYPES,
-    MAX_MANIFEST_BYTES,
-)
 
-MEDIA_KERNEL = 'application/vnd.kubesolo.os.kernel.v1+octet-stream'
-MEDIA_INITRAMFS = 'application/vnd.kubesolo.os.initramfs.v1+gzip'
+MEDIA_KERNEL = "application/vnd.kubesolo.os.kernel.v1+octet-stream"
+MEDIA_INITRAMFS = "application/vnd.kubesolo.os.initramfs.v1+gzip"
 
 # Staged file name of each layer the node boots from, in staging order.
-STAGED_FILES = ((MEDIA_KERNEL, 'vmlinuz'), (MEDIA_INITRAMFS, 'kubesolo-os.gz'))
+STAGED_FILES = ((MEDIA_KERNEL, "vmlinuz"), (MEDIA_INITRAMFS, "kubesolo-os.gz"))
 STAGED_FILE_NAMES = tuple(name for _media_type, name in STAGED_FILES)
 
 # A layer of the release and the file name it is staged as.
-StagedLayer = collections.namedtuple('StagedLayer', 'name layer')
+StagedLayer = collections.namedtuple("StagedLayer", "name layer")
 
-ANNOTATION_PREFIX = 'io.kubesolo.os.'
-METADATA_FIELDS = ('version', 'channel', 'min_compatible_version', 'architecture',
-                   'release_notes', 'release_date')
+ANNOTATION_PREFIX = "io.kubesolo.os."
+METADATA_FIELDS = ("version", "channel", "min_compatible_version", "architecture", "release_notes", "release_date")
 
 # A KubeSolo OS slot is 512 MB; anything near this is hostile, not a release.
-MAX_LAYER_BYTES = 16 * 1024 ** 3
+MAX_LAYER_BYTES = 16 * 1024**3
 
 
 class Release:
@@ -63,27 +62,27 @@ class Release:
     def summary(self):
         """The fields update_info and update_stage both return."""
         return {
-            'manifest_digest': self.manifest.digest,
-            'index_digest': self.index_digest,
-            'architecture': str(self.platform),
-            'available_architectures': self.available_architectures,
-            'metadata': self.metadata,
-            'layers': self.layers,
+            "manifest_digest": self.manifest.digest,
+            "index_digest": self.index_digest,
+            "architecture": str(self.platform),
+            "available_architectures": self.available_architectures,
+            "metadata": self.metadata,
+            "layers": self.layers,
         }
 
     def staged_layers(self):
         """[StagedLayer] for the kernel and the initramfs; raises when one is missing or ambiguous."""
         chosen = []
         for media_type, name in STAGED_FILES:
-            found = [layer for layer in self.layers if layer['media_type'] == media_type]
+            found = [layer for layer in self.layers if layer["media_type"] == media_type]
             if not found:
-                raise LayerMissingError('manifest %s has no %s layer' % (self.manifest.digest, media_type))
+                raise LayerMissingError(f"manifest {self.manifest.digest} has no {media_type} layer")
             if len(found) > 1:
-                raise ManifestError('manifest %s has %d %s layers; refusing an ambiguous release'
-                                    % (self.manifest.digest, len(found), media_type))
-            if found[0]['size'] == 0:
-                raise ManifestError('manifest %s declares an empty %s layer'
-                                    % (self.manifest.digest, media_type))
+                raise ManifestError(
+                    f"manifest {self.manifest.digest} has {len(found)} {media_type} layers; refusing an ambiguous release"
+                )
+            if found[0]["size"] == 0:
+                raise ManifestError(f"manifest {self.manifest.digest} declares an empty {media_type} layer")
             chosen.append(StagedLayer(name, found[0]))
         return chosen
 
@@ -97,41 +96,47 @@ def resolve(client, architecture, tag=None, digest=None):
     reference = digest or tag
     top = client.get_manifest(reference)
     if top.is_index:
-        entries = _descriptors(top.document, 'manifests', reference)
+        entries = _descriptors(top.document, "manifests", reference)
         try:
             entry = select_manifest(entries, platform)
         except ArchitectureNotShippedError as exc:
             exc.index_digest = top.digest
             raise
-        if entry['mediaType'] not in MANIFEST_MEDIA_TYPES:
-            raise ManifestError('index %s points at %s for %s; only image manifests are supported '
-                                'there (no nested indexes)' % (reference, entry['mediaType'], platform))
-        manifest = client.get_manifest(entry['digest'], accept=MANIFEST_MEDIA_TYPES)
-        if len(manifest.data) != entry['size']:
-            raise SizeMismatchError('manifest %s is %d bytes, the index declares %d'
-                                    % (entry['digest'], len(manifest.data), entry['size']))
+        if entry["mediaType"] not in MANIFEST_MEDIA_TYPES:
+            raise ManifestError(
+                "index {} points at {} for {}; only image manifests are supported there (no nested indexes)".format(
+                    reference, entry["mediaType"], platform
+                )
+            )
+        manifest = client.get_manifest(entry["digest"], accept=MANIFEST_MEDIA_TYPES)
+        if len(manifest.data) != entry["size"]:
+            raise SizeMismatchError(
+                f"manifest {entry['digest']} is {len(manifest.data)} bytes, the index declares {entry['size']}"
+            )
         if manifest.media_type not in MANIFEST_MEDIA_TYPES:
-            raise ManifestError('index %s entry %s is a %s, not an image manifest'
-                                % (reference, entry['digest'], manifest.media_type))
+            raise ManifestError(
+                "index {} entry {} is a {}, not an image manifest".format(
+                    reference, entry["digest"], manifest.media_type
+                )
+            )
         index_digest = top.digest
         available = available_platforms(entries)
     else:
         manifest = top
         index_digest = None
         available = []
-    metadata = metadata_from_annotations(manifest.document.get('annotations'), manifest.digest)
+    metadata = metadata_from_annotations(manifest.document.get("annotations"), manifest.digest)
     if not top.is_index:
-        declared = metadata['architecture']
+        declared = metadata["architecture"]
         if declared:
             try:
                 declared_platform = parse_platform(declared)
             except InvalidReferenceError:
-                raise ManifestError('manifest %s declares the invalid architecture %r'
-                                    % (manifest.digest, declared))
+                raise ManifestError(f"manifest {manifest.digest} declares the invalid architecture {declared!r}")
             if declared_platform.architecture != platform.architecture:
                 raise ArchitectureMismatchError(declared, str(platform))
             available = [str(declared_platform)]
-    layers = [_layer(d) for d in _descriptors(manifest.document, 'layers', manifest.digest)]
+    layers = [_layer(d) for d in _descriptors(manifest.document, "layers", manifest.digest)]
     return Release(manifest, index_digest, platform, available, metadata, layers)
 
 
@@ -140,16 +145,15 @@ def metadata_from_annotations(annotations, where):
     if annotations is None:
         annotations = {}
     if not isinstance(annotations, dict):
-        raise ManifestError('annotations of %s are not a JSON object' % where)
+        raise ManifestError(f"annotations of {where} are not a JSON object")
     metadata = {}
     for field in METADATA_FIELDS:
-        value = annotations.get(ANNOTATION_PREFIX + field, '')
+        value = annotations.get(ANNOTATION_PREFIX + field, "")
         if not isinstance(value, str):
-            raise ManifestError('annotation %s%s of %s is not a string' % (ANNOTATION_PREFIX, field, where))
-        allowed = '\n\t' if field == 'release_notes' else ''
-        if any((ord(c) < 0x20 or ord(c) == 0x7f) and c not in allowed for c in value):
-            raise ManifestError('annotation %s%s of %s contains control characters'
-                                % (ANNOTATION_PREFIX, field, where))
+            raise ManifestError(f"annotation {ANNOTATION_PREFIX}{field} of {where} is not a string")
+        allowed = "\n\t" if field == "release_notes" else ""
+        if any((ord(c) < 0x20 or ord(c) == 0x7F) and c not in allowed for c in value):
+            raise ManifestError(f"annotation {ANNOTATION_PREFIX}{field} of {where} contains control characters")
         metadata[field] = value
     return metadata
 
@@ -158,24 +162,24 @@ def _descriptors(document, key, where):
     """Validated descriptors under ``key`` ('manifests' or 'layers')."""
     entries = document.get(key)
     if not isinstance(entries, list):
-        raise ManifestError('%s has no %s list' % (where, key))
+        raise ManifestError(f"{where} has no {key} list")
     for entry in entries:
         if not isinstance(entry, dict):
-            raise ManifestError('%s lists a %s entry that is not an object' % (where, key))
-        if not isinstance(entry.get('mediaType'), str) or not entry['mediaType']:
-            raise ManifestError('%s lists a %s entry without a mediaType' % (where, key))
+            raise ManifestError(f"{where} lists a {key} entry that is not an object")
+        if not isinstance(entry.get("mediaType"), str) or not entry["mediaType"]:
+            raise ManifestError(f"{where} lists a {key} entry without a mediaType")
         try:
-            parse_digest(entry.get('digest'))
+            parse_digest(entry.get("digest"))
         except InvalidReferenceError as exc:
-            raise ManifestError('%s lists a %s entry with a bad digest: %s' % (where, key, exc))
-        size = entry.get('size')
-        limit = MAX_MANIFEST_BYTES if key == 'manifests' else MAX_LAYER_BYTES
+            raise ManifestError(f"{where} lists a {key} entry with a bad digest: {exc}")
+        size = entry.get("size")
+        limit = MAX_MANIFEST_BYTES if key == "manifests" else MAX_LAYER_BYTES
         if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= limit:
-            raise ManifestError('%s lists %s with an invalid size %r (0 to %d bytes allowed)'
-                                % (where, entry['digest'], size, limit))
+            raise ManifestError(
+                f"{where} lists {entry['digest']} with an invalid size {size!r} (0 to {limit} bytes allowed)"
+            )
     return entries
 
 
 def _layer(descriptor):
-    return {'media_type': descriptor['mediaType'], 'digest': descriptor['digest'],
-            'size': descriptor['size']}
+    return {"media_type": descriptor["mediaType"], "digest": descriptor["digest"], "size": descriptor["size"]}

@@ -22,21 +22,21 @@ def failure_result(error, client=None):
     """
     result = dict(failed=True, msg=str(error), error_code=error.code, **error.details())
     if client is not None:
-        result['transfer'] = client.transfer_summary()
+        result["transfer"] = client.transfer_summary()
     return result
 
 
 def fail_module(module, error, client=None):
     """Fail ``module`` (an AnsibleModule) with failure_result()."""
     result = failure_result(error, client)
-    del result['failed']  # fail_json sets it
+    del result["failed"]  # fail_json sets it
     module.fail_json(**result)
 
 
 def fail_without_requests(module):
     """Ansible's usual missing-library failure when requests cannot be imported."""
     if not HAS_REQUESTS:
-        module.fail_json(msg=missing_required_lib('requests'), exception=REQUESTS_IMPORT_ERROR)
+        module.fail_json(msg=missing_required_lib("requests"), exception=REQUESTS_IMPORT_ERROR)
 
 
 def client_result(client):
@@ -50,22 +50,23 @@ def stage_result(outcome, dest, delivery, client, diff):
     names = dict((name, os.path.join(dest, name)) for name, _layer in outcome.layers)
     result = dict(
         changed=outcome.changed,
-        staged=dict(vmlinuz_path=names['vmlinuz'], initramfs_path=names['kubesolo-os.gz'],
-                    version=release.metadata['version']),
+        staged=dict(
+            vmlinuz_path=names["vmlinuz"], initramfs_path=names["kubesolo-os.gz"], version=release.metadata["version"]
+        ),
         bytes_downloaded=outcome.bytes_downloaded,
         delivery=delivery,
-        **release.summary()
+        **release.summary(),
     )
-    if delivery == 'controller':
-        result['bytes_transferred'] = outcome.bytes_transferred
+    if delivery == "controller":
+        result["bytes_transferred"] = outcome.bytes_transferred
     result.update(client_result(client))
     if diff:
-        result['diff'] = dict(before=_diff_view(outcome.current), after=_diff_view(release.summary()))
+        result["diff"] = dict(before=_diff_view(outcome.current), after=_diff_view(release.summary()))
     return result
 
 
 def _diff_view(state):
     if not state:
         return {}
-    version = state.get('version') or state.get('metadata', {}).get('version', '')
-    return {'version': version, 'manifest_digest': state['manifest_digest']}
+    version = state.get("version") or state.get("metadata", {}).get("version", "")
+    return {"version": version, "manifest_digest": state["manifest_digest"]}

@@ -48,7 +48,7 @@ class RetryPolicy:
         self._sleep = sleep
         self.waited = 0.0
         self.count = 0
-        self.last_error = ''
+        self.last_error = ""
         # Parallel layer downloads share the policy: the budget is one for the run.
         self._lock = threading.Lock()
 
@@ -71,4 +71,4 @@ class RetryPolicy:
         return True
 
     def summary(self):
-        return {'retries': self.count, 'last_error': self.last_error}
+        return {"retries": self.count, "last_error": self.last_error}

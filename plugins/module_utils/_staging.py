@@ -59,7 +59,7 @@ class StageOutcome:
 
 def needs_staging(current, release):
     """The one ``changed`` rule: ``dest`` does not already hold this manifest."""
-    return not current or current.get('manifest_digest') != release.manifest_digest
+    return not current or current.get("manifest_digest") != release.manifest_digest
 
 
 def stage_release(client, params, store, check_mode=False):
@@ -68,9 +68,9 @@ def stage_release(client, params, store, check_mode=False):
     ``params`` are update_stage's options; in ``check_mode`` nothing is
     downloaded or written. Raises FleetError.
     """
-    release = _options.resolve_from_params(client, params, params['architecture'] or store.default_architecture())
+    release = _options.resolve_from_params(client, params, params["architecture"] or store.default_architecture())
     layers = release.staged_layers()
-    current = store.current_release(rehash=params['verify_existing'])
+    current = store.current_release(rehash=params["verify_existing"])
     staged = None
     if needs_staging(current, release) and not check_mode:
         staged = store.stage(client, release, layers)

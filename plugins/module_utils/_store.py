@@ -32,22 +32,23 @@ from ansible_collections.kubesolo.fleet.plugins.module_utils._about import (
 )
 from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import StageError
 
-RECORD_NAME = 'release.json'
+RECORD_NAME = "release.json"
 RECORD_SCHEMA = 1
 MAX_RECORD_BYTES = 1024 * 1024
 # The node agent asks for the image size plus 10 % before it updates.
-SPACE_MARGIN = 0.10
+SPACE_MARGIN_PERCENT = 10
+SPACE_MARGIN = SPACE_MARGIN_PERCENT / 100
 
 
 def store_dir(dest):
     """The hidden sibling directory that holds the releases behind ``dest``."""
-    parent, name = os.path.split(dest.rstrip('/'))
-    return os.path.join(parent, '.%s.kubesolo-fleet' % name)
+    parent, name = os.path.split(dest.rstrip("/"))
+    return os.path.join(parent, f".{name}.kubesolo-fleet")
 
 
 def digest_name(digest):
     """A digest as a file name: ``sha256:<hex>`` -> ``sha256-<hex>`` (release directories, blob locks)."""
-    return digest.replace(':', '-')
+    return digest.replace(":", "-")
 
 
 def space_needed(missing_bytes):
@@ -59,52 +60,54 @@ def managed_release_dir(dest, link_target):
     """The release directory a ``dest`` symlink names; refuses links we did not make."""
     release_dir = os.path.normpath(os.path.join(os.path.dirname(dest), link_target))
     if os.path.dirname(release_dir) != os.path.normpath(store_dir(dest)):
-        raise StageError('%s is a symbolic link to %s, which kubesolo.fleet did not create; '
-                         'refusing to replace it' % (dest, link_target))
+        raise StageError(
+            f"{dest} is a symbolic link to {link_target}, which kubesolo.fleet did not create; refusing to replace it"
+        )
     return release_dir
 
 
 def refuse_foreign(dest):
     """Refuse a ``dest`` that holds something this collection did not create."""
-    raise StageError('%s exists and is not a release staged by kubesolo.fleet; refusing to '
-                     'replace it (remove it or choose another dest)' % dest)
+    raise StageError(
+        f"{dest} exists and is not a release staged by kubesolo.fleet; refusing to "
+        "replace it (remove it or choose another dest)"
+    )
 
 
 def parse_record(data):
     """A release.json record from its bytes, or None when it is not one."""
     try:
-        record = json.loads(data.decode('utf-8'))
+        record = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
         return None
-    if not isinstance(record, dict) or record.get('schema') != RECORD_SCHEMA:
+    if not isinstance(record, dict) or record.get("schema") != RECORD_SCHEMA:
         return None
-    if not isinstance(record.get('files'), dict):
+    if not isinstance(record.get("files"), dict):
         return None
     return record
 
 
 def file_entry(layer, sha256):
     """The record's entry for one staged file."""
-    return {'media_type': layer['media_type'], 'digest': layer['digest'], 'size': layer['size'],
-            'sha256': sha256}
+    return {"media_type": layer["media_type"], "digest": layer["digest"], "size": layer["size"], "sha256": sha256}
 
 
 def build_record(release, repository, files):
     """The release.json content; ``files`` maps file names to their file_entry()."""
     return {
-        'schema': RECORD_SCHEMA,
-        'staged_by': '%s %s' % (COLLECTION_NAME, COLLECTION_VERSION),
-        'staged_at': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()),
-        'repository': str(repository),
-        'manifest_digest': release.manifest_digest,
-        'index_digest': release.index_digest,
-        'architecture': str(release.platform),
-        'version': release.metadata['version'],
-        'metadata': release.metadata,
-        'files': files,
+        "schema": RECORD_SCHEMA,
+        "staged_by": f"{COLLECTION_NAME} {COLLECTION_VERSION}",
+        "staged_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "repository": str(repository),
+        "manifest_digest": release.manifest_digest,
+        "index_digest": release.index_digest,
+        "architecture": str(release.platform),
+        "version": release.metadata["version"],
+        "metadata": release.metadata,
+        "files": files,
     }
 
 
 def record_bytes(record):
     """release.json as written to disk."""
-    return json.dumps(record, indent=2, sort_keys=True).encode('utf-8')
+    return json.dumps(record, indent=2, sort_keys=True).encode("utf-8")

@@ -12,10 +12,12 @@ import functools
 import re
 
 _SEMVER_RE = re.compile(
-    r'^v?(?P<major>0|[1-9][0-9]*)\.(?P<minor>0|[1-9][0-9]*)\.(?P<patch>0|[1-9][0-9]*)'
-    r'(?:-(?P<pre>(?:0|[1-9][0-9]*|[0-9]*[a-zA-Z-][0-9a-zA-Z-]*)'
-    r'(?:\.(?:0|[1-9][0-9]*|[0-9]*[a-zA-Z-][0-9a-zA-Z-]*))*))?'
-    r'(?:\+(?P<build>[0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?$', re.ASCII)
+    r"^v?(?P<major>0|[1-9][0-9]*)\.(?P<minor>0|[1-9][0-9]*)\.(?P<patch>0|[1-9][0-9]*)"
+    r"(?:-(?P<pre>(?:0|[1-9][0-9]*|[0-9]*[a-zA-Z-][0-9a-zA-Z-]*)"
+    r"(?:\.(?:0|[1-9][0-9]*|[0-9]*[a-zA-Z-][0-9a-zA-Z-]*))*))?"
+    r"(?:\+(?P<build>[0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?$",
+    re.ASCII,
+)
 
 
 class InvalidVersion(ValueError):
@@ -29,18 +31,19 @@ class Version:
     def __init__(self, text):
         match = _SEMVER_RE.fullmatch(text.strip()) if isinstance(text, str) else None
         if not match:
-            raise InvalidVersion('%r is not a semantic version (MAJOR.MINOR.PATCH, optional '
-                                 'leading v, -prerelease and +build)' % (text,))
+            raise InvalidVersion(
+                f"{text!r} is not a semantic version (MAJOR.MINOR.PATCH, optional leading v, -prerelease and +build)"
+            )
         self.text = text.strip()
-        self.release = (int(match.group('major')), int(match.group('minor')), int(match.group('patch')))
-        pre = match.group('pre')
-        self.prerelease = tuple(pre.split('.')) if pre else ()
-        self.build = match.group('build') or ''
+        self.release = (int(match.group("major")), int(match.group("minor")), int(match.group("patch")))
+        pre = match.group("pre")
+        self.prerelease = tuple(pre.split(".")) if pre else ()
+        self.build = match.group("build") or ""
 
     def _key(self):
         # A release sorts after all of its pre-releases; numeric identifiers
         # sort numerically and before alphanumeric ones.
-        pre = tuple((0, int(p), '') if p.isdigit() else (1, 0, p) for p in self.prerelease)
+        pre = tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in self.prerelease)
         return self.release, not self.prerelease, pre
 
     def __eq__(self, other):
@@ -58,4 +61,4 @@ class Version:
         return self.text
 
     def __repr__(self):
-        return 'Version(%r)' % self.text
+        return f"Version({self.text!r})"

@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-DOCUMENTATION = r'''
+DOCUMENTATION = r"""
 module: update_info
 short_description: Show which KubeSolo OS release a registry offers for an architecture
 version_added: 0.1.0
@@ -28,9 +28,9 @@ attributes:
     details: The module only reads; it behaves the same in check mode.
 seealso:
   - module: kubesolo.fleet.update_stage
-'''
+"""
 
-EXAMPLES = r'''
+EXAMPLES = r"""
 - name: Find the stable release for this node's architecture
   kubesolo.fleet.update_info:
     repository: ghcr.io/portainer/kubesolo-os
@@ -46,9 +46,9 @@ EXAMPLES = r'''
     tag: v0.3.0
     architecture: arm64
     ca_path: /etc/pki/example-ca.pem
-'''
+"""
 
-RETURN = r'''
+RETURN = r"""
 metadata:
   description: The C(io.kubesolo.os.*) annotations of the manifest; missing ones are empty strings.
   returned: success
@@ -137,7 +137,7 @@ error_code:
   returned: failure
   type: str
   sample: architecture_not_shipped
-'''
+"""
 
 import platform
 
@@ -149,9 +149,11 @@ from ansible_collections.kubesolo.fleet.plugins.module_utils._results import fai
 
 
 def main():
-    module = AnsibleModule(argument_spec=_options.registry_argument_spec(),
-                           mutually_exclusive=_options.REGISTRY_MUTUALLY_EXCLUSIVE,
-                           supports_check_mode=True)
+    module = AnsibleModule(
+        argument_spec=_options.registry_argument_spec(),
+        mutually_exclusive=_options.REGISTRY_MUTUALLY_EXCLUSIVE,
+        supports_check_mode=True,
+    )
     fail_without_requests(module)
     client = None
     try:
@@ -159,9 +161,8 @@ def main():
         release = _options.resolve_from_params(client, module.params, platform.machine())
     except FleetError as exc:
         fail_module(module, exc, client)
-    module.exit_json(changed=False, sources=client.sources, mirror_errors=client.mirror_errors,
-                     **release.summary())
+    module.exit_json(changed=False, sources=client.sources, mirror_errors=client.mirror_errors, **release.summary())
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
     main()

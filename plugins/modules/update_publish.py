@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-DOCUMENTATION = r'''
+DOCUMENTATION = r"""
 module: update_publish
 short_description: Publish a KubeSolo OS release to an OCI registry
 version_added: 0.1.0
@@ -76,9 +76,9 @@ attributes:
     details: Hashes the files and asks the registry what it has; pushes nothing.
 seealso:
   - module: kubesolo.fleet.update_info
-'''
+"""
 
-EXAMPLES = r'''
+EXAMPLES = r"""
 - name: Publish v0.3.0 for amd64 and arm64 and move stable to it
   kubesolo.fleet.update_publish:
     repository: registry.example.com/kubesolo/os
@@ -94,9 +94,9 @@ EXAMPLES = r'''
       - architecture: arm64
         kernel: build/arm64/Image
         initramfs: build/arm64/kubesolo-os.gz
-'''
+"""
 
-RETURN = r'''
+RETURN = r"""
 index_digest:
   description: Digest of the release index the tags point at.
   returned: success
@@ -129,32 +129,40 @@ error_code:
   returned: failure
   type: str
   sample: invalid_parameter
-'''
+"""
 
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import FleetError
-from ansible_collections.kubesolo.fleet.plugins.module_utils._options import client_from_params, connection_argument_spec
-from ansible_collections.kubesolo.fleet.plugins.module_utils._results import fail_module, fail_without_requests
+from ansible_collections.kubesolo.fleet.plugins.module_utils._options import (
+    client_from_params,
+    connection_argument_spec,
+)
 from ansible_collections.kubesolo.fleet.plugins.module_utils._publish import plan_release, publish
+from ansible_collections.kubesolo.fleet.plugins.module_utils._results import fail_module, fail_without_requests
 
-METADATA_OPTIONS = ('version', 'channel', 'min_compatible_version', 'release_notes', 'release_date')
+METADATA_OPTIONS = ("version", "channel", "min_compatible_version", "release_notes", "release_date")
 
 
 def main():
     module = AnsibleModule(
         argument_spec=connection_argument_spec(
-            tags=dict(type='list', elements='str', required=True),
-            version=dict(type='str', required=True),
-            channel=dict(type='str', default='stable'),
-            min_compatible_version=dict(type='str', default=''),
-            release_notes=dict(type='str', default=''),
-            release_date=dict(type='str', default=''),
-            artifacts=dict(type='list', elements='dict', required=True, options=dict(
-                architecture=dict(type='str', required=True),
-                kernel=dict(type='path', required=True),
-                initramfs=dict(type='path', required=True),
-            )),
+            tags=dict(type="list", elements="str", required=True),
+            version=dict(type="str", required=True),
+            channel=dict(type="str", default="stable"),
+            min_compatible_version=dict(type="str", default=""),
+            release_notes=dict(type="str", default=""),
+            release_date=dict(type="str", default=""),
+            artifacts=dict(
+                type="list",
+                elements="dict",
+                required=True,
+                options=dict(
+                    architecture=dict(type="str", required=True),
+                    kernel=dict(type="path", required=True),
+                    initramfs=dict(type="path", required=True),
+                ),
+            ),
         ),
         supports_check_mode=True,
     )
@@ -162,8 +170,7 @@ def main():
     params = module.params
     try:
         client = client_from_params(params)
-        plan = plan_release(params['artifacts'], dict((key, params[key]) for key in METADATA_OPTIONS),
-                            params['tags'])
+        plan = plan_release(params["artifacts"], dict((key, params[key]) for key in METADATA_OPTIONS), params["tags"])
         pushed = publish(client, plan, check_mode=module.check_mode)
     except FleetError as exc:
         fail_module(module, exc)
@@ -175,5 +182,5 @@ def main():
     )
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
     main()

@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-DOCUMENTATION = r'''
+DOCUMENTATION = r"""
 module: update_stage
 short_description: Download and verify a KubeSolo OS release into a stage directory
 version_added: 0.1.0
@@ -93,9 +93,9 @@ attributes:
     details: Shows the version and manifest digest before and after.
 seealso:
   - module: kubesolo.fleet.update_info
-'''
+"""
 
-EXAMPLES = r'''
+EXAMPLES = r"""
 - name: Stage the stable release for this node
   kubesolo.fleet.update_stage:
     repository: ghcr.io/portainer/kubesolo-os
@@ -124,9 +124,9 @@ EXAMPLES = r'''
       kubesolo.fleet.update_stage:
         tag: v0.3.0
         dest: /var/lib/kubesolo/update/staged
-'''
+"""
 
-RETURN = r'''
+RETURN = r"""
 staged:
   description: Where the release is staged (on success, also when nothing changed).
   returned: success
@@ -241,7 +241,7 @@ error_code:
   returned: failure
   type: str
   sample: digest_mismatch
-'''
+"""
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -264,7 +264,7 @@ def main():
     params = module.params
     client = None
     try:
-        store = HostStore(_options.stage_dest(params['dest']), params['lock_timeout'])
+        store = HostStore(_options.stage_dest(params["dest"]), params["lock_timeout"])
         fail_without_requests(module)
         client = _options.mirrored_client_from_params(params)
         outcome = _staging.stage_release(client, params, store, check_mode=module.check_mode)
@@ -273,5 +273,5 @@ def main():
     module.exit_json(**stage_result(outcome, store.dest, store.delivery, client, module._diff))
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
     main()

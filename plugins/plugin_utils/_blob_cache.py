@@ -36,8 +36,8 @@ from ansible_collections.kubesolo.fleet.plugins.module_utils._store import diges
 
 
 def default_cache_root():
-    base = os.environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'), '.cache')
-    return os.path.join(base, 'kubesolo-fleet')
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "kubesolo-fleet")
 
 
 class CachedBlob:
@@ -57,7 +57,7 @@ class BlobCache:
 
     def _blob_path(self, digest):
         algorithm, encoded = parse_digest(digest)
-        return os.path.join(self.root, 'blobs', algorithm, encoded)
+        return os.path.join(self.root, "blobs", algorithm, encoded)
 
     def fetch_all(self, client, layers):
         """[CachedBlob] of every layer, fetched at once (see _blobfile.download_in_parallel)."""
@@ -68,38 +68,37 @@ class BlobCache:
 
         ``cancel`` stops a download at its next write (TransferCancelled).
         """
-        digest, size = layer['digest'], layer['size']
+        digest, size = layer["digest"], layer["size"]
         path = self._blob_path(digest)
         lock_path = self._lock_path(digest)
         try:
             os.makedirs(os.path.dirname(path), exist_ok=True)
             os.makedirs(os.path.dirname(lock_path), exist_ok=True)
-            with open(lock_path, 'a') as lock:
+            with open(lock_path, "a") as lock:
                 fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
                 cached = self._cached_sha256(path, size)
                 if cached:
                     return CachedBlob(path, cached, 0)
                 return CachedBlob(path, self._download(client, digest, size, path, cancel), size)
         except OSError as exc:
-            raise StageError('controller cache %s: %s (%s)'
-                             % (self.root, exc.strerror or exc, exc.filename or path))
+            raise StageError(f"controller cache {self.root}: {exc.strerror or exc} ({exc.filename or path})")
 
     def _lock_path(self, digest):
-        return os.path.join(self.root, 'locks', digest_name(digest) + '.lock')
+        return os.path.join(self.root, "locks", digest_name(digest) + ".lock")
 
     @staticmethod
     def _cached_sha256(path, size):
         try:
             if os.path.getsize(path) != size:
                 return None
-            with open(path + '.sha256') as handle:
+            with open(path + ".sha256") as handle:
                 return handle.read(64).strip() or None
         except OSError:
             return None
 
     @staticmethod
     def _download(client, digest, size, path, cancel):
-        fd, tmp = tempfile.mkstemp(prefix='.download-', dir=os.path.dirname(path))
+        fd, tmp = tempfile.mkstemp(prefix=".download-", dir=os.path.dirname(path))
         os.close(fd)
         try:
             with BlobFile(tmp, cancel) as handle:
@@ -111,15 +110,19 @@ class BlobCache:
             if os.path.exists(tmp):
                 os.unlink(tmp)
             raise
-        write_atomic(path + '.sha256', sha256.encode('ascii'))
+        write_atomic(path + ".sha256", sha256.encode("ascii"))
         return sha256
 
     def remember(self, manifest_digest, layers):
         """Note that a release was used (for prune)."""
-        path = os.path.join(self.root, 'releases', digest_name(manifest_digest) + '.json')
+        path = os.path.join(self.root, "releases", digest_name(manifest_digest) + ".json")
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        write_atomic(path, json.dumps({'manifest_digest': manifest_digest,
-                                       'blobs': [layer['digest'] for layer in layers]}).encode('utf-8'))
+        write_atomic(
+            path,
+            json.dumps({"manifest_digest": manifest_digest, "blobs": [layer["digest"] for layer in layers]}).encode(
+                "utf-8"
+            ),
+        )
 
     def prune(self, keep):
         """Keep the blobs of the ``keep`` most recently used releases; remove the rest.
@@ -129,19 +132,19 @@ class BlobCache:
         """
         if not os.path.isdir(self.root):
             return []
-        os.makedirs(os.path.join(self.root, 'locks'), exist_ok=True)
-        with open(os.path.join(self.root, 'locks', 'prune.lock'), 'a') as prune_lock:
+        os.makedirs(os.path.join(self.root, "locks"), exist_ok=True)
+        with open(os.path.join(self.root, "locks", "prune.lock"), "a") as prune_lock:
             fcntl.flock(prune_lock.fileno(), fcntl.LOCK_EX)
             return self._prune(keep)
 
     def _prune(self, keep):
-        releases_dir = os.path.join(self.root, 'releases')
+        releases_dir = os.path.join(self.root, "releases")
         releases = []
         for name in os.listdir(releases_dir) if os.path.isdir(releases_dir) else []:
             path = os.path.join(releases_dir, name)
             try:
                 with open(path) as handle:
-                    blobs = json.load(handle)['blobs']
+                    blobs = json.load(handle)["blobs"]
                 releases.append((os.path.getmtime(path), path, blobs))
             except (OSError, ValueError, KeyError, TypeError):
                 continue
@@ -152,17 +155,17 @@ class BlobCache:
         for _mtime, path, _blobs in releases[keep:]:
             unlink_if_present(path)
         removed = []
-        blobs_dir = os.path.join(self.root, 'blobs')
+        blobs_dir = os.path.join(self.root, "blobs")
         for algorithm in os.listdir(blobs_dir) if os.path.isdir(blobs_dir) else []:
             for entry in os.listdir(os.path.join(blobs_dir, algorithm)):
-                digest = '%s:%s' % (algorithm, entry)
-                if entry.startswith('.') or entry.endswith('.sha256') or digest in wanted:
+                digest = f"{algorithm}:{entry}"
+                if entry.startswith(".") or entry.endswith(".sha256") or digest in wanted:
                     continue
                 path = os.path.join(blobs_dir, algorithm, entry)
                 lock_path = self._lock_path(digest)
-                with open(lock_path, 'a') as lock:
+                with open(lock_path, "a") as lock:
                     fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
                     unlink_if_present(path)
-                    unlink_if_present(path + '.sha256')
+                    unlink_if_present(path + ".sha256")
                 removed.append(digest)
         return sorted(removed)

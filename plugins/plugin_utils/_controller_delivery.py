@@ -27,7 +27,7 @@ class ControllerDelivery:
     used releases in the cache (0 never prunes).
     """
 
-    delivery = 'controller'
+    delivery = "controller"
 
     def __init__(self, node, cache, cache_keep=3):
         self.node = node
@@ -43,7 +43,7 @@ class ControllerDelivery:
     def stage(self, client, release, layers):
         """Copy the verified layers to the node and publish them; a StagedRelease."""
         self.cache.remember(release.manifest_digest, release.layers)
-        total = sum(staged.layer['size'] for staged in layers)
+        total = sum(staged.layer["size"] for staged in layers)
         work = self.node.prepare(total)
         try:
             cached = self.cache.fetch_all(client, [staged.layer for staged in layers])
@@ -57,7 +57,7 @@ class ControllerDelivery:
             self.node.remove_work(work)
             if isinstance(exc, FleetError) or not isinstance(exc, Exception):
                 raise
-            raise StageError('copying the release to the node failed: %s' % exc)
+            raise StageError(f"copying the release to the node failed: {exc}")
         self.node.publish(work, release.manifest_digest, files)
         if self.cache_keep > 0:
             self.cache.prune(self.cache_keep)

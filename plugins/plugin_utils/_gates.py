@@ -15,12 +15,12 @@ import re
 
 from ansible_collections.kubesolo.fleet.plugins.module_utils._version import InvalidVersion, Version
 
-ACTION_STAGE = 'stage'
-ACTION_CURRENT = 'current'
-ACTION_BLOCKED = 'blocked'
+ACTION_STAGE = "stage"
+ACTION_CURRENT = "current"
+ACTION_BLOCKED = "blocked"
 
-_WINDOW_RE = re.compile(r'^([01][0-9]|2[0-3]):([0-5][0-9])-([01][0-9]|2[0-3]):([0-5][0-9])$')
-_TIME_RE = re.compile(r'^([01][0-9]|2[0-3]):([0-5][0-9])$')
+_WINDOW_RE = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])-([01][0-9]|2[0-3]):([0-5][0-9])$")
+_TIME_RE = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])$")
 
 
 class InvalidWindow(ValueError):
@@ -29,11 +29,11 @@ class InvalidWindow(ValueError):
 
 def parse_window(window):
     """``HH:MM-HH:MM`` to (start, end) minutes of the day; '' means always open (None)."""
-    if window is None or window == '':
+    if window is None or window == "":
         return None
     match = _WINDOW_RE.fullmatch(window.strip()) if isinstance(window, str) else None
     if not match:
-        raise InvalidWindow('maintenance window %r is not HH:MM-HH:MM (24-hour clock)' % (window,))
+        raise InvalidWindow(f"maintenance window {window!r} is not HH:MM-HH:MM (24-hour clock)")
     hour1, minute1, hour2, minute2 = (int(g) for g in match.groups())
     return hour1 * 60 + minute1, hour2 * 60 + minute2
 
@@ -49,7 +49,7 @@ def in_window(window, local_time):
         return True
     match = _TIME_RE.fullmatch(local_time) if isinstance(local_time, str) else None
     if not match:
-        raise InvalidWindow('node time %r is not HH:MM' % (local_time,))
+        raise InvalidWindow(f"node time {local_time!r} is not HH:MM")
     now = int(match.group(1)) * 60 + int(match.group(2))
     start, end = bounds
     if start == end:
@@ -60,73 +60,106 @@ def in_window(window, local_time):
 
 
 def _reason(code, message):
-    return {'code': code, 'message': message}
+    return {"code": code, "message": message}
 
 
-def decide(release, current_version, channel, allow_downgrade=False, maintenance_window='',
-           local_time=''):
+def decide(release, current_version, channel, allow_downgrade=False, maintenance_window="", local_time=""):
     """The decision for one node.
 
     ``release`` is what update_info returned for the node's architecture: its
     metadata and manifest_digest, or a failure whose error_code is
     ``architecture_not_shipped``.
     """
-    metadata = release.get('metadata') or {}
-    available = metadata.get('version', '')
+    metadata = release.get("metadata") or {}
+    available = metadata.get("version", "")
     decision = {
-        'current_version': current_version or '',
-        'available_version': available,
-        'channel': channel,
-        'release_channel': metadata.get('channel', ''),
-        'architecture': release.get('architecture', ''),
-        'manifest_digest': release.get('manifest_digest', ''),
-        'min_compatible_version': metadata.get('min_compatible_version', ''),
+        "current_version": current_version or "",
+        "available_version": available,
+        "channel": channel,
+        "release_channel": metadata.get("channel", ""),
+        "architecture": release.get("architecture", ""),
+        "manifest_digest": release.get("manifest_digest", ""),
+        "min_compatible_version": metadata.get("min_compatible_version", ""),
     }
     reasons = []
     current = _parse_or_none(current_version)
     if current is None:
-        reasons.append(_reason('version_unknown', 'the node version %r could not be read or is not '
-                                                  'a semantic version' % (current_version or '',)))
-    if release.get('error_code') == 'architecture_not_shipped':
-        shipped = ', '.join(release.get('available_architectures') or []) or 'none'
-        reasons.append(_reason('architecture_not_shipped',
-                               'the release has no build for %s (it ships: %s)'
-                               % (release.get('architecture') or 'this architecture', shipped)))
+        reasons.append(
+            _reason(
+                "version_unknown",
+                "the node version {!r} could not be read or is not a semantic version".format(current_version or ""),
+            )
+        )
+    if release.get("error_code") == "architecture_not_shipped":
+        shipped = ", ".join(release.get("available_architectures") or []) or "none"
+        reasons.append(
+            _reason(
+                "architecture_not_shipped",
+                "the release has no build for {} (it ships: {})".format(
+                    release.get("architecture") or "this architecture", shipped
+                ),
+            )
+        )
         return _finish(decision, ACTION_BLOCKED, reasons)
     target = _parse_or_none(available)
     if target is None:
-        reasons.append(_reason('release_version_invalid', 'the release version %r is not a semantic '
-                                                          'version' % (available,)))
+        reasons.append(
+            _reason("release_version_invalid", f"the release version {available!r} is not a semantic version")
+        )
     if not reasons:
         if target == current:
             return _finish(decision, ACTION_CURRENT, [])
         if target < current and not allow_downgrade:
-            return _finish(decision, ACTION_CURRENT, [_reason(
-                'downgrade', 'the available %s is older than the current %s and downgrades are not '
-                             'allowed' % (available, current_version))])
+            return _finish(
+                decision,
+                ACTION_CURRENT,
+                [
+                    _reason(
+                        "downgrade",
+                        f"the available {available} is older than the current {current_version} and downgrades are not "
+                        "allowed",
+                    )
+                ],
+            )
     # From here on the node would move: every remaining gate is reported.
     if not in_window(maintenance_window, local_time):
-        reasons.append(_reason('outside_maintenance_window', 'node time %s is outside the maintenance '
-                                                             'window %s' % (local_time, maintenance_window)))
-    if decision['release_channel'] != channel:
-        reasons.append(_reason('channel_mismatch', 'the release is on channel %r, the node follows %r'
-                               % (decision['release_channel'], channel)))
-    minimum = metadata.get('min_compatible_version', '')
+        reasons.append(
+            _reason(
+                "outside_maintenance_window",
+                f"node time {local_time} is outside the maintenance window {maintenance_window}",
+            )
+        )
+    if decision["release_channel"] != channel:
+        reasons.append(
+            _reason(
+                "channel_mismatch",
+                "the release is on channel {!r}, the node follows {!r}".format(decision["release_channel"], channel),
+            )
+        )
+    minimum = metadata.get("min_compatible_version", "")
     if minimum:
         floor = _parse_or_none(minimum)
         if floor is None:
-            reasons.append(_reason('release_version_invalid', 'the release min_compatible_version %r '
-                                                              'is not a semantic version' % (minimum,)))
+            reasons.append(
+                _reason(
+                    "release_version_invalid",
+                    f"the release min_compatible_version {minimum!r} is not a semantic version",
+                )
+            )
         elif current is not None and current < floor:
-            reasons.append(_reason('below_min_compatible',
-                                   'the node runs %s, below the release minimum %s: update to %s '
-                                   'first (stepping stone)' % (current_version, minimum, minimum)))
+            reasons.append(
+                _reason(
+                    "below_min_compatible",
+                    f"the node runs {current_version}, below the release minimum {minimum}: update to {minimum} "
+                    "first (stepping stone)",
+                )
+            )
     return _finish(decision, ACTION_BLOCKED if reasons else ACTION_STAGE, reasons)
 
 
 def _finish(decision, action, reasons):
-    decision['action'] = action
-    decision['reasons'] = reasons
+    decision["action"] = action
+    decision["reasons"] = reasons
     return decision
 
 

@@ -19,11 +19,11 @@ from __future__ import annotations
 import shlex
 import string
 
-ERROR_MARKER = 'kubesolo-fleet-error: '
+ERROR_MARKER = "kubesolo-fleet-error: "
 
 
 class _ScriptTemplate(string.Template):
-    delimiter = '@'
+    delimiter = "@"
 
 
 def render(template, **values):
@@ -38,27 +38,27 @@ def quote(text):
 def parse_fields(stdout):
     """The ``key=value`` lines of a script's output as [(key, value)], in order; other lines are chatter."""
     fields = []
-    for line in (stdout or '').splitlines():
-        key, sep, value = line.partition('=')
-        if sep and key and ' ' not in key:
+    for line in (stdout or "").splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key and " " not in key:
             fields.append((key, value))
     return fields
 
 
 def error_reason(stdout, stderr):
     """Why a script failed: its own marked line, else the last line it printed ('' for none)."""
-    errors = [line.strip() for line in (stderr or '').splitlines() if line.strip()]
-    output = [line.strip() for line in (stdout or '').splitlines() if line.strip()]
-    marked = [line[len(ERROR_MARKER):] for line in errors + output if line.startswith(ERROR_MARKER)]
-    chosen = marked[-1] if marked else (errors or output or [''])[-1]
+    errors = [line.strip() for line in (stderr or "").splitlines() if line.strip()]
+    output = [line.strip() for line in (stdout or "").splitlines() if line.strip()]
+    marked = [line[len(ERROR_MARKER) :] for line in errors + output if line.startswith(ERROR_MARKER)]
+    chosen = marked[-1] if marked else (errors or output or [""])[-1]
     return chosen[:300]
 
 
-ARCHITECTURE = 'uname -m'
+ARCHITECTURE = "uname -m"
 
 # What dest holds: link=<target>, record=<base64 of release.json>, and a
 # @key=<file> <value> line per staged file (its size, or its sha256 with rehash).
-INSPECT_DEST = r'''d=@dest
+INSPECT_DEST = r"""d=@dest
 if [ -L "$d" ]; then
   printf 'link=%s\n' "$(readlink "$d")"
   if [ -f "$d/@record" ]; then printf 'record='; head -c @max_record "$d/@record" | base64 | tr -d '\n'; echo; fi
@@ -70,13 +70,13 @@ elif [ -d "$d" ]; then
 elif [ -e "$d" ]; then echo state=foreign
 else echo state=absent
 fi
-'''
+"""
 MEASURE_SIZE = 'wc -c < "$d/$f"'
 MEASURE_SHA256 = 'sha256sum < "$d/$f" | cut -d" " -f1'
 
 # Creates the store and a work directory in it (work=<path>) when the file
 # system has @needed_kib KiB free; else space=<free KiB>.
-PREPARE = r'''set -e
+PREPARE = r"""set -e
 store=@store
 mkdir -p "$store"
 chmod 755 "$store"
@@ -84,13 +84,13 @@ avail=$(df -Pk "$store" | awk 'NR == 2 { print $4 }')
 case "$avail" in ''|*[!0-9]*) echo "@{marker}cannot read the free space of $store with df" >&2; exit 5 ;; esac
 if [ "$avail" -lt @needed_kib ]; then echo "space=$avail"; exit 0; fi
 printf 'work=%s\n' "$(mktemp -d "$store/tmp-XXXXXX")"
-'''
+"""
 
-REMOVE_WORK = 'rm -rf @work'
+REMOVE_WORK = "rm -rf @work"
 
 # Checks the copied files (@checks: one 'check <sha256> <name>' line each),
 # then publishes the work directory as the release and points dest at it.
-PUBLISH = r'''work=@work; store=@store; dest=@dest; final="$store/@name"
+PUBLISH = r"""work=@work; store=@store; dest=@dest; final="$store/@name"
 fail() { rm -rf "$work"; echo "@{marker}$1" >&2; exit 3; }
 # All files are hashed at once, one core each; the sums wait in $work/.sha256-<name>.
 for f in @names; do { sha256sum < "$work/$f" | cut -d' ' -f1 > "$work/.sha256-$f"; } & done
@@ -125,4 +125,4 @@ case "$prev" in
   */*/*|*..*) ;;
   @storebase/sha256-*|@storebase/sha512-*) [ "$prev" = @target ] || rm -rf "$(dirname "$dest")/$prev" ;;
 esac
-'''
+"""

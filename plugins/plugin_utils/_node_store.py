@@ -23,7 +23,7 @@ from ansible_collections.kubesolo.fleet.plugins.module_utils._release import STA
 from ansible_collections.kubesolo.fleet.plugins.module_utils._store import (
     MAX_RECORD_BYTES,
     RECORD_NAME,
-    SPACE_MARGIN,
+    SPACE_MARGIN_PERCENT,
     digest_name,
     managed_release_dir,
     parse_record,
@@ -37,7 +37,7 @@ from ansible_collections.kubesolo.fleet.plugins.plugin_utils._node_scripts impor
 
 
 class NodeCommandError(FleetError):
-    code = 'node_command_failed'
+    code = "node_command_failed"
 
 
 class NodeStore:
@@ -50,7 +50,7 @@ class NodeStore:
     def __init__(self, shell, put_file, dest):
         self._shell = shell
         self._put_file = put_file
-        self.dest = dest.rstrip('/')
+        self.dest = dest.rstrip("/")
         self.store = store_dir(self.dest)
 
     def run(self, script, what, error=NodeCommandError):
@@ -58,11 +58,11 @@ class NodeStore:
         rc, stdout, stderr = self._shell(script)
         if rc != 0:
             reason = scripts.error_reason(stdout, stderr)
-            raise error('%s failed on the node (exit %s)%s' % (what, rc, ': ' + reason if reason else ''))
+            raise error("{} failed on the node (exit {}){}".format(what, rc, ": " + reason if reason else ""))
         return stdout
 
     def architecture(self):
-        return self.run(scripts.ARCHITECTURE, 'reading the architecture').strip()
+        return self.run(scripts.ARCHITECTURE, "reading the architecture").strip()
 
     def current_release(self, rehash=False):
         """The record of the release dest holds on the node, or None.
@@ -71,35 +71,41 @@ class NodeStore:
         their recorded sha256 (``sha256sum``, a full read of the release).
         Refuses a dest that kubesolo.fleet did not create.
         """
-        key, measure = ('sha256', scripts.MEASURE_SHA256) if rehash else ('size', scripts.MEASURE_SIZE)
-        script = scripts.render(scripts.INSPECT_DEST, dest=quote(self.dest), record=RECORD_NAME,
-                                max_record=MAX_RECORD_BYTES, names=' '.join(STAGED_FILE_NAMES),
-                                key=key, measure=measure)
+        key, measure = ("sha256", scripts.MEASURE_SHA256) if rehash else ("size", scripts.MEASURE_SIZE)
+        script = scripts.render(
+            scripts.INSPECT_DEST,
+            dest=quote(self.dest),
+            record=RECORD_NAME,
+            max_record=MAX_RECORD_BYTES,
+            names=" ".join(STAGED_FILE_NAMES),
+            key=key,
+            measure=measure,
+        )
         state, link, record, measured = None, None, None, {}
-        for field, value in scripts.parse_fields(self.run(script, 'inspecting %s' % self.dest)):
-            if field == 'state':
+        for field, value in scripts.parse_fields(self.run(script, f"inspecting {self.dest}")):
+            if field == "state":
                 state = value
-            elif field == 'link':
+            elif field == "link":
                 link = value
-            elif field == 'record':
+            elif field == "record":
                 try:
                     record = parse_record(base64.b64decode(value))
                 except ValueError:
                     record = None
             elif field == key:
-                name, _sep, found = value.partition(' ')
+                name, _sep, found = value.partition(" ")
                 measured[name] = found.strip()
-        if state == 'foreign':
+        if state == "foreign":
             refuse_foreign(self.dest)
         if link is None:
             return None
         managed_release_dir(self.dest, link)
         if not record:
             return None
-        files = record['files']
+        files = record["files"]
         if set(files) != set(measured) or any(
-                not isinstance(entry, dict) or str(entry.get(key)) != measured[name]
-                for name, entry in files.items()):
+            not isinstance(entry, dict) or str(entry.get(key)) != measured[name] for name, entry in files.items()
+        ):
             return None
         return record
 
@@ -107,22 +113,23 @@ class NodeStore:
         """A new work directory in the store, after checking there is room for ``total`` bytes plus 10 %."""
         needed_kib = int(space_needed(total) / 1024) + 1
         script = scripts.render(scripts.PREPARE, store=quote(self.store), needed_kib=needed_kib)
-        values = dict(scripts.parse_fields(self.run(script, 'preparing %s' % self.store)))
-        if 'space' in values:
-            raise StageError('not enough space on the node for %s: %s KiB free, %d KiB needed (the '
-                             'release is %d bytes, plus %d%% margin); nothing was transferred'
-                             % (self.dest, values['space'], needed_kib, total, SPACE_MARGIN * 100))
-        work = values.get('work', '')
-        if not work.startswith(self.store + '/tmp-'):
-            raise NodeCommandError('the node did not create a staging directory in %s' % self.store)
+        values = dict(scripts.parse_fields(self.run(script, f"preparing {self.store}")))
+        if "space" in values:
+            raise StageError(
+                f"not enough space on the node for {self.dest}: {values['space']} KiB free, {needed_kib} KiB needed "
+                f"(the release is {total} bytes, plus {SPACE_MARGIN_PERCENT}% margin); nothing was transferred"
+            )
+        work = values.get("work", "")
+        if not work.startswith(self.store + "/tmp-"):
+            raise NodeCommandError(f"the node did not create a staging directory in {self.store}")
         return work
 
     def put(self, local_path, work, name):
         """Copy a file of the controller into the work directory as ``name``."""
-        self._put_file(local_path, '%s/%s' % (work, name))
+        self._put_file(local_path, f"{work}/{name}")
 
     def put_record(self, work, record):
-        with tempfile.NamedTemporaryFile('wb', suffix='.json') as record_file:
+        with tempfile.NamedTemporaryFile("wb", suffix=".json") as record_file:
             record_file.write(record_bytes(record))
             record_file.flush()
             self.put(record_file.name, work, RECORD_NAME)
@@ -134,10 +141,19 @@ class NodeStore:
     def publish(self, work, manifest_digest, files):
         """Check the copied ``files`` (name -> record entry) by sha256 and publish them at dest."""
         name = digest_name(manifest_digest)
-        link_target = '%s/%s' % (os.path.basename(self.store), name)
-        checks = '\n'.join('check %s %s' % (quote(entry['sha256']), quote(file_name))
-                           for file_name, entry in sorted(files.items()))
-        script = scripts.render(scripts.PUBLISH, work=quote(work), store=quote(self.store), dest=quote(self.dest),
-                                name=name, checks=checks, names=' '.join(quote(n) for n in sorted(files)),
-                                target=quote(link_target), storebase=quote(os.path.basename(self.store)))
-        self.run(script, 'publishing the release at %s' % self.dest, error=StageError)
+        link_target = f"{os.path.basename(self.store)}/{name}"
+        checks = "\n".join(
+            "check {} {}".format(quote(entry["sha256"]), quote(file_name)) for file_name, entry in sorted(files.items())
+        )
+        script = scripts.render(
+            scripts.PUBLISH,
+            work=quote(work),
+            store=quote(self.store),
+            dest=quote(self.dest),
+            name=name,
+            checks=checks,
+            names=" ".join(quote(n) for n in sorted(files)),
+            target=quote(link_target),
+            storebase=quote(os.path.basename(self.store)),
+        )
+        self.run(script, f"publishing the release at {self.dest}", error=StageError)

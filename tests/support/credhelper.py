@@ -18,7 +18,7 @@ from pathlib import Path
 NOT_FOUND = "credentials not found in native keychain"
 
 # The helper itself: small, stdlib only, run by the interpreter running the tests.
-_SCRIPT = '''#!{python}
+_SCRIPT = """#!{python}
 import json, sys
 SECRETS, CALLS = {secrets!r}, {calls!r}
 action = sys.argv[1] if len(sys.argv) > 1 else ""
@@ -41,7 +41,7 @@ elif action == "list":
 elif action not in ("store", "erase"):
     sys.stderr.write("unknown action " + action + "\\n")
     sys.exit(1)
-'''
+"""
 
 
 class CredentialHelper:
@@ -52,7 +52,9 @@ class CredentialHelper:
     as Docker's helpers do.
     """
 
-    def __init__(self, directory: Path, name: str = "test", credentials: Mapping[str, tuple[str, str]] | None = None) -> None:
+    def __init__(
+        self, directory: Path, name: str = "test", credentials: Mapping[str, tuple[str, str]] | None = None
+    ) -> None:
         self.name = name
         self.bin_dir = directory / "bin"
         self.bin_dir.mkdir(parents=True, exist_ok=True)
@@ -64,7 +66,9 @@ class CredentialHelper:
         self._save()
         self.path = self.bin_dir / f"docker-credential-{name}"
         self.path.write_text(
-            _SCRIPT.format(python=sys.executable, secrets=str(self.secrets_path), calls=str(self.calls_path), not_found=NOT_FOUND),
+            _SCRIPT.format(
+                python=sys.executable, secrets=str(self.secrets_path), calls=str(self.calls_path), not_found=NOT_FOUND
+            ),
             encoding="utf-8",
         )
         self.path.chmod(0o755)

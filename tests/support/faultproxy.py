@@ -140,8 +140,7 @@ class FaultProxy(LocalServer):
         with self.lock:
             entries = list(self.log)
         return [
-            e for e in entries
-            if (method is None or e.method == method) and (path is None or re.search(path, e.path))
+            e for e in entries if (method is None or e.method == method) and (path is None or re.search(path, e.path))
         ]
 
     def blob_requests(self, repo: str, digest: str) -> list[ProxiedRequest]:
@@ -236,7 +235,7 @@ class FaultProxy(LocalServer):
                     chunk[offset - entry.body_bytes] ^= 0xFF
                 chunk = bytes(chunk)
             if cut is not None and entry.body_bytes + len(chunk) >= cut:
-                head, rest = chunk[: cut - entry.body_bytes], chunk[cut - entry.body_bytes:]
+                head, rest = chunk[: cut - entry.body_bytes], chunk[cut - entry.body_bytes :]
                 self._write(handler, entry, head)
                 self._cut(handler, entry, fault, rest, chunks)
                 return
@@ -259,8 +258,14 @@ class FaultProxy(LocalServer):
                     self._write(handler, entry, bytes((byte,)))
         # truncate: just close (cleanly) with the body short of its Content-Length
 
-    def _write(self, handler: BaseHTTPRequestHandler, entry: ProxiedRequest, data: bytes,
-               rate: float | None = None, started: float = 0.0) -> None:
+    def _write(
+        self,
+        handler: BaseHTTPRequestHandler,
+        entry: ProxiedRequest,
+        data: bytes,
+        rate: float | None = None,
+        started: float = 0.0,
+    ) -> None:
         if not data:
             return
         handler.wfile.write(data)

@@ -49,7 +49,7 @@ class _ThreadingServer(ThreadingHTTPServer):
     daemon_threads = False  # so that server_close() joins every connection thread
     block_on_close = True
 
-    def __init__(self, owner: "LocalServer") -> None:
+    def __init__(self, owner: LocalServer) -> None:
         self.owner = owner
         self.connections: set[socket.socket] = set()
         self.lock = threading.Lock()

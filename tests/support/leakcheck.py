@@ -54,7 +54,9 @@ class LeakCheck:
             for entry in server.log:
                 if entry.token:
                     # The signature alone: it is unique, and also catches a token cut short after it.
-                    found[f"bearer token for {entry.user or 'anonymous'} from token server {number}"] = entry.token.rsplit(".", 1)[1]
+                    found[f"bearer token for {entry.user or 'anonymous'} from token server {number}"] = (
+                        entry.token.rsplit(".", 1)[1]
+                    )
             for refresh, user in server.refresh_tokens.items():
                 found[f"refresh token of {user} at token server {number}"] = refresh
         return found

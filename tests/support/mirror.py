@@ -12,7 +12,9 @@ import socket
 from .registry import Registry, deep_merge, free_port
 
 
-def pull_through_mirror(upstream: Registry, *, username: str | None = None, password: str | None = None, **kwargs) -> Registry:
+def pull_through_mirror(
+    upstream: Registry, *, username: str | None = None, password: str | None = None, **kwargs
+) -> Registry:
     """An unstarted Registry caching ``upstream``; other keyword arguments go to :class:`Registry`.
 
     An HTTPS upstream must be trusted by the mirror's Go TLS stack: system CAs, or the file named
@@ -39,7 +41,7 @@ class BlackHole:
         self._socket: socket.socket | None = None
         self.port: int | None = None
 
-    def __enter__(self) -> "BlackHole":
+    def __enter__(self) -> BlackHole:
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._socket.bind(("127.0.0.1", 0))
         self._socket.listen(64)  # never accept(): connections wait in the backlog

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TypeVar
 
 # Servers still running when the interpreter exits (a test that forgot stop()) are stopped.
-_RUNNING: set["ManagedProcess"] = set()
+_RUNNING: set[ManagedProcess] = set()
 atexit.register(lambda: [server.stop() for server in list(_RUNNING)])
 
 _Self = TypeVar("_Self", bound="ManagedProcess")

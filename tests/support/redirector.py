@@ -58,14 +58,16 @@ class SeenRequest:
 class _Recorder(LocalServer):
     """Shared by the front and the store: log the request, then let the Redirector answer."""
 
-    def __init__(self, owner: "Redirector", origin: str, **kwargs) -> None:
+    def __init__(self, owner: Redirector, origin: str, **kwargs) -> None:
         super().__init__(**kwargs)
         self.owner = owner
         self.origin = origin
 
     def handle(self, handler: BaseHTTPRequestHandler) -> None:
         path, _sep, query = handler.path.partition("?")
-        seen = SeenRequest(self.origin, request_scheme(handler), handler.command, path, query, dict(handler.headers.items()))
+        seen = SeenRequest(
+            self.origin, request_scheme(handler), handler.command, path, query, dict(handler.headers.items())
+        )
         with self.owner.lock:
             self.owner.log.append(seen)
         self.owner.answer(self, handler, seen)
@@ -109,7 +111,7 @@ class Redirector:  # pylint: disable=too-many-instance-attributes
 
     # ---------------------------------------------------------------- lifecycle and addresses
 
-    def start(self) -> "Redirector":
+    def start(self) -> Redirector:
         """Start the store and the front."""
         self.store.start()
         try:
@@ -124,7 +126,7 @@ class Redirector:  # pylint: disable=too-many-instance-attributes
         self.front.stop()
         self.store.stop()
 
-    def __enter__(self) -> "Redirector":
+    def __enter__(self) -> Redirector:
         return self.start()
 
     def __exit__(self, *exc_info) -> None:
@@ -205,7 +207,9 @@ class Redirector:  # pylint: disable=too-many-instance-attributes
             headers["Content-Length"] = str(len(body))
         upstream = urlsplit(self.registry.url)
         if upstream.scheme == "https":
-            context = ssl.create_default_context(cafile=self.registry.verify if isinstance(self.registry.verify, str) else None)
+            context = ssl.create_default_context(
+                cafile=self.registry.verify if isinstance(self.registry.verify, str) else None
+            )
             if self.registry.verify is False:
                 context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
             if self.registry.session.cert:  # a mutual-TLS registry: present the test-side client cert

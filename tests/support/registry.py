@@ -30,7 +30,15 @@ import yaml
 from .process import ManagedProcess, free_port
 
 # free_port is defined in .process; tests import it from here too.
-__all__ = ["DEFAULT_BINARY", "AccessLogEntry", "Registry", "deep_merge", "free_port", "parse_access_log", "sha256_digest"]
+__all__ = [
+    "DEFAULT_BINARY",
+    "AccessLogEntry",
+    "Registry",
+    "deep_merge",
+    "free_port",
+    "parse_access_log",
+    "sha256_digest",
+]
 
 #: Debian's build of Distribution 2.8.2; another ``registry`` binary can be named in the environment.
 DEFAULT_BINARY = os.environ.get("KUBESOLO_TEST_REGISTRY_BIN", "/usr/bin/docker-registry")
@@ -269,16 +277,12 @@ class Registry(ManagedProcess):
 
     def blob_gets(self, since: int | None = None, repo: str | None = None) -> list[AccessLogEntry]:
         """``GET /v2/<repo>/blobs/sha256:...`` requests (blob downloads, not uploads)."""
-        return [
-            e for e in self.access_log(since)
-            if e.method == "GET" and e.kind == "blob" and repo in (None, e.repo)
-        ]
+        return [e for e in self.access_log(since) if e.method == "GET" and e.kind == "blob" and repo in (None, e.repo)]
 
     def manifest_gets(self, since: int | None = None, repo: str | None = None) -> list[AccessLogEntry]:
         """``GET /v2/<repo>/manifests/<tag or digest>`` requests (HEADs are not counted)."""
         return [
-            e for e in self.access_log(since)
-            if e.method == "GET" and e.kind == "manifest" and repo in (None, e.repo)
+            e for e in self.access_log(since) if e.method == "GET" and e.kind == "manifest" and repo in (None, e.repo)
         ]
 
     # ---------------------------------------------------------------- storage

@@ -66,8 +66,12 @@ def driver_command(**options) -> list[str]:
 def start_driver(env: dict[str, str], **options) -> subprocess.Popen:
     """Start a driver run; its stdout is a pipe of JSON lines."""
     return subprocess.Popen(  # pylint: disable=consider-using-with
-        driver_command(**options), env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True,
+        driver_command(**options),
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 

@@ -55,8 +55,19 @@ from .process import ManagedProcess, free_port
 
 # free_port is defined in .process; tests import it from here too.
 __all__ = [
-    "DEFAULT_BUSYBOX", "DEFAULT_SSHD", "PRIVSEP_DIR", "SSH", "SSH_COMMON_ARGS", "SSH_KEYGEN", "SSHCommandError", "SSHNode",
-    "base_dir", "chroot_capable", "free_port", "inventory", "missing_requirements",
+    "DEFAULT_BUSYBOX",
+    "DEFAULT_SSHD",
+    "PRIVSEP_DIR",
+    "SSH",
+    "SSH_COMMON_ARGS",
+    "SSH_KEYGEN",
+    "SSHCommandError",
+    "SSHNode",
+    "base_dir",
+    "chroot_capable",
+    "free_port",
+    "inventory",
+    "missing_requirements",
 ]
 
 DEFAULT_SSHD = os.environ.get("KUBESOLO_TEST_SSHD_BIN", "/usr/sbin/sshd")
@@ -138,7 +149,7 @@ def missing_requirements(sshd: str = DEFAULT_SSHD, busybox: str = DEFAULT_BUSYBO
     return problems
 
 
-def inventory(nodes: Iterable["SSHNode"], group_vars: Mapping | None = None) -> dict:
+def inventory(nodes: Iterable[SSHNode], group_vars: Mapping | None = None) -> dict:
     """A YAML-ready inventory dict with every node as a host (named :attr:`SSHNode.name`) in ``all``."""
     hosts = {}
     for node in nodes:
@@ -240,7 +251,7 @@ class SSHNode(ManagedProcess):
         workdir = self._workdir()
 
         def quoted(path: Path) -> str:
-            return '"%s"' % path
+            return f'"{path}"'
 
         return "\n".join(
             [
@@ -428,7 +439,10 @@ class SSHNode(ManagedProcess):
 
     def _make_keys(self) -> None:
         workdir = self._workdir()
-        for key, comment in (("ssh_host_ed25519_key", "kubesolo-fleet test node"), ("client_key", "kubesolo-fleet tests")):
+        for key, comment in (
+            ("ssh_host_ed25519_key", "kubesolo-fleet test node"),
+            ("client_key", "kubesolo-fleet tests"),
+        ):
             subprocess.run(
                 [SSH_KEYGEN, "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(workdir / key)],
                 stdin=subprocess.DEVNULL,
@@ -495,9 +509,22 @@ class SSHNode(ManagedProcess):
     def ssh_command(self, command: str | None = None, *, tty: bool = False) -> list[str]:
         """The ``ssh`` argv that runs ``command`` (a shell string) on the node as root."""
         argv = [
-            SSH, "-F", "/dev/null", "-i", str(self.client_key), "-p", str(self.port),
+            SSH,
+            "-F",
+            "/dev/null",
+            "-i",
+            str(self.client_key),
+            "-p",
+            str(self.port),
             *shlex.split(SSH_COMMON_ARGS),
-            "-o", "BatchMode=yes", "-o", "LogLevel=ERROR", "-o", "ControlMaster=no", "-o", "ControlPath=none",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "LogLevel=ERROR",
+            "-o",
+            "ControlMaster=no",
+            "-o",
+            "ControlPath=none",
             "-tt" if tty else "-T",
             f"root@{self.host}",
         ]
@@ -506,7 +533,12 @@ class SSHNode(ManagedProcess):
         return argv
 
     def run(
-        self, command: str, *, check: bool = True, input: str | None = None, timeout: float = 60  # pylint: disable=redefined-builtin
+        self,
+        command: str,
+        *,
+        check: bool = True,
+        input: str | None = None,
+        timeout: float = 60,  # pylint: disable=redefined-builtin
     ) -> subprocess.CompletedProcess:
         """Run the shell string ``command`` on the node (busybox sh, as root, cwd /root) over ssh.
 

@@ -42,6 +42,7 @@ def _slow_renames(pause: float) -> None:
             result = real(*args, **kwargs)
             time.sleep(pause)
             return result
+
         return call
 
     os.rename, os.replace = slow(rename), slow(replace)
@@ -76,12 +77,30 @@ def main() -> int:
         client = _options.mirrored_client_from_params(params)
         outcome = _staging.stage_release(client, params, store)
     except FleetError as exc:
-        print(json.dumps({"failed": True, "error_code": exc.code, "msg": str(exc),
-                          "transfer": client.transfer_summary() if client else None}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "failed": True,
+                    "error_code": exc.code,
+                    "msg": str(exc),
+                    "transfer": client.transfer_summary() if client else None,
+                }
+            ),
+            flush=True,
+        )
         return 1
-    print(json.dumps({"changed": outcome.changed, "bytes_downloaded": outcome.bytes_downloaded,
-                      "manifest_digest": outcome.release.manifest_digest, "transfer": client.transfer_summary(),
-                      "peak_rss_kib": peak_rss_kib()}), flush=True)
+    print(
+        json.dumps(
+            {
+                "changed": outcome.changed,
+                "bytes_downloaded": outcome.bytes_downloaded,
+                "manifest_digest": outcome.release.manifest_digest,
+                "transfer": client.transfer_summary(),
+                "peak_rss_kib": peak_rss_kib(),
+            }
+        ),
+        flush=True,
+    )
     return 0
 
 

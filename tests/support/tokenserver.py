@@ -63,7 +63,7 @@ def libtrust_key_id(public_key) -> str:
     """
     der = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     encoded = base64.b32encode(hashlib.sha256(der).digest()[:30]).decode().rstrip("=")
-    return ":".join(encoded[i:i + 4] for i in range(0, len(encoded), 4))
+    return ":".join(encoded[i : i + 4] for i in range(0, len(encoded), 4))
 
 
 def sign_jwt(claims: Mapping, signer: CertKey, *, key_header: str = "x5c") -> str:
@@ -155,7 +155,9 @@ class TokenServer(LocalServer):  # pylint: disable=too-many-instance-attributes
         super().__init__(tls=tls)
         self.users = dict(users or {})
         self.anonymous_pull = tuple(anonymous_pull)
-        self.grants = {user: {pattern: tuple(actions) for pattern, actions in g.items()} for user, g in (grants or {}).items()}
+        self.grants = {
+            user: {pattern: tuple(actions) for pattern, actions in g.items()} for user, g in (grants or {}).items()
+        }
         self.signer = signer or pki.token
         self.service = service
         self.issuer = issuer
@@ -225,7 +227,9 @@ class TokenServer(LocalServer):  # pylint: disable=too-many-instance-attributes
         if user is None:
             return {"pull"} if any(fnmatch.fnmatchcase(repo, p) for p in self.anonymous_pull) else set()
         grants = self.grants.get(user, {"*": ("pull", "push")})
-        return {action for pattern, actions in grants.items() if fnmatch.fnmatchcase(repo, pattern) for action in actions}
+        return {
+            action for pattern, actions in grants.items() if fnmatch.fnmatchcase(repo, pattern) for action in actions
+        }
 
     # ---------------------------------------------------------------- HTTP
 
@@ -278,7 +282,9 @@ class TokenServer(LocalServer):  # pylint: disable=too-many-instance-attributes
             payload["token"] = entry.token
         if self.token_field in ("access_token", "both") or entry.method == "POST":
             payload["access_token"] = entry.token
-        wants_refresh = params.get("offline_token", [""])[0] == "true" or params.get("access_type", [""])[0] == "offline"
+        wants_refresh = (
+            params.get("offline_token", [""])[0] == "true" or params.get("access_type", [""])[0] == "offline"
+        )
         if entry.user and self.issue_refresh_tokens and wants_refresh:
             refresh = uuid.uuid4().hex
             self.refresh_tokens[refresh] = entry.user

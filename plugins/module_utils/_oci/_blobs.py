@@ -76,21 +76,22 @@ class BlobDownload:
                     raise RegistryConnectionError(str(exc))
         actual = self.hashers[self.algorithm].hexdigest()
         if actual != self.expected_hex:
-            raise DigestMismatchError('blob %s has wrong content: its bytes hash to %s:%s'
-                                      % (self.digest, self.algorithm, actual))
-        return self.hashers['sha256'].hexdigest()
+            raise DigestMismatchError(
+                f"blob {self.digest} has wrong content: its bytes hash to {self.algorithm}:{actual}"
+            )
+        return self.hashers["sha256"].hexdigest()
 
     def _rehash(self):
         """Fresh hashers fed with what the file holds; a file longer than the blob is emptied."""
         fileobj = self.fileobj
         self.hashers = {self.algorithm: hashlib.new(self.algorithm)}
-        self.hashers.setdefault('sha256', hashlib.sha256())
+        self.hashers.setdefault("sha256", hashlib.sha256())
         fileobj.seek(0, 2)
         if fileobj.tell() > self.size:
             fileobj.truncate(0)
         fileobj.seek(0)
         self.received = 0
-        for chunk in iter(lambda: fileobj.read(BLOB_CHUNK_BYTES), b''):
+        for chunk in iter(lambda: fileobj.read(BLOB_CHUNK_BYTES), b""):
             self._add(chunk)
 
     def _restart(self):
@@ -107,14 +108,13 @@ class BlobDownload:
     def _fetch_rest(self):
         """GET the blob from what the file holds on."""
         client = self.client
-        headers = {'Accept-Encoding': 'identity'}
+        headers = {"Accept-Encoding": "identity"}
         if self.received:
-            headers['Range'] = 'bytes=%d-' % self.received
-        response = client.request('GET', '%s/blobs/%s' % (client.base_url, self.digest), headers=headers,
-                                  stream=True)
+            headers["Range"] = f"bytes={self.received}-"
+        response = client.request("GET", f"{client.base_url}/blobs/{self.digest}", headers=headers, stream=True)
         with response:
             if response.status_code == 404:
-                raise NotFoundError('blob %s of %s was not found in the registry' % (self.digest, client.repository))
+                raise NotFoundError(f"blob {self.digest} of {client.repository} was not found in the registry")
             partial = self.received and response.status_code == 206
             resumed = partial and _range_start(response) == self.received
             if partial and not resumed:
@@ -125,37 +125,40 @@ class BlobDownload:
             if resumed:
                 client.count_bytes(resumed=self.received)
             else:
-                check_status(response, 'blob %s' % self.digest)
+                check_status(response, f"blob {self.digest}")
                 if self.received:
                     # The server ignored Range and sends the whole blob: start the file again.
                     self._restart()
             remaining = self.size - self.received
-            announced = response.headers.get('Content-Length')
+            announced = response.headers.get("Content-Length")
             if announced is not None and announced.isdigit() and int(announced) != remaining:
-                raise SizeMismatchError('blob %s: the registry announced %s bytes, the manifest declares %d'
-                                        % (self.digest, announced, remaining))
+                raise SizeMismatchError(
+                    f"blob {self.digest}: the registry announced {announced} bytes, the manifest declares {remaining}"
+                )
             self._stream(response.raw)
         return None
 
     def _stream(self, raw):
         """Copy the body into the file up to the blob's size, counting what arrives in the client."""
         fileobj, size, digest = self.fileobj, self.size, self.digest
-        framed = _framed_response(raw, size - self.received) if hasattr(fileobj, 'reserve') else None
+        framed = _framed_response(raw, size - self.received) if hasattr(fileobj, "reserve") else None
         # read1 returns what has arrived, so a stall is noticed; urllib3 1.26 lacks it.
-        read = getattr(raw, 'read1', None) or raw.read
+        read = getattr(raw, "read1", None) or raw.read
         timeout = self.client.timeout
         window_start, window_bytes = time.monotonic(), 0
         while self.received < size:
             wanted = min(BLOB_CHUNK_BYTES, size - self.received)
             view = fileobj.reserve(wanted) if framed is not None else None
             try:
-                chunk = view[:_receive_into(framed, view)] if view is not None else read(wanted)
+                chunk = view[: _receive_into(framed, view)] if view is not None else read(wanted)
             except (urllib3.exceptions.HTTPError, requests.exceptions.RequestException, OSError) as exc:
-                raise TransferBroken('download of blob %s broke off after %d of %d bytes: %s'
-                                     % (digest, self.received, size, exception_reason(exc)))
+                raise TransferBroken(
+                    f"download of blob {digest} broke off after {self.received} of {size} bytes: {exception_reason(exc)}"
+                )
             if not chunk:
-                raise SizeMismatchError('blob %s ended after %d bytes, the manifest declares %d'
-                                        % (digest, self.received, size))
+                raise SizeMismatchError(
+                    f"blob {digest} ended after {self.received} bytes, the manifest declares {size}"
+                )
             self.client.count_bytes(fetched=len(chunk))
             self._add(chunk)
             if view is not None:
@@ -166,20 +169,21 @@ class BlobDownload:
             if window_bytes >= STALL_BYTES:
                 window_start, window_bytes = time.monotonic(), 0
             elif time.monotonic() - window_start > timeout:
-                raise TransferBroken('download of blob %s stalled at %d of %d bytes (less than %d bytes in %ss)'
-                                     % (digest, self.received, size, STALL_BYTES, timeout))
+                raise TransferBroken(
+                    f"download of blob {digest} stalled at {self.received} of {size} bytes (less than {STALL_BYTES} bytes in {timeout}s)"
+                )
         if framed is not None:
             return  # its Content-Length ended the body
         try:
             extra = read(1)
         except (urllib3.exceptions.HTTPError, requests.exceptions.RequestException, OSError):
-            extra = b''
+            extra = b""
         if extra:
-            raise SizeMismatchError('blob %s is longer than the %d bytes the manifest declares' % (digest, size))
+            raise SizeMismatchError(f"blob {digest} is longer than the {size} bytes the manifest declares")
 
 
 def _range_start(response):
-    match = re.match(r'bytes (\d+)-', response.headers.get('Content-Range', ''))
+    match = re.match(r"bytes (\d+)-", response.headers.get("Content-Range", ""))
     return int(match.group(1)) if match else None
 
 
@@ -191,10 +195,10 @@ def _framed_response(raw, remaining):
     wraps the standard library's, whose buffered socket file can read into a buffer with one
     receive a call (what a stall check needs).
     """
-    response = getattr(raw, '_fp', None)
-    if getattr(response, 'chunked', True) or getattr(response, 'length', None) != remaining:
+    response = getattr(raw, "_fp", None)
+    if getattr(response, "chunked", True) or getattr(response, "length", None) != remaining:
         return None
-    if not hasattr(getattr(response, 'fp', None), 'readinto1'):
+    if not hasattr(getattr(response, "fp", None), "readinto1"):
         return None
     return response
 
@@ -207,7 +211,6 @@ def _receive_into(response, view):
     """
     count = response.fp.readinto1(view)
     if not count and len(view):
-        raise ConnectionError('the connection closed %d bytes before the announced end of the body'
-                              % response.length)
+        raise ConnectionError(f"the connection closed {response.length} bytes before the announced end of the body")
     response.length -= count
     return count

@@ -35,11 +35,21 @@ class RegistryClient:
     anonymously.
     """
 
-    def __init__(self, repository, plain_http=False, validate_certs=True, ca_path=None,
-                 timeout=30, credentials=None, client_cert=None, client_key=None, retry=None):
+    def __init__(
+        self,
+        repository,
+        plain_http=False,
+        validate_certs=True,
+        ca_path=None,
+        timeout=30,
+        credentials=None,
+        client_cert=None,
+        client_key=None,
+        retry=None,
+    ):
         self.repository = repository
         self.retry = retry or RetryPolicy()
-        self.scheme = 'http' if plain_http else 'https'
+        self.scheme = "http" if plain_http else "https"
         self.timeout = timeout
         # Passed with every request: a session-level value loses to
         # REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE in the environment.
@@ -57,7 +67,7 @@ class RegistryClient:
 
     @property
     def base_url(self):
-        return '%s://%s/v2/%s' % (self.scheme, self.repository.api_host, self.repository.path)
+        return f"{self.scheme}://{self.repository.api_host}/v2/{self.repository.path}"
 
     def count_bytes(self, fetched=0, resumed=0):
         with self._count_lock:
@@ -79,14 +89,14 @@ class RegistryClient:
         if origin(url) != origin(self.base_url):
             return send(self, method, url, headers=headers, stream=stream, data=data)
         if self.auth.authorization:
-            headers['Authorization'] = self.auth.authorization
+            headers["Authorization"] = self.auth.authorization
         response = send(self, method, url, headers=headers, stream=stream, data=data)
         if response.status_code != 401:
             return response
-        challenge = response.headers.get('WWW-Authenticate', '')
+        challenge = response.headers.get("WWW-Authenticate", "")
         response.close()
-        headers['Authorization'] = self.auth.answer(challenge, rejected=headers.get('Authorization'))
-        if hasattr(data, 'seek'):
+        headers["Authorization"] = self.auth.answer(challenge, rejected=headers.get("Authorization"))
+        if hasattr(data, "seek"):
             data.seek(0)
         response = send(self, method, url, headers=headers, stream=stream, data=data)
         if response.status_code == 401:

@@ -19,10 +19,10 @@ from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import (
 from ansible_collections.kubesolo.fleet.plugins.module_utils._oci._transport import check_status, read_capped
 from ansible_collections.kubesolo.fleet.plugins.module_utils._reference import parse_digest
 
-MEDIA_OCI_INDEX = 'application/vnd.oci.image.index.v1+json'
-MEDIA_OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json'
-MEDIA_DOCKER_LIST = 'application/vnd.docker.distribution.manifest.list.v2+json'
-MEDIA_DOCKER_MANIFEST = 'application/vnd.docker.distribution.manifest.v2+json'
+MEDIA_OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+MEDIA_OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+MEDIA_DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+MEDIA_DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 INDEX_MEDIA_TYPES = (MEDIA_OCI_INDEX, MEDIA_DOCKER_LIST)
 MANIFEST_MEDIA_TYPES = (MEDIA_OCI_MANIFEST, MEDIA_DOCKER_MANIFEST)
 ANY_MANIFEST_MEDIA_TYPES = INDEX_MEDIA_TYPES + MANIFEST_MEDIA_TYPES
@@ -47,7 +47,7 @@ class ManifestDocument:
 
 def media_type_of(content_type):
     """The bare media type of a Content-Type header value."""
-    return (content_type or '').split(';', 1)[0].strip().lower()
+    return (content_type or "").split(";", 1)[0].strip().lower()
 
 
 def fetch_manifest(client, reference, accept=ANY_MANIFEST_MEDIA_TYPES):
@@ -56,23 +56,24 @@ def fetch_manifest(client, reference, accept=ANY_MANIFEST_MEDIA_TYPES):
     A digest reference is verified against the bytes received; so is the
     registry's Docker-Content-Digest header when it uses the same algorithm.
     """
-    url = '%s/manifests/%s' % (client.base_url, reference)
-    response = client.request('GET', url, headers={'Accept': ', '.join(accept)}, stream=True)
+    url = f"{client.base_url}/manifests/{reference}"
+    response = client.request("GET", url, headers={"Accept": ", ".join(accept)}, stream=True)
     with response:
         if response.status_code == 404:
-            separator = '@' if ':' in reference else ':'
-            raise NotFoundError('%s%s%s was not found in the registry' % (client.repository, separator, reference))
-        check_status(response, 'manifest %s of %s' % (reference, client.repository))
-        data = read_capped(response, MAX_MANIFEST_BYTES, 'manifest %s' % reference, error=ManifestError)
-        content_type = media_type_of(response.headers.get('Content-Type'))
-        header_digest = response.headers.get('Docker-Content-Digest', '')
-    if ':' in reference:
-        digest = verify_bytes(data, reference, 'manifest')
+            separator = "@" if ":" in reference else ":"
+            raise NotFoundError(f"{client.repository}{separator}{reference} was not found in the registry")
+        check_status(response, f"manifest {reference} of {client.repository}")
+        data = read_capped(response, MAX_MANIFEST_BYTES, f"manifest {reference}", error=ManifestError)
+        content_type = media_type_of(response.headers.get("Content-Type"))
+        header_digest = response.headers.get("Docker-Content-Digest", "")
+    if ":" in reference:
+        digest = verify_bytes(data, reference, "manifest")
     else:
-        digest = 'sha256:%s' % hashlib.sha256(data).hexdigest()
-    if header_digest.startswith(digest.split(':', 1)[0] + ':') and header_digest != digest:
-        raise DigestMismatchError('the registry says manifest %s has digest %s, but its bytes hash to %s'
-                                  % (reference, header_digest, digest))
+        digest = f"sha256:{hashlib.sha256(data).hexdigest()}"
+    if header_digest.startswith(digest.split(":", 1)[0] + ":") and header_digest != digest:
+        raise DigestMismatchError(
+            f"the registry says manifest {reference} has digest {header_digest}, but its bytes hash to {digest}"
+        )
     document = parse_manifest_json(data, reference)
     return ManifestDocument(data, manifest_media_type(document, content_type, reference), digest, document)
 
@@ -82,37 +83,37 @@ def verify_bytes(data, digest, what):
     algorithm, expected_hex = parse_digest(digest)
     actual = hashlib.new(algorithm, data).hexdigest()
     if actual != expected_hex:
-        raise DigestMismatchError('%s %s has wrong content: its bytes hash to %s:%s'
-                                  % (what, digest, algorithm, actual))
+        raise DigestMismatchError(f"{what} {digest} has wrong content: its bytes hash to {algorithm}:{actual}")
     return digest
 
 
 def parse_manifest_json(data, reference):
     try:
-        document = json.loads(data.decode('utf-8'))
+        document = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
-        raise ManifestError('manifest %s is not valid JSON: %s' % (reference, exc))
+        raise ManifestError(f"manifest {reference} is not valid JSON: {exc}")
     if not isinstance(document, dict):
-        raise ManifestError('manifest %s is not a JSON object' % reference)
-    if document.get('schemaVersion') != 2:
-        raise ManifestError('manifest %s has schemaVersion %r, only 2 is supported'
-                            % (reference, document.get('schemaVersion')))
+        raise ManifestError(f"manifest {reference} is not a JSON object")
+    if document.get("schemaVersion") != 2:
+        raise ManifestError(
+            "manifest {} has schemaVersion {!r}, only 2 is supported".format(reference, document.get("schemaVersion"))
+        )
     return document
 
 
 def manifest_media_type(document, content_type, reference):
     """The media type of a manifest; body and Content-Type must agree."""
-    declared = document.get('mediaType')
+    declared = document.get("mediaType")
     if declared is not None and not isinstance(declared, str):
-        raise ManifestError('manifest %s has a non-string mediaType' % reference)
-    generic = ('', 'application/json', 'application/octet-stream')
+        raise ManifestError(f"manifest {reference} has a non-string mediaType")
+    generic = ("", "application/json", "application/octet-stream")
     if declared and content_type not in generic and declared != content_type:
-        raise ManifestError('manifest %s says its mediaType is %s but was served as %s'
-                            % (reference, declared, content_type))
-    media_type = declared or (content_type if content_type not in generic else '')
+        raise ManifestError(f"manifest {reference} says its mediaType is {declared} but was served as {content_type}")
+    media_type = declared or (content_type if content_type not in generic else "")
     if not media_type:
-        media_type = MEDIA_OCI_INDEX if 'manifests' in document else MEDIA_OCI_MANIFEST
+        media_type = MEDIA_OCI_INDEX if "manifests" in document else MEDIA_OCI_MANIFEST
     if media_type not in ANY_MANIFEST_MEDIA_TYPES:
-        raise ManifestError('unsupported media type %s at %s (expected an OCI or Docker index '
-                            'or manifest)' % (media_type, reference))
+        raise ManifestError(
+            f"unsupported media type {media_type} at {reference} (expected an OCI or Docker index or manifest)"
+        )
     return media_type

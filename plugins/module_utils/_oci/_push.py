@@ -20,39 +20,41 @@ from ansible_collections.kubesolo.fleet.plugins.module_utils._oci._transport imp
 def exists(client, kind, reference):
     """None when a blob or manifest (``kind`` 'blobs' or 'manifests') is missing, else its digest
     header ('' if not sent)."""
-    url = '%s/%s/%s' % (client.base_url, kind, reference)
-    response = client.request('HEAD', url, headers={'Accept': ', '.join(ANY_MANIFEST_MEDIA_TYPES)})
+    url = f"{client.base_url}/{kind}/{reference}"
+    response = client.request("HEAD", url, headers={"Accept": ", ".join(ANY_MANIFEST_MEDIA_TYPES)})
     with response:
         if response.status_code == 404:
             return None
-        check_status(response, '%s %s' % (kind[:-1], reference))
-        return response.headers.get('Docker-Content-Digest', '')
+        check_status(response, f"{kind[:-1]} {reference}")
+        return response.headers.get("Docker-Content-Digest", "")
 
 
 def upload_blob(client, digest, size, fileobj):
     """Upload a blob in one PUT, streaming ``fileobj`` (``size`` bytes)."""
-    response = client.request('POST', '%s/blobs/uploads/' % client.base_url)
+    response = client.request("POST", f"{client.base_url}/blobs/uploads/")
     with response:
-        if response.status_code != 202 or not response.headers.get('Location'):
-            raise RegistryResponseError('the registry answered HTTP %d to an upload request for %s%s'
-                                        % (response.status_code, client.repository,
-                                           registry_error_message(response)))
-        location = response.headers['Location']
-    url = requests.compat.urljoin('%s://%s/' % (client.scheme, client.repository.api_host), location)
-    url += ('&' if '?' in url else '?') + 'digest=' + digest
-    headers = {'Content-Type': 'application/octet-stream', 'Content-Length': str(size)}
-    response = client.request('PUT', url, headers=headers, data=fileobj)
+        if response.status_code != 202 or not response.headers.get("Location"):
+            raise RegistryResponseError(
+                f"the registry answered HTTP {response.status_code} to an upload request for {client.repository}{registry_error_message(response)}"
+            )
+        location = response.headers["Location"]
+    url = requests.compat.urljoin(f"{client.scheme}://{client.repository.api_host}/", location)
+    url += ("&" if "?" in url else "?") + "digest=" + digest
+    headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
+    response = client.request("PUT", url, headers=headers, data=fileobj)
     with response:
         if response.status_code != 201:
-            raise RegistryResponseError('the registry answered HTTP %d when uploading blob %s%s'
-                                        % (response.status_code, digest, registry_error_message(response)))
+            raise RegistryResponseError(
+                f"the registry answered HTTP {response.status_code} when uploading blob {digest}{registry_error_message(response)}"
+            )
 
 
 def put_manifest(client, reference, data, media_type):
     """PUT a manifest or index under ``reference`` (a tag or its digest)."""
-    url = '%s/manifests/%s' % (client.base_url, reference)
-    response = client.request('PUT', url, headers={'Content-Type': media_type}, data=data)
+    url = f"{client.base_url}/manifests/{reference}"
+    response = client.request("PUT", url, headers={"Content-Type": media_type}, data=data)
     with response:
         if response.status_code != 201:
-            raise RegistryResponseError('the registry answered HTTP %d when pushing manifest %s%s'
-                                        % (response.status_code, reference, registry_error_message(response)))
+            raise RegistryResponseError(
+                f"the registry answered HTTP {response.status_code} when pushing manifest {reference}{registry_error_message(response)}"
+            )

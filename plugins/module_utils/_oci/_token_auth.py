@@ -39,11 +39,11 @@ def parse_challenge(header):
     """
     if not header or not header.strip():
         return None, {}
-    scheme, _sep, rest = header.strip().partition(' ')
+    scheme, _sep, rest = header.strip().partition(" ")
     params = {}
     for match in _CHALLENGE_PARAM_RE.finditer(rest):
         value = match.group(2) if match.group(2) is not None else match.group(3)
-        params[match.group(1).lower()] = re.sub(r'\\(.)', r'\1', value)
+        params[match.group(1).lower()] = re.sub(r"\\(.)", r"\1", value)
     return scheme.lower(), params
 
 
@@ -72,72 +72,93 @@ class TokenAuth:
     def refused_message(self):
         repository = self._client.repository
         if self.credentials:
-            return 'registry %s refused the credentials of %r for %s' % (
-                repository.registry, self.credentials.username, repository.path)
-        return 'registry %s refused anonymous access to %s (no credentials were given)' % (
-            repository.registry, repository.path)
+            return f"registry {repository.registry} refused the credentials of {self.credentials.username!r} for {repository.path}"
+        return (
+            f"registry {repository.registry} refused anonymous access to {repository.path} (no credentials were given)"
+        )
 
     def _authorize(self, challenge, rejected):
         repository = self._client.repository
         scheme, params = parse_challenge(challenge)
-        if scheme == 'bearer':
-            key = (params.get('realm'), params.get('service'),
-                   params.get('scope') or 'repository:%s:pull' % repository.path)
+        if scheme == "bearer":
+            key = (
+                params.get("realm"),
+                params.get("service"),
+                params.get("scope") or f"repository:{repository.path}:pull",
+            )
             cached = self._tokens.get(key)
-            if cached is None or 'Bearer ' + cached == rejected:
+            if cached is None or "Bearer " + cached == rejected:
                 self._tokens[key] = cached = self._fetch_token(*key)
-            return 'Bearer ' + cached
-        if scheme == 'basic' and self.credentials and self.credentials.password is not None:
+            return "Bearer " + cached
+        if scheme == "basic" and self.credentials and self.credentials.password is not None:
             basic = requests.auth._basic_auth_str(self.credentials.username, self.credentials.password)
             if basic == rejected:
                 raise AuthenticationError(self.refused_message())
             return basic
         raise AuthenticationError(
-            'registry %s requires authentication (%s challenge) to read %s%s'
-            % (repository.registry, scheme or 'no', repository.path,
-               '' if self.credentials else ' and no credentials were given'))
+            "registry {} requires authentication ({} challenge) to read {}{}".format(
+                repository.registry,
+                scheme or "no",
+                repository.path,
+                "" if self.credentials else " and no credentials were given",
+            )
+        )
 
     def _fetch_token(self, realm, service, scope):
         """A bearer token from the registry's token service (docker token or OAuth2 refresh)."""
         client = self._client
         registry = client.repository.registry
         realm_origin = origin(realm) if realm else None
-        if not realm_origin or realm_origin[0] not in ('http', 'https') or not realm_origin[1]:
-            raise AuthenticationError('registry %s sent a bearer challenge without a usable realm' % registry)
-        if client.scheme == 'https' and realm_origin[0] == 'http':
-            raise AuthenticationError('registry %s sent a plain-HTTP token realm %s; refusing to '
-                                      'send credentials or take tokens over it' % (registry, realm))
-        query = {'scope': scope}
+        if not realm_origin or realm_origin[0] not in ("http", "https") or not realm_origin[1]:
+            raise AuthenticationError(f"registry {registry} sent a bearer challenge without a usable realm")
+        if client.scheme == "https" and realm_origin[0] == "http":
+            raise AuthenticationError(
+                f"registry {registry} sent a plain-HTTP token realm {realm}; refusing to "
+                "send credentials or take tokens over it"
+            )
+        query = {"scope": scope}
         if service:
-            query['service'] = service
+            query["service"] = service
         credentials = self.credentials
         try:
             if credentials and credentials.identity_token:
-                form = dict(query, grant_type='refresh_token', refresh_token=credentials.identity_token,
-                            client_id=COLLECTION_NAME)
-                response = client.session.post(realm, data=form, timeout=client.timeout, stream=True,
-                                               allow_redirects=False, verify=client.verify)
+                form = dict(
+                    query,
+                    grant_type="refresh_token",
+                    refresh_token=credentials.identity_token,
+                    client_id=COLLECTION_NAME,
+                )
+                response = client.session.post(
+                    realm, data=form, timeout=client.timeout, stream=True, allow_redirects=False, verify=client.verify
+                )
             else:
                 auth = (credentials.username, credentials.password) if credentials else None
-                response = client.session.get(realm, params=query, auth=auth, timeout=client.timeout,
-                                              stream=True, allow_redirects=False, verify=client.verify)
+                response = client.session.get(
+                    realm,
+                    params=query,
+                    auth=auth,
+                    timeout=client.timeout,
+                    stream=True,
+                    allow_redirects=False,
+                    verify=client.verify,
+                )
         except requests.exceptions.RequestException as exc:
-            raise RegistryConnectionError(
-                'cannot reach the token service of %s: %s' % (registry, exception_reason(exc)))
+            raise RegistryConnectionError(f"cannot reach the token service of {registry}: {exception_reason(exc)}")
         with response:
-            body = read_capped(response, MAX_SMALL_BODY_BYTES, 'token response of %s' % registry,
-                               error=AuthenticationError)
+            body = read_capped(
+                response, MAX_SMALL_BODY_BYTES, f"token response of {registry}", error=AuthenticationError
+            )
             if response.status_code in (401, 403):
-                raise AuthenticationError(self.refused_message().replace('registry %s' % registry,
-                                                                         'the token service of %s' % registry))
+                raise AuthenticationError(
+                    self.refused_message().replace(f"registry {registry}", f"the token service of {registry}")
+                )
             if response.status_code != 200:
-                raise AuthenticationError('the token service of %s answered HTTP %d'
-                                          % (registry, response.status_code))
+                raise AuthenticationError(f"the token service of {registry} answered HTTP {response.status_code}")
         try:
             document = json.loads(body)
         except ValueError:
             document = None
-        token = document.get('token') or document.get('access_token') if isinstance(document, dict) else None
+        token = document.get("token") or document.get("access_token") if isinstance(document, dict) else None
         if not isinstance(token, str) or not token:
-            raise AuthenticationError('the token service of %s answered without a token' % registry)
+            raise AuthenticationError(f"the token service of {registry} answered without a token")
         return token

@@ -31,7 +31,7 @@ from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import (
 )
 from ansible_collections.kubesolo.fleet.plugins.module_utils._retry import RETRY_STATUSES, retry_after_seconds
 
-USER_AGENT = '%s/%s' % (COLLECTION_NAME, COLLECTION_VERSION)
+USER_AGENT = f"{COLLECTION_NAME}/{COLLECTION_VERSION}"
 
 # Token and error bodies are read only this far.
 MAX_SMALL_BODY_BYTES = 64 * 1024
@@ -47,19 +47,18 @@ class OriginBoundSession(requests.Session if HAS_REQUESTS else object):
     """
 
     def rebuild_auth(self, prepared_request, response):
-        if origin(prepared_request.url) is None or \
-                origin(prepared_request.url) != origin(response.request.url):
-            prepared_request.headers.pop('Authorization', None)
+        if origin(prepared_request.url) is None or origin(prepared_request.url) != origin(response.request.url):
+            prepared_request.headers.pop("Authorization", None)
 
 
 def origin(url):
     """(scheme, host, port) of a URL; None for a URL that cannot be parsed."""
     try:
         parsed = requests.compat.urlparse(url)
-        port = parsed.port or {'http': 80, 'https': 443}.get(parsed.scheme)
+        port = parsed.port or {"http": 80, "https": 443}.get(parsed.scheme)
     except ValueError:
         return None
-    return parsed.scheme, (parsed.hostname or '').lower(), port
+    return parsed.scheme, (parsed.hostname or "").lower(), port
 
 
 def _no_netrc(request):
@@ -71,9 +70,9 @@ def _no_netrc(request):
 def new_session(client_cert=None, client_key=None):
     """The session of one registry client: origin-bound auth, no netrc, our User-Agent."""
     if client_key and not client_cert:
-        raise ParameterError('client_key needs client_cert')
+        raise ParameterError("client_key needs client_cert")
     session = OriginBoundSession()
-    session.headers['User-Agent'] = USER_AGENT
+    session.headers["User-Agent"] = USER_AGENT
     session.max_redirects = MAX_REDIRECTS
     session.auth = _no_netrc
     if client_cert:
@@ -84,43 +83,47 @@ def new_session(client_cert=None, client_key=None):
 def tls_hint(reason, has_client_cert):
     """What to change, from an SSL error's reason."""
     text = reason.lower()
-    if 'certificate_verify_failed' in text or 'certificate verify failed' in text or 'hostname' in text:
-        return 'set ca_path to trust a private CA, or validate_certs=false to skip verification'
-    if 'wrong_version_number' in text or 'wrong version number' in text or 'record layer' in text:
-        return 'if the registry speaks plain HTTP, set plain_http=true'
+    if "certificate_verify_failed" in text or "certificate verify failed" in text or "hostname" in text:
+        return "set ca_path to trust a private CA, or validate_certs=false to skip verification"
+    if "wrong_version_number" in text or "wrong version number" in text or "record layer" in text:
+        return "if the registry speaks plain HTTP, set plain_http=true"
     if has_client_cert:
-        return 'the registry refused the handshake: check that it accepts client_cert and client_key'
-    return ('the registry refused the handshake: if it requires mutual TLS, set client_cert and client_key; '
-            'if it speaks plain HTTP, set plain_http=true')
+        return "the registry refused the handshake: check that it accepts client_cert and client_key"
+    return (
+        "the registry refused the handshake: if it requires mutual TLS, set client_cert and client_key; "
+        "if it speaks plain HTTP, set plain_http=true"
+    )
 
 
 def send(client, method, url, headers=None, stream=False, data=None):
     """One request through client's session; reads (GET, HEAD) are tried again on faults worth it."""
     registry = client.repository.registry
-    retryable = method in ('GET', 'HEAD')
+    retryable = method in ("GET", "HEAD")
     attempt = 0
     while True:
         attempt += 1
         try:
-            response = client.session.request(method, url, headers=headers, stream=stream, data=data,
-                                              timeout=client.timeout, verify=client.verify)
+            response = client.session.request(
+                method, url, headers=headers, stream=stream, data=data, timeout=client.timeout, verify=client.verify
+            )
         except requests.exceptions.SSLError as exc:
             reason = exception_reason(exc)
-            raise RegistryConnectionError('TLS with %s failed: %s (%s)'
-                                          % (registry, reason, tls_hint(reason, bool(client.session.cert))))
+            raise RegistryConnectionError(
+                f"TLS with {registry} failed: {reason} ({tls_hint(reason, bool(client.session.cert))})"
+            )
         except (requests.exceptions.Timeout, requests.exceptions.ConnectionError) as exc:
             if isinstance(exc, requests.exceptions.Timeout):
-                error = 'timed out after %ss talking to %s' % (client.timeout, registry)
+                error = f"timed out after {client.timeout}s talking to {registry}"
             else:
-                error = 'cannot reach registry %s: %s' % (registry, exception_reason(exc))
+                error = f"cannot reach registry {registry}: {exception_reason(exc)}"
             if retryable and client.retry.wait(attempt, error):
                 continue
             raise RegistryConnectionError(error)
         except requests.exceptions.RequestException as exc:
-            raise RegistryConnectionError('cannot reach registry %s: %s' % (registry, exception_reason(exc)))
+            raise RegistryConnectionError(f"cannot reach registry {registry}: {exception_reason(exc)}")
         if retryable and response.status_code in RETRY_STATUSES:
-            error = 'registry %s answered HTTP %d' % (registry, response.status_code)
-            if client.retry.wait(attempt, error, retry_after_seconds(response.headers.get('Retry-After'))):
+            error = f"registry {registry} answered HTTP {response.status_code}"
+            if client.retry.wait(attempt, error, retry_after_seconds(response.headers.get("Retry-After"))):
                 response.close()
                 continue
         return response
@@ -128,17 +131,17 @@ def send(client, method, url, headers=None, stream=False, data=None):
 
 def read_capped(response, limit, what, error=RegistryResponseError):
     """Read a (streamed) response body, refusing more than ``limit`` bytes."""
-    announced = response.headers.get('Content-Length')
+    announced = response.headers.get("Content-Length")
     if announced is not None and announced.isdigit() and int(announced) > limit:
-        raise error('%s is %s bytes, over the %d byte limit' % (what, announced, limit))
+        raise error(f"{what} is {announced} bytes, over the {limit} byte limit")
     data = bytearray()
     try:
         for chunk in response.iter_content(65536):
             data += chunk
             if len(data) > limit:
-                raise error('%s is over the %d byte limit' % (what, limit))
+                raise error(f"{what} is over the {limit} byte limit")
     except requests.exceptions.RequestException as exc:
-        raise RegistryConnectionError('reading %s failed: %s' % (what, exception_reason(exc)))
+        raise RegistryConnectionError(f"reading {what} failed: {exception_reason(exc)}")
     return bytes(data)
 
 
@@ -147,21 +150,22 @@ def check_status(response, what):
     if response.status_code == 200:
         return
     if response.status_code == 403:
-        raise AuthenticationError('the registry refused access to %s (HTTP 403)' % what)
-    raise RegistryResponseError('the registry answered HTTP %d for %s%s'
-                                % (response.status_code, what, registry_error_message(response)))
+        raise AuthenticationError(f"the registry refused access to {what} (HTTP 403)")
+    raise RegistryResponseError(
+        f"the registry answered HTTP {response.status_code} for {what}{registry_error_message(response)}"
+    )
 
 
 def registry_error_message(response):
     """': <message>' of the first error in a registry's error body, size-capped and printable only."""
     try:
-        body = read_capped(response, MAX_SMALL_BODY_BYTES, 'error body')
-        errors = json.loads(body).get('errors') or []
-        message = errors[0].get('message') or errors[0].get('code')
+        body = read_capped(response, MAX_SMALL_BODY_BYTES, "error body")
+        errors = json.loads(body).get("errors") or []
+        message = errors[0].get("message") or errors[0].get("code")
     except Exception:  # pylint: disable=broad-except
-        return ''
-    text = ''.join(c for c in str(message)[:200] if c.isprintable())
-    return ': %s' % text if text else ''
+        return ""
+    text = "".join(c for c in str(message)[:200] if c.isprintable())
+    return f": {text}" if text else ""
 
 
 def exception_reason(exc):
@@ -170,9 +174,9 @@ def exception_reason(exc):
     for _depth in range(8):
         if isinstance(reason, requests.exceptions.RequestException) and reason.args:
             reason = reason.args[0]
-        elif getattr(reason, 'reason', None) is not None and reason.reason is not reason:
+        elif getattr(reason, "reason", None) is not None and reason.reason is not reason:
             reason = reason.reason
         else:
             break
     text = str(reason)
-    return text if len(text) < 300 else text[:300] + '...'
+    return text if len(text) < 300 else text[:300] + "..."

@@ -84,7 +84,9 @@ def test_htpasswd_registry_challenges_and_checks_passwords(scheme, pki, registry
     if scheme == "https":
         config.update(pki.registry_tls_config())
     # Distribution 2.8 serves htpasswd auth over plain HTTP too (no TLS check, no warning).
-    reg = registry_factory(scheme=scheme, verify=str(pki.ca_bundle), auth=("alice", USERS["alice"]), extra_config=config)
+    reg = registry_factory(
+        scheme=scheme, verify=str(pki.ca_bundle), auth=("alice", USERS["alice"]), extra_config=config
+    )
     artifacts.push_release(reg, "kubesolo/os", "v1.0.0", "v1.0.0", arches=("amd64",))
     session = plain_session(verify=str(pki.ca_bundle))
     url = f"{reg.url}/v2/kubesolo/os/manifests/v1.0.0"
@@ -118,7 +120,9 @@ def test_anonymous_pull_goes_challenge_token_retry(token_registry):
 
     challenged = session.get(url, headers=INDEX, timeout=5)
     scheme, challenge = parse_challenge(challenged.headers["WWW-Authenticate"])
-    token = session.get(challenge["realm"], params={"service": challenge["service"], "scope": challenge["scope"]}, timeout=5)
+    token = session.get(
+        challenge["realm"], params={"service": challenge["service"], "scope": challenge["scope"]}, timeout=5
+    )
     pulled = session.get(url, headers={**INDEX, "Authorization": f"Bearer {token.json()['token']}"}, timeout=5)
 
     assert challenged.status_code == 401 and scheme == "bearer"
@@ -126,7 +130,10 @@ def test_anonymous_pull_goes_challenge_token_retry(token_registry):
     assert pulled.status_code == 200 and pulled.content == release.body
     [request] = server.log[mark:]
     assert (request.method, request.authorization, request.user, request.granted) == (
-        "GET", None, None, [{"type": "repository", "name": "public/os", "actions": ["pull"]}]
+        "GET",
+        None,
+        None,
+        [{"type": "repository", "name": "public/os", "actions": ["pull"]}],
     )
     header, claims = decode_jwt(request.token)
     assert set(header) == {"typ", "alg", "x5c"} and header["alg"] == "ES256"
@@ -161,9 +168,14 @@ def test_push_needs_a_token_granting_push(token_registry):
 
     # Distribution asks for "push,pull" on uploads; the order is of no consequence.
     [scope] = {scope for entry in server.log[mark:] for scope in entry.scopes}
-    assert scope.rpartition(":")[0] == "repository:private/os" and sorted(scope.rpartition(":")[2].split(",")) == ["pull", "push"]
+    assert scope.rpartition(":")[0] == "repository:private/os" and sorted(scope.rpartition(":")[2].split(",")) == [
+        "pull",
+        "push",
+    ]
     assert sorted(server.log[-1].granted[0]["actions"]) == ["pull", "push"]
-    refused = plain_session(auth=TokenAuth("bob", USERS["bob"])).post(f"{reg.url}/v2/public/os/blobs/uploads/", timeout=5)
+    refused = plain_session(auth=TokenAuth("bob", USERS["bob"])).post(
+        f"{reg.url}/v2/public/os/blobs/uploads/", timeout=5
+    )
     assert refused.status_code == 401
     assert server.log[-1].granted == [{"type": "repository", "name": "public/os", "actions": ["pull"]}]
 
@@ -180,7 +192,9 @@ def test_short_lived_token_is_refused_once_expired(token_registry):
     assert server.log[-1].status == 200
 
     deadline = time.monotonic() + 10
-    while (expired := plain_session().get(url, headers={**INDEX, "Authorization": f"Bearer {token}"}, timeout=5)).status_code == 200:
+    while (
+        expired := plain_session().get(url, headers={**INDEX, "Authorization": f"Bearer {token}"}, timeout=5)
+    ).status_code == 200:
         assert time.monotonic() < deadline, "the registry kept accepting an expired token"
         time.sleep(0.2)
     assert expired.status_code == 401 and 'error="invalid_token"' in expired.headers["WWW-Authenticate"]
@@ -208,11 +222,24 @@ def test_distribution_2_8_refuses_an_audience_list(pki, registry_factory):
     with TokenServer(pki, anonymous_pull=["*"]) as server:
         reg = registry_factory(extra_config=server.registry_config())
         now = int(time.time())
-        claims = {"iss": server.issuer, "sub": "", "aud": [server.service], "exp": now + 60, "nbf": now, "iat": now, "jti": "x", "access": []}
-        response = plain_session().get(f"{reg.url}/v2/", headers={"Authorization": f"Bearer {sign_jwt(claims, pki.token)}"}, timeout=5)
+        claims = {
+            "iss": server.issuer,
+            "sub": "",
+            "aud": [server.service],
+            "exp": now + 60,
+            "nbf": now,
+            "iat": now,
+            "jti": "x",
+            "access": [],
+        }
+        response = plain_session().get(
+            f"{reg.url}/v2/", headers={"Authorization": f"Bearer {sign_jwt(claims, pki.token)}"}, timeout=5
+        )
         assert response.status_code == 401
         claims["aud"] = server.service
-        response = plain_session().get(f"{reg.url}/v2/", headers={"Authorization": f"Bearer {sign_jwt(claims, pki.token)}"}, timeout=5)
+        response = plain_session().get(
+            f"{reg.url}/v2/", headers={"Authorization": f"Bearer {sign_jwt(claims, pki.token)}"}, timeout=5
+        )
         assert response.status_code == 200
 
 
@@ -257,17 +284,31 @@ def test_oauth2_password_and_refresh_token_grants(token_registry):
     server, reg = token_registry
     server.issue_refresh_tokens = True
     server.refresh_tokens["seeded-identity-token"] = "alice"  # what a config.json identitytoken holds
-    form = {"grant_type": "password", "username": "alice", "password": USERS["alice"], "service": server.service,
-            "client_id": "kubesolo-test", "access_type": "offline", "scope": "repository:private/os:pull"}
+    form = {
+        "grant_type": "password",
+        "username": "alice",
+        "password": USERS["alice"],
+        "service": server.service,
+        "client_id": "kubesolo-test",
+        "access_type": "offline",
+        "scope": "repository:private/os:pull",
+    }
     session = plain_session()
 
     first = session.post(server.realm, data=form, timeout=5).json()
     assert set(first) >= {"access_token", "refresh_token"}
     for refresh in (first["refresh_token"], "seeded-identity-token"):
-        form = {"grant_type": "refresh_token", "refresh_token": refresh, "service": server.service,
-                "client_id": "kubesolo-test", "scope": "repository:private/os:pull"}
+        form = {
+            "grant_type": "refresh_token",
+            "refresh_token": refresh,
+            "service": server.service,
+            "client_id": "kubesolo-test",
+            "scope": "repository:private/os:pull",
+        }
         token = session.post(server.realm, data=form, timeout=5).json()["access_token"]
-        response = session.get(f"{reg.url}/v2/private/os/tags/list", headers={"Authorization": f"Bearer {token}"}, timeout=5)
+        response = session.get(
+            f"{reg.url}/v2/private/os/tags/list", headers={"Authorization": f"Bearer {token}"}, timeout=5
+        )
         assert response.status_code == 404  # authorized; nothing pushed there
     form["refresh_token"] = "unknown"
     assert session.post(server.realm, data=form, timeout=5).status_code == 401
@@ -292,10 +333,14 @@ def test_blob_redirect_to_another_port_drops_authorization(basic_registry):
         session = plain_session(auth=("alice", USERS["alice"]))
         response = session.get(f"{front.url}/v2/kubesolo/os/blobs/{digest}", timeout=5)
         anonymous = plain_session().get(f"{front.url}/v2/kubesolo/os/blobs/{digest}", timeout=5)
-        manifest = session.get(f"{front.url}/v2/kubesolo/os/manifests/v1.0.0", headers={"Accept": artifacts.OCI_MANIFEST}, timeout=5)
+        manifest = session.get(
+            f"{front.url}/v2/kubesolo/os/manifests/v1.0.0", headers={"Accept": artifacts.OCI_MANIFEST}, timeout=5
+        )
 
         assert response.status_code == 200 and response.content == kernel
-        assert [(r.status_code, r.headers["Location"]) for r in response.history] == [(307, f"{front.store.url}/hop/1/{digest}")]
+        assert [(r.status_code, r.headers["Location"]) for r in response.history] == [
+            (307, f"{front.store.url}/hop/1/{digest}")
+        ]
         assert anonymous.status_code == 401 and anonymous.headers["WWW-Authenticate"].startswith("Basic ")
         assert manifest.status_code == 200  # everything else is proxied unchanged
         [store_request] = front.requests_to("store")
@@ -309,7 +354,11 @@ def test_redirector_log_catches_a_leaked_authorization_header(basic_registry):
         session = plain_session(auth=("alice", USERS["alice"]))
         redirect = session.get(f"{front.url}/v2/kubesolo/os/blobs/{digest}", allow_redirects=False, timeout=5)
         # A careless client: follows by hand and keeps the header.
-        session.get(redirect.headers["Location"], headers={"Authorization": redirect.request.headers["Authorization"]}, timeout=5)
+        session.get(
+            redirect.headers["Location"],
+            headers={"Authorization": redirect.request.headers["Authorization"]},
+            timeout=5,
+        )
 
         assert front.requests_to("store")[0].authorization == "Basic " + basic_auth_field("alice", USERS["alice"])
 
@@ -320,7 +369,9 @@ def test_uploads_through_the_front_stay_on_the_front(basic_registry):
         session = plain_session(auth=("alice", USERS["alice"]))
         started = session.post(f"{front.url}/v2/kubesolo/os/blobs/uploads/", timeout=5)
         data = b"pushed through the front"
-        done = session.put(started.headers["Location"], params={"digest": artifacts.sha256_digest(data)}, data=data, timeout=5)
+        done = session.put(
+            started.headers["Location"], params={"digest": artifacts.sha256_digest(data)}, data=data, timeout=5
+        )
 
         assert started.status_code == 202 and started.headers["Location"].startswith(front.url + "/v2/")
         assert done.status_code == 201
@@ -382,8 +433,15 @@ def test_credential_helper_answers_get_and_logs_calls(tmp_path):
     env = helper.env()
 
     def call(action, data):
-        return subprocess.run([shutil.which(helper.path.name, path=env["PATH"]), action], input=data,
-                              capture_output=True, text=True, env=env, check=False, timeout=10)
+        return subprocess.run(
+            [shutil.which(helper.path.name, path=env["PATH"]), action],
+            input=data,
+            capture_output=True,
+            text=True,
+            env=env,
+            check=False,
+            timeout=10,
+        )
 
     found = call("get", "127.0.0.1:5000")
     missing = call("get", "127.0.0.1:6000\n")
@@ -408,7 +466,10 @@ def test_docker_config_json_has_every_credential_source(tmp_path):
     config = json.loads(path.read_text())
 
     assert config == {
-        "auths": {"127.0.0.1:5000": {"auth": "YWxpY2U6cHc6d2l0aDpjb2xvbnM="}, "127.0.0.1:6000": {"identitytoken": "refresh-me"}},
+        "auths": {
+            "127.0.0.1:5000": {"auth": "YWxpY2U6cHc6d2l0aDpjb2xvbnM="},
+            "127.0.0.1:6000": {"identitytoken": "refresh-me"},
+        },
         "credHelpers": {"127.0.0.1:7000": "test"},
         "credsStore": "teststore",
     }
@@ -425,7 +486,9 @@ def test_pull_through_mirror_fetches_from_the_upstream(registry_factory):
     mirror = registry_factory(pull_through_mirror(upstream))
     mark = upstream.mark()
 
-    by_digest = mirror.request("GET", f"/v2/kubesolo/os/manifests/{manifest.digest}", headers={"Accept": artifacts.OCI_MANIFEST})
+    by_digest = mirror.request(
+        "GET", f"/v2/kubesolo/os/manifests/{manifest.digest}", headers={"Accept": artifacts.OCI_MANIFEST}
+    )
     blob = mirror.request("GET", f"/v2/kubesolo/os/blobs/{kernel_digest}")
 
     assert by_digest.status_code == 200 and by_digest.content == manifest.body

@@ -32,8 +32,16 @@ def test_quick_benchmark_reports_every_section(tmp_path):
     assert set(results) == {"config", "machine", "sizes", "fleet"}
     assert results["config"]["skopeo"] is skopeo
     machine = results["machine"]
-    for fact in ("cores", "openssl_sha256_mb_s", "hashlib_sha256_mb_s", "hashlib_sha256_uncached_mb_s", "loopback_mib_s",
-                 "loopback_two_streams_mib_s", "disk_write_fsync_mib_s", "disk_write_direct_two_streams_mib_s"):
+    for fact in (
+        "cores",
+        "openssl_sha256_mb_s",
+        "hashlib_sha256_mb_s",
+        "hashlib_sha256_uncached_mb_s",
+        "loopback_mib_s",
+        "loopback_two_streams_mib_s",
+        "disk_write_fsync_mib_s",
+        "disk_write_direct_two_streams_mib_s",
+    ):
         assert machine[fact] > 0, fact
     assert machine["cpu_model"] and machine["python"] and "2." in machine["ansible_core"]
 
@@ -56,7 +64,9 @@ def test_quick_benchmark_reports_every_section(tmp_path):
         assert rerun["blob_bytes"] == 0, rerun
 
     fleet = {(r["nodes"], r["playbook"], r["delivery"]): r for r in results["fleet"]}
-    assert set(fleet) == {(n, p, d) for n in (1, 2) for p, d in (("check", "-"), ("rollout", "host"), ("rollout", "controller"))}
+    assert set(fleet) == {
+        (n, p, d) for n in (1, 2) for p, d in (("check", "-"), ("rollout", "host"), ("rollout", "controller"))
+    }
     for (nodes, playbook, _delivery), run in fleet.items():
         assert positive(run["wall_s"]) and run["staged"] == (nodes if playbook == "rollout" else 0)
     # check resolves once per architecture on the controller, whatever the fleet's size...
@@ -68,7 +78,12 @@ def test_quick_benchmark_reports_every_section(tmp_path):
         assert fleet[nodes, "rollout", "host"]["blob_bytes"] == nodes * 2 * MIB
 
     report = (tmp_path / "results.md").read_text(encoding="utf-8")
-    for heading in ("## Machine", "## Staging through ansible-playbook", "## The same two blobs without Ansible",
-                    "## Rerun of an already staged release", "## Fleet"):
+    for heading in (
+        "## Machine",
+        "## Staging through ansible-playbook",
+        "## The same two blobs without Ansible",
+        "## Rerun of an already staged release",
+        "## Fleet",
+    ):
         assert heading in report
     assert report in done.stdout

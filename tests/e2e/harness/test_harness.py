@@ -12,9 +12,7 @@ from tests.support.collection import REPO_ROOT, collections_root
 def test_release_index_is_served_with_its_media_type(registry):
     release = artifacts.push_release(registry, "kubesolo/os", "v0.3.0", "v0.3.0", min_compatible="v0.2.0")
 
-    response = registry.request(
-        "GET", "/v2/kubesolo/os/manifests/v0.3.0", headers={"Accept": artifacts.OCI_INDEX}
-    )
+    response = registry.request("GET", "/v2/kubesolo/os/manifests/v0.3.0", headers={"Accept": artifacts.OCI_INDEX})
 
     assert response.status_code == 200
     assert response.headers["Content-Type"] == artifacts.OCI_INDEX
@@ -43,7 +41,11 @@ def test_docker_manifest_list_is_accepted(registry):
         artifacts.KERNEL_MEDIA_TYPE,
         artifacts.INITRAMFS_MEDIA_TYPE,
     ]
-    assert json.loads(release.body)["manifests"][0]["platform"] == {"architecture": "arm", "os": "linux", "variant": "v7"}
+    assert json.loads(release.body)["manifests"][0]["platform"] == {
+        "architecture": "arm",
+        "os": "linux",
+        "variant": "v7",
+    }
 
 
 def test_access_log_counts_blob_downloads_after_a_mark(registry):

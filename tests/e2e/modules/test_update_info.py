@@ -33,8 +33,15 @@ def galaxy_version() -> str:
     return str(yaml.safe_load((REPO_ROOT / "galaxy.yml").read_text(encoding="utf-8"))["version"])
 
 
-def info(name: str, repository: str, *, plain_http: bool = True, check_mode: bool = False,
-         task_vars: dict | None = None, **args) -> dict:
+def info(
+    name: str,
+    repository: str,
+    *,
+    plain_http: bool = True,
+    check_mode: bool = False,
+    task_vars: dict | None = None,
+    **args,
+) -> dict:
     """An update_info task that never stops the play (its failure is asserted on instead)."""
     task = {
         "name": name,
@@ -84,13 +91,21 @@ PROBES = [
 def index_probe(registry, tmp_path_factory):
     repo = "probe/os"
     release = artifacts.push_release(
-        registry, repo, "v0.3.0", "v0.3.0", min_compatible="v0.2.0", release_notes=NOTES, release_date=DATE,
-        kernel_size=5000, initramfs_size=7000,
+        registry,
+        repo,
+        "v0.3.0",
+        "v0.3.0",
+        min_compatible="v0.2.0",
+        release_notes=NOTES,
+        release_date=DATE,
+        kernel_size=5000,
+        initramfs_size=7000,
     )
     minimal = artifacts.push_release(registry, repo, "minimal", "v0.3.1", ("amd64",))
     repository = f"{registry.host}/{repo}"
     tasks = [
-        info(name, repository, tag="v0.3.0", architecture=arch, check_mode=check) for name, arch, _expected, check in PROBES
+        info(name, repository, tag="v0.3.0", architecture=arch, check_mode=check)
+        for name, arch, _expected, check in PROBES
     ]
     tasks.append(info("minimal", repository, tag="minimal", architecture="amd64"))
     mark = registry.mark()
@@ -172,7 +187,11 @@ def probe(registry, tmp_path_factory):
         single=artifacts.push_arch_manifest(registry, repo, "amd64", "v0.3.2", tag="v0.3.2-amd64"),
         docker=artifacts.push_release(registry, repo, "v0.3.0-docker", "v0.3.0-docker", docker=True),
         variants=artifacts.push_release(
-            registry, repo, "v0.3.0-variants", "v0.3.0-variants", ("amd64", "arm64", "arm"),
+            registry,
+            repo,
+            "v0.3.0-variants",
+            "v0.3.0-variants",
+            ("amd64", "arm64", "arm"),
             variants={"arm64": "v8", "arm": "v7"},
         ),
     )
@@ -201,8 +220,13 @@ def probe(registry, tmp_path_factory):
         info("repository with an uppercase path", f"{registry.host}/KubeSolo/os", tag="v0.3.0"),
         info("registry unreachable", f"127.0.0.1:{closed_port}/kubesolo/os", tag="v0.3.0", architecture="amd64"),
         info("https to a plain HTTP registry", repository, plain_http=False, tag="v0.3.0", architecture="amd64"),
-        info("python without requests", repository, tag="v0.3.0", architecture="amd64",
-             task_vars={"ansible_python_interpreter": python_without_requests}),
+        info(
+            "python without requests",
+            repository,
+            tag="v0.3.0",
+            architecture="amd64",
+            task_vars={"ansible_python_interpreter": python_without_requests},
+        ),
     ]
     mark = registry.mark()
     run = run_playbook(tasks, tmp_path=tmp / "playbook")
@@ -390,9 +414,7 @@ def test_https_to_a_plain_http_registry_is_a_clear_error(probe):
 
 
 def test_missing_requests_library_is_the_standard_failure(probe):
-    without = subprocess.run(
-        [probe.python_without_requests, "-c", "import requests"], capture_output=True, check=False
-    )
+    without = subprocess.run([probe.python_without_requests, "-c", "import requests"], capture_output=True, check=False)
     result = probe.run.result("python without requests")
 
     assert without.returncode != 0  # the interpreter really lacks requests

@@ -50,7 +50,7 @@ def stage(name: str, repository: str, dest, *, check_mode: bool = False, diff: b
 def step(registry, label: str) -> dict:
     """A task that leaves one marker line for ``label`` in the registry's access log."""
     url = f"{registry.url}/v2/?{STEP_PARAM}={label}"
-    lookup = "{{ lookup('ansible.builtin.url', '%s', use_proxy=false) }}" % url
+    lookup = f"{{{{ lookup('ansible.builtin.url', '{url}', use_proxy=false) }}}}"
     return {"name": f"step {label}", "ansible.builtin.debug": {"msg": lookup}}
 
 
@@ -149,8 +149,13 @@ def triple(registry, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("triple")
     repository = f"{registry.host}/triple/os"
     release = artifacts.push_release(
-        registry, "triple/os", "stable", "v0.3.0", min_compatible="v0.2.0",
-        kernel_size=KERNEL_SIZE, initramfs_size=INITRAMFS_SIZE,
+        registry,
+        "triple/os",
+        "stable",
+        "v0.3.0",
+        min_compatible="v0.2.0",
+        kernel_size=KERNEL_SIZE,
+        initramfs_size=INITRAMFS_SIZE,
     )
     node = tmp / "node"
     dest = node / "staged"
@@ -206,10 +211,12 @@ def test_stage_downloads_verifies_and_publishes_the_layers(triple):
     assert record["index_digest"] == triple.release.digest
     assert record["metadata"]["min_compatible_version"] == "v0.2.0"
     # The two layers, each once, and nothing else (not the config blob).
-    assert blob_gets(triple.steps["stage"]) == sorted([
-        (manifest.layer_digests[artifacts.KERNEL_MEDIA_TYPE], 200),
-        (manifest.layer_digests[artifacts.INITRAMFS_MEDIA_TYPE], 200),
-    ])
+    assert blob_gets(triple.steps["stage"]) == sorted(
+        [
+            (manifest.layer_digests[artifacts.KERNEL_MEDIA_TYPE], 200),
+            (manifest.layer_digests[artifacts.INITRAMFS_MEDIA_TYPE], 200),
+        ]
+    )
 
 
 def test_staging_again_changes_nothing_and_downloads_nothing(triple):
@@ -293,8 +300,13 @@ def failures(registry, tmp_path_factory):
     signature = b"signature bytes, not a KubeSolo OS layer"
     layers = artifacts.make_layers("amd64", "v0.5.0-extra")
     good = artifacts.push_release(
-        registry, repo, "extra", "v0.5.0-extra", ("amd64",),
-        layers={SBOM_MEDIA_TYPE: sbom, **layers}, extra_layers=[(SIGNATURE_MEDIA_TYPE, signature)],
+        registry,
+        repo,
+        "extra",
+        "v0.5.0-extra",
+        ("amd64",),
+        layers={SBOM_MEDIA_TYPE: sbom, **layers},
+        extra_layers=[(SIGNATURE_MEDIA_TYPE, signature)],
     ).manifests["amd64"]
     no_initramfs = artifacts.push_release(
         registry, repo, "no-initramfs", "v0.5.1-noinit", ("amd64",), omit=[artifacts.INITRAMFS_MEDIA_TYPE]
@@ -325,8 +337,17 @@ def failures(registry, tmp_path_factory):
     run = run_playbook_in(tasks, tmp_path=tmp / "playbook")
     log = registry.access_log(since=mark)
     return SimpleNamespace(
-        good=good, no_initramfs=no_initramfs, tampered=tampered, longer=longer, shorter=shorter,
-        sbom=sbom, signature=signature, dest=dest, run=run, log=log, steps=split_at_steps(log),
+        good=good,
+        no_initramfs=no_initramfs,
+        tampered=tampered,
+        longer=longer,
+        shorter=shorter,
+        sbom=sbom,
+        signature=signature,
+        dest=dest,
+        run=run,
+        log=log,
+        steps=split_at_steps(log),
     )
 
 
@@ -337,13 +358,18 @@ def test_unknown_layers_are_ignored_and_never_fetched(failures):
 
     assert failures.run.status("stage a release with unknown layers") == "changed", result
     assert [layer["media_type"] for layer in result["layers"]] == [
-        SBOM_MEDIA_TYPE, artifacts.KERNEL_MEDIA_TYPE, artifacts.INITRAMFS_MEDIA_TYPE, SIGNATURE_MEDIA_TYPE,
+        SBOM_MEDIA_TYPE,
+        artifacts.KERNEL_MEDIA_TYPE,
+        artifacts.INITRAMFS_MEDIA_TYPE,
+        SIGNATURE_MEDIA_TYPE,
     ]
     assert result["bytes_downloaded"] == layer_sizes(good)
-    assert blob_gets(failures.steps["extra"]) == sorted([
-        (good.layer_digests[artifacts.KERNEL_MEDIA_TYPE], 200),
-        (good.layer_digests[artifacts.INITRAMFS_MEDIA_TYPE], 200),
-    ])
+    assert blob_gets(failures.steps["extra"]) == sorted(
+        [
+            (good.layer_digests[artifacts.KERNEL_MEDIA_TYPE], 200),
+            (good.layer_digests[artifacts.INITRAMFS_MEDIA_TYPE], 200),
+        ]
+    )
     assert [e.line for e in failures.log if e.reference in unknown] == []
     record = json.loads((failures.dest / "release.json").read_text(encoding="utf-8"))
     assert sorted(record["files"]) == ["kubesolo-os.gz", "vmlinuz"]
@@ -362,16 +388,21 @@ def test_tampered_blob_is_a_digest_mismatch(failures):
 
     assert result["msg"].startswith(f"blob {digest} has wrong content: its bytes hash to sha256:")
     assert "staged" not in result
-    assert blob_gets(failures.steps["tampered"]) == sorted([
-        (failures.tampered.layer_digests[artifacts.KERNEL_MEDIA_TYPE], 200),
-        (digest, 200),
-    ])
+    assert blob_gets(failures.steps["tampered"]) == sorted(
+        [
+            (failures.tampered.layer_digests[artifacts.KERNEL_MEDIA_TYPE], 200),
+            (digest, 200),
+        ]
+    )
 
 
-@pytest.mark.parametrize("task, which", [
-    ("stage a release with a longer kernel", "longer"),
-    ("stage a release with a shorter kernel", "shorter"),
-])
+@pytest.mark.parametrize(
+    "task, which",
+    [
+        ("stage a release with a longer kernel", "longer"),
+        ("stage a release with a shorter kernel", "shorter"),
+    ],
+)
 def test_blob_of_another_size_is_a_size_mismatch(failures, task, which):
     # The registry now announces the new length; whether the module goes by that or by the
     # bytes it counts, the message names the blob and the size the manifest declares.
@@ -425,18 +456,38 @@ def destinations(registry, tmp_path_factory):
     users_link = tmp / "users-link"
     users_link.symlink_to("elsewhere")
     tasks = [
-        stage("stage from a docker manifest list", repository, tmp / "docker" / "staged",
-              tag="docker", architecture="arm64"),
-        stage("stage a single-arch manifest", repository, tmp / "single" / "staged",
-              tag="v0.6.1-amd64", architecture="amd64"),
-        stage("stage a single-arch manifest of another architecture", repository, tmp / "mismatch" / "staged",
-              tag="v0.6.1-amd64", architecture="arm64"),
+        stage(
+            "stage from a docker manifest list",
+            repository,
+            tmp / "docker" / "staged",
+            tag="docker",
+            architecture="arm64",
+        ),
+        stage(
+            "stage a single-arch manifest",
+            repository,
+            tmp / "single" / "staged",
+            tag="v0.6.1-amd64",
+            architecture="amd64",
+        ),
+        stage(
+            "stage a single-arch manifest of another architecture",
+            repository,
+            tmp / "mismatch" / "staged",
+            tag="v0.6.1-amd64",
+            architecture="arm64",
+        ),
         stage("relative dest", repository, "relative/staged", tag="docker", architecture="amd64"),
         stage("dest is a directory of the user's", repository, users, tag="docker", architecture="amd64"),
         stage("dest is an empty directory", repository, empty, tag="docker", architecture="amd64"),
         stage("dest is a symbolic link of the user's", repository, users_link, tag="docker", architecture="amd64"),
-        stage("stage pinned by manifest digest", repository, tmp / "pinned" / "staged",
-              digest=docker.manifests["amd64"].digest, architecture="amd64"),
+        stage(
+            "stage pinned by manifest digest",
+            repository,
+            tmp / "pinned" / "staged",
+            digest=docker.manifests["amd64"].digest,
+            architecture="amd64",
+        ),
     ]
     run = run_playbook_in(tasks, tmp_path=tmp / "playbook")
     return SimpleNamespace(

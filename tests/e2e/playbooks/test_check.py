@@ -198,6 +198,10 @@ def test_registry_requests_do_not_grow_with_the_fleet(registry, release, run_pla
         assert len(log) == len(manifests), [e.line for e in log]
         references = [e.reference for e in manifests]
         assert references.count("stable") == 1, references
-        assert set(references) == {"stable", release.digest, release.manifests["amd64"].digest,
-                                   release.manifests["arm64"].digest}, references
+        assert set(references) == {
+            "stable",
+            release.digest,
+            release.manifests["amd64"].digest,
+            release.manifests["arm64"].digest,
+        }, references
     assert counts[5] == counts[50], counts

@@ -103,7 +103,7 @@ def activated_hosts(run) -> list[str]:
 
 
 def changed_tasks(run) -> list[str]:
-    return sorted({f'{r["host"]}: {r["task"]}' for r in run.results if r["status"] == "changed"})
+    return sorted({f"{r['host']}: {r['task']}" for r in run.results if r["status"] == "changed"})
 
 
 def assert_ssh_node_staged(node, manifest: artifacts.PushedManifest) -> None:
@@ -112,7 +112,7 @@ def assert_ssh_node_staged(node, manifest: artifacts.PushedManifest) -> None:
     assert sorted(p.name for p in node.path(STORE).iterdir()) == [manifest.digest.replace(":", "-")]
     assert (dest / "vmlinuz").read_bytes() == manifest.kernel, node.name
     assert (dest / "kubesolo-os.gz").read_bytes() == manifest.initramfs, node.name
-    assert '"manifest_digest": "%s"' % manifest.digest in (dest / "release.json").read_text(encoding="utf-8")
+    assert f'"manifest_digest": "{manifest.digest}"' in (dest / "release.json").read_text(encoding="utf-8")
 
 
 def assert_local_node_staged(fleet: Fleet, host: str, manifest: artifacts.PushedManifest) -> None:

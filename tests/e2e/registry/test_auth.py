@@ -77,7 +77,9 @@ def basic(pki, leaks, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("basic")
     config = htpasswd_config(write_htpasswd(tmp / "htpasswd", {"alice": USERS["alice"]}))
     config.update(pki.registry_tls_config())
-    with Registry(scheme="https", verify=str(pki.ca_bundle), auth=("alice", USERS["alice"]), extra_config=config) as reg:
+    with Registry(
+        scheme="https", verify=str(pki.ca_bundle), auth=("alice", USERS["alice"]), extra_config=config
+    ) as reg:
         release = artifacts.push_release(reg, "kubesolo/os", "stable", VERSION, arches=("amd64", "arm64"))
         repository = f"{reg.host}/kubesolo/os"
         tls = {"ca_path": str(pki.ca_bundle)}
@@ -85,8 +87,10 @@ def basic(pki, leaks, tmp_path_factory):
         wrong = {"username": "alice", "password": WRONG_PASSWORD, **tls}
         dead_mirror = dead_address()
         mirror = {"location": dead_mirror, "plain_http": True, "username": "mirror-user", "password": MIRROR_PASSWORD}
-        dests = {name: tmp / name / "staged" for name in ("host", "controller", "host-wrong", "controller-wrong",
-                                                          "host-none", "controller-none")}
+        dests = {
+            name: tmp / name / "staged"
+            for name in ("host", "controller", "host-wrong", "controller-wrong", "host-none", "controller-none")
+        }
         cache = tmp / "cache"
         tasks = [
             info_task("info", repository, mirrors=[mirror], retries=0, **right),  # retries: the mirror is dead
@@ -101,8 +105,16 @@ def basic(pki, leaks, tmp_path_factory):
         ]
         run = run_playbook(tasks, tmp_path=tmp / "playbook", env=hermetic_env(tmp), args=["-vvv"])
         leaks.record("htpasswd over TLS (-vvv)", run)
-        yield SimpleNamespace(reg=reg, release=release, manifest=release.manifests["amd64"], repository=repository,
-                              run=run, dests=dests, cache=cache, dead_mirror=dead_mirror)
+        yield SimpleNamespace(
+            reg=reg,
+            release=release,
+            manifest=release.manifests["amd64"],
+            repository=repository,
+            run=run,
+            dests=dests,
+            cache=cache,
+            dead_mirror=dead_mirror,
+        )
 
 
 def test_basic_auth_over_tls_info_with_the_right_password(basic):
@@ -111,7 +123,9 @@ def test_basic_auth_over_tls_info_with_the_right_password(basic):
     assert result["manifest_digest"] == basic.manifest.digest
     assert result["index_digest"] == basic.release.digest
     assert result["metadata"]["version"] == VERSION
-    assert result["sources"] == sources_of(basic.release, "amd64", index=basic.reg.host, rest=basic.reg.host, stage=False)
+    assert result["sources"] == sources_of(
+        basic.release, "amd64", index=basic.reg.host, rest=basic.reg.host, stage=False
+    )
     # The dead mirror (with its own credentials) was tried for the manifest by digest, then skipped.
     assert [e.split(": ", 1)[0] for e in result["mirror_errors"]] == [basic.dead_mirror]
 
@@ -128,7 +142,9 @@ def test_basic_auth_over_tls_stages_with_the_right_password(basic, delivery):
     assert_staged(basic.dests[delivery], basic.manifest, basic.repository)
 
 
-@pytest.mark.parametrize("task", ["info wrong password", "stage host wrong password", "stage controller wrong password"])
+@pytest.mark.parametrize(
+    "task", ["info wrong password", "stage host wrong password", "stage controller wrong password"]
+)
 def test_basic_auth_wrong_password_names_registry_and_user_not_the_password(basic, task):
     result = assert_failed(basic.run, task, "authentication_failed")
 
@@ -137,12 +153,16 @@ def test_basic_auth_wrong_password_names_registry_and_user_not_the_password(basi
     assert CENSORED not in str(result)  # Ansible had nothing to censor: the module never said it
 
 
-@pytest.mark.parametrize("task", ["info no credentials", "stage host no credentials", "stage controller no credentials"])
+@pytest.mark.parametrize(
+    "task", ["info no credentials", "stage host no credentials", "stage controller no credentials"]
+)
 def test_basic_auth_without_credentials_says_none_were_given(basic, task):
     result = assert_failed(basic.run, task, "authentication_failed")
 
-    assert result["msg"] == (f"registry {basic.reg.host} requires authentication (basic challenge) to read "
-                             "kubesolo/os and no credentials were given")
+    assert result["msg"] == (
+        f"registry {basic.reg.host} requires authentication (basic challenge) to read "
+        "kubesolo/os and no credentials were given"
+    )
 
 
 def test_failed_stages_leave_dest_untouched(basic):
@@ -195,8 +215,10 @@ def token(pki, leaks, tmp_path_factory):
         server.refresh_tokens[IDENTITY_TOKEN] = "gina"
         pusher = TokenAuth("alice", USERS["alice"])
         with Registry(extra_config=server.registry_config(), auth=pusher) as reg:
-            releases = {case: artifacts.push_release(reg, repo, "stable", VERSION, arches=("amd64",))
-                        for case, repo in TOKEN_REPOS.items()}
+            releases = {
+                case: artifacts.push_release(reg, repo, "stable", VERSION, arches=("amd64",))
+                for case, repo in TOKEN_REPOS.items()
+            }
             pusher.close()
             host = reg.host
             helpers = tmp / "helpers"
@@ -204,12 +226,15 @@ def token(pki, leaks, tmp_path_factory):
             store = CredentialHelper(helpers, "teststore", credentials={host: ("frank", USERS["frank"])})
             configs = {
                 "auths": write_docker_config(tmp / "auths", auths={host: ("dora", USERS["dora"])}),
-                "helper": write_docker_config(tmp / "helper", cred_helpers={host: "test"},
-                                              auths={host: ("dora", WRONG_PASSWORD)}),  # credHelpers come first
+                "helper": write_docker_config(
+                    tmp / "helper", cred_helpers={host: "test"}, auths={host: ("dora", WRONG_PASSWORD)}
+                ),  # credHelpers come first
                 "store": write_docker_config(tmp / "store", creds_store="teststore"),
                 "missing helper": write_docker_config(tmp / "missing", cred_helpers={host: "absent"}),
                 "wrong": write_docker_config(tmp / "wrong", auths={host: ("dora", WRONG_PASSWORD)}),
-                "identity token": write_docker_config(tmp / "identity", auths={host: {"identitytoken": IDENTITY_TOKEN}}),
+                "identity token": write_docker_config(
+                    tmp / "identity", auths={host: {"identitytoken": IDENTITY_TOKEN}}
+                ),
             }
             repository = {case: f"{host}/{repo}" for case, repo in TOKEN_REPOS.items()}
             alice = {"username": "alice", "password": USERS["alice"]}
@@ -228,8 +253,12 @@ def token(pki, leaks, tmp_path_factory):
                 stage("helper", registry_config=str(configs["helper"])),
                 stage("helper controller", registry_config=str(configs["helper"]), cache=cache),
                 stage("store", registry_config=str(configs["store"])),
-                info_task("info missing helper", repository["missing helper"], plain_http=True,
-                          registry_config=str(configs["missing helper"])),
+                info_task(
+                    "info missing helper",
+                    repository["missing helper"],
+                    plain_http=True,
+                    registry_config=str(configs["missing helper"]),
+                ),
                 stage("missing helper", registry_config=str(configs["missing helper"]), cache=cache),
                 stage("explicit wins", registry_config=str(configs["wrong"]), **alice),
                 stage("identity token", registry_config=str(configs["identity token"])),
@@ -237,9 +266,18 @@ def token(pki, leaks, tmp_path_factory):
             mark, token_mark = reg.mark(), server.mark()
             run = run_playbook(tasks, tmp_path=tmp / "playbook", env=hermetic_env(tmp, PATH=helper.env()["PATH"]))
             leaks.record("token auth", run)
-            yield SimpleNamespace(server=server, reg=reg, releases=releases, repository=repository, run=run,
-                                  dests=dests, helper=helper, store=store, log=reg.access_log(since=mark),
-                                  tokens=server.log[token_mark:])
+            yield SimpleNamespace(
+                server=server,
+                reg=reg,
+                releases=releases,
+                repository=repository,
+                run=run,
+                dests=dests,
+                helper=helper,
+                store=store,
+                log=reg.access_log(since=mark),
+                tokens=server.log[token_mark:],
+            )
 
 
 def token_requests(token, repo: str) -> list:
@@ -259,7 +297,9 @@ def test_token_anonymous_pull_of_a_public_repository(token):
     assert (request.method, request.authorization, request.user, request.status) == ("GET", None, None, 200)
     assert request.scopes == ["repository:public/os:pull"]
     assert request.granted == [{"type": "repository", "name": "public/os", "actions": ["pull"]}]
-    tag_gets = [e.status for e in token.log if e.repo == "public/os" and e.kind == "manifest" and e.reference == "stable"]
+    tag_gets = [
+        e.status for e in token.log if e.repo == "public/os" and e.kind == "manifest" and e.reference == "stable"
+    ]
     assert tag_gets == [401, 200]
 
 
@@ -267,10 +307,13 @@ def test_token_anonymous_pull_of_a_public_repository(token):
 def test_token_private_repository_refuses_anonymous_access(token, task):
     result = assert_failed(token.run, task, "authentication_failed")
 
-    assert result["msg"] == (f"registry {token.reg.host} refused anonymous access to private/anonymous "
-                             "(no credentials were given)")
+    assert result["msg"] == (
+        f"registry {token.reg.host} refused anonymous access to private/anonymous (no credentials were given)"
+    )
     assert_nothing_staged(token.dests["anonymous"])
-    assert {(e.user, e.status, str(e.granted)) for e in token_requests(token, "private/anonymous")} == {(None, 200, "[]")}
+    assert {(e.user, e.status, str(e.granted)) for e in token_requests(token, "private/anonymous")} == {
+        (None, 200, "[]")
+    }
 
 
 def test_token_private_repository_with_username_and_password(token):
@@ -283,17 +326,28 @@ def test_token_private_repository_with_username_and_password(token):
     [request] = token_requests(token, "private/password")
     assert (request.user, request.status, request.scopes) == ("alice", 200, ["repository:private/password:pull"])
     assert request.authorization.startswith("Basic ")
-    statuses = [(e.kind, e.reference, e.status) for e in token.log if e.repo == "private/password" and e.method == "GET"]
+    statuses = [
+        (e.kind, e.reference, e.status) for e in token.log if e.repo == "private/password" and e.method == "GET"
+    ]
     kernel, initramfs = layer_digests(release.manifests["amd64"])
-    assert statuses[:3] == [("manifest", "stable", 401), ("manifest", "stable", 200),
-                            ("manifest", release.manifests["amd64"].digest, 200)]
+    assert statuses[:3] == [
+        ("manifest", "stable", 401),
+        ("manifest", "stable", 200),
+        ("manifest", release.manifests["amd64"].digest, 200),
+    ]
     # The layers download at the same time, in either order.
     assert sorted(statuses[3:]) == sorted([("blob", kernel, 200), ("blob", initramfs, 200)])
 
 
 @pytest.mark.parametrize(
     ("case", "user"),
-    [("auths", "dora"), ("helper", "erin"), ("helper controller", "erin"), ("store", "frank"), ("explicit wins", "alice")],
+    [
+        ("auths", "dora"),
+        ("helper", "erin"),
+        ("helper controller", "erin"),
+        ("store", "frank"),
+        ("explicit wins", "alice"),
+    ],
 )
 def test_token_credentials_from_each_source(token, case, user):
     result = assert_ok(token.run, f"stage {case}")
@@ -314,8 +368,10 @@ def test_token_credential_helpers_are_asked_for_the_registry_host(token):
 def test_token_missing_credential_helper_is_named(token, task):
     result = assert_failed(token.run, task, "authentication_failed")
 
-    assert result["msg"] == (f"the docker config names the credential helper docker-credential-absent for "
-                             f"{token.reg.host}, but it is not on PATH")
+    assert result["msg"] == (
+        f"the docker config names the credential helper docker-credential-absent for "
+        f"{token.reg.host}, but it is not on PATH"
+    )
     assert token_requests(token, "private/missing-helper") == []
     assert_nothing_staged(token.dests["missing helper"])
 
@@ -363,16 +419,33 @@ def expiry(pki, leaks, tmp_path_factory):
             pusher.close()
             server.lifetime = TOKEN_LIFETIME
             dest = tmp / "node" / "staged"
-            task = stage_task("stage", f"{reg.host}/private/expiry", dest, cache=tmp / "cache", plain_http=True,
-                              username="alice", password=USERS["alice"])
+            task = stage_task(
+                "stage",
+                f"{reg.host}/private/expiry",
+                dest,
+                cache=tmp / "cache",
+                plain_http=True,
+                username="alice",
+                password=USERS["alice"],
+            )
             mark, token_mark = reg.mark(), server.mark()
             started = time.monotonic()
-            run = run_playbook([task], tmp_path=tmp / "playbook",
-                               env=hermetic_env(tmp, PATH=os.pathsep.join([str(slow), os.environ["PATH"]])))
+            run = run_playbook(
+                [task],
+                tmp_path=tmp / "playbook",
+                env=hermetic_env(tmp, PATH=os.pathsep.join([str(slow), os.environ["PATH"]])),
+            )
             leaks.record("expiring token", run)
-            yield SimpleNamespace(server=server, reg=reg, release=release, dest=dest, run=run,
-                                  log=reg.access_log(since=mark), tokens=server.log[token_mark:],
-                                  seconds=time.monotonic() - started)
+            yield SimpleNamespace(
+                server=server,
+                reg=reg,
+                release=release,
+                dest=dest,
+                run=run,
+                log=reg.access_log(since=mark),
+                tokens=server.log[token_mark:],
+                seconds=time.monotonic() - started,
+            )
 
 
 def test_an_expired_token_is_fetched_again_once(expiry):
@@ -385,7 +458,8 @@ def test_an_expired_token_is_fetched_again_once(expiry):
     assert expiry.seconds > DF_DELAY  # the slow df did run
     # Two tokens: the first for the manifests, the second after the registry refused it as expired.
     assert [(e.user, e.status, e.scopes) for e in expiry.tokens] == [
-        ("alice", 200, ["repository:private/expiry:pull"])] * 2
+        ("alice", 200, ["repository:private/expiry:pull"])
+    ] * 2
     gets = [(e.kind, e.reference, e.status) for e in expiry.log if e.method == "GET"]
     assert gets[:3] == [("manifest", "stable", 401), ("manifest", "stable", 200), ("manifest", manifest.digest, 200)]
     # The layers download at the same time: each may have been sent with the expired token
@@ -410,18 +484,33 @@ def test_ssh_node_stages_from_a_credentialed_tls_registry(pki, registry_factory,
     docker_config = write_docker_config(tmp_path / "docker", cred_helpers={reg.host: "test"})
     (node,) = ssh_node_factory(names=["arm64"])
     dest = "/var/lib/kubesolo/update/staged"
-    common = {"repository": repository, "architecture": "arm64", "dest": dest, "delivery": "controller",
-              "controller_cache": str(tmp_path / "cache"), "ca_path": str(pki.ca_bundle)}
+    common = {
+        "repository": repository,
+        "architecture": "arm64",
+        "dest": dest,
+        "delivery": "controller",
+        "controller_cache": str(tmp_path / "cache"),
+        "ca_path": str(pki.ca_bundle),
+    }
     tasks = [
-        {"name": "wrong password", "kubesolo.fleet.update_stage": {**common, "username": "erin", "password": WRONG_PASSWORD},
-         "ignore_errors": True},
-        {"name": "helper", "kubesolo.fleet.update_stage": {**common, "registry_config": str(docker_config)},
-         "ignore_errors": True},
+        {
+            "name": "wrong password",
+            "kubesolo.fleet.update_stage": {**common, "username": "erin", "password": WRONG_PASSWORD},
+            "ignore_errors": True,
+        },
+        {
+            "name": "helper",
+            "kubesolo.fleet.update_stage": {**common, "registry_config": str(docker_config)},
+            "ignore_errors": True,
+        },
     ]
 
-    run = run_playbook([{"name": "node", "hosts": "all", "gather_facts": False, "tasks": tasks}],
-                       tmp_path=tmp_path / "playbook", inventory=inventory([node]),
-                       env=hermetic_env(tmp_path, PATH=helper.env()["PATH"]))
+    run = run_playbook(
+        [{"name": "node", "hosts": "all", "gather_facts": False, "tasks": tasks}],
+        tmp_path=tmp_path / "playbook",
+        inventory=inventory([node]),
+        env=hermetic_env(tmp_path, PATH=helper.env()["PATH"]),
+    )
     leaks.record("ssh node", run)
 
     leaks.assert_clean(run)

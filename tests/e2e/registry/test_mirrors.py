@@ -82,11 +82,14 @@ def mirrors(pki, leaks, tmp_path_factory):  # pylint: disable=too-many-locals
             releases = {case: push(upstream, case) for case in CASES}
             pusher.close()
             # Started after the upstream: it asks for the upstream's token realm when it starts.
-            with pull_through_mirror(upstream, username="mirror-svc", password=USERS["mirror-svc"]) as cache, \
-                    Registry() as tampered, \
-                    Registry(auth=("carol", CAROL_PASSWORD),
-                             extra_config=htpasswd_config(write_htpasswd(tmp / "htpasswd", {"carol": CAROL_PASSWORD}))
-                             ) as copy:
+            with (
+                pull_through_mirror(upstream, username="mirror-svc", password=USERS["mirror-svc"]) as cache,
+                Registry() as tampered,
+                Registry(
+                    auth=("carol", CAROL_PASSWORD),
+                    extra_config=htpasswd_config(write_htpasswd(tmp / "htpasswd", {"carol": CAROL_PASSWORD})),
+                ) as copy,
+            ):
                 assert push(tampered, "tampered").digest == releases["tampered"].digest
                 kernel = layer_digests(releases["tampered"].manifests["amd64"])[0]
                 data = tampered.blob_data_path(kernel)
@@ -100,38 +103,78 @@ def mirrors(pki, leaks, tmp_path_factory):  # pylint: disable=too-many-locals
                     dests = {case: tmp / case.replace(" ", "-") / "staged" for case in CASES}
 
                     def stage(case, mirror_list, **args):
-                        return stage_task(f"stage {case}", f"{upstream.host}/{CASES[case][0]}", dests[case],
-                                          mirrors=mirror_list, **alice, **args)
+                        return stage_task(
+                            f"stage {case}",
+                            f"{upstream.host}/{CASES[case][0]}",
+                            dests[case],
+                            mirrors=mirror_list,
+                            **alice,
+                            **args,
+                        )
 
                     tasks = [
                         stage("cache", [on_cache]),
-                        stage("dead first", [{"location": dead, "plain_http": True}, on_cache],
-                              retry_max_wait=DEAD_RETRY_MAX_WAIT),
+                        stage(
+                            "dead first",
+                            [{"location": dead, "plain_http": True}, on_cache],
+                            retry_max_wait=DEAD_RETRY_MAX_WAIT,
+                        ),
                         stage("tampered", [{"location": tampered.host, "plain_http": True}]),
-                        stage("credentials", [{"location": front.host, "plain_http": True, "username": "carol",
-                                               "password": CAROL_PASSWORD}]),
+                        stage(
+                            "credentials",
+                            [
+                                {
+                                    "location": front.host,
+                                    "plain_http": True,
+                                    "username": "carol",
+                                    "password": CAROL_PASSWORD,
+                                }
+                            ],
+                        ),
                         stage("no credentials", [{"location": front.host, "plain_http": True}]),
                         stage("controller", [on_cache], cache=tmp / "controller-cache"),
                         info_task("info", f"{upstream.host}/{CASES['info'][0]}", mirrors=[on_cache], **alice),
-                        info_task("info mirror tags", f"{upstream.host}/{CASES['mirror tags'][0]}", mirrors=[on_cache],
-                                  mirror_tags=True, **alice),
+                        info_task(
+                            "info mirror tags",
+                            f"{upstream.host}/{CASES['mirror tags'][0]}",
+                            mirrors=[on_cache],
+                            mirror_tags=True,
+                            **alice,
+                        ),
                     ]
-                    marks = {name: reg.mark() for name, reg in (("upstream", upstream), ("cache", cache),
-                                                                ("tampered", tampered))}
+                    marks = {
+                        name: reg.mark()
+                        for name, reg in (("upstream", upstream), ("cache", cache), ("tampered", tampered))
+                    }
                     run = run_playbook(tasks, tmp_path=tmp / "playbook", env=hermetic_env(tmp))
                     leaks.record("mirrors", run)
-                    logs = {name: reg.access_log(since=marks[name]) for name, reg in (
-                        ("upstream", upstream), ("cache", cache), ("tampered", tampered))}
-                    yield SimpleNamespace(upstream=upstream, cache=cache, tampered=tampered, copy=copy, front=front,
-                                          dead=dead, releases=releases, run=run, dests=dests, logs=logs,
-                                          tampered_kernel=kernel)
+                    logs = {
+                        name: reg.access_log(since=marks[name])
+                        for name, reg in (("upstream", upstream), ("cache", cache), ("tampered", tampered))
+                    }
+                    yield SimpleNamespace(
+                        upstream=upstream,
+                        cache=cache,
+                        tampered=tampered,
+                        copy=copy,
+                        front=front,
+                        dead=dead,
+                        releases=releases,
+                        run=run,
+                        dests=dests,
+                        logs=logs,
+                        tampered_kernel=kernel,
+                    )
 
 
 def requests_for(entries, case: str, *, module_only: bool = False) -> list[tuple[str, str, str, int]]:
     """``(method, kind, reference, status)`` of the log ``entries`` for the repository of ``case``."""
     repo = CASES[case][0]
-    return [(e.method, e.kind, e.reference, e.status) for e in entries
-            if e.repo == repo and (not module_only or e.user_agent.startswith(MODULE_AGENT))]
+    return [
+        (e.method, e.kind, e.reference, e.status)
+        for e in entries
+        if e.repo == repo and (not module_only or e.user_agent.startswith(MODULE_AGENT))
+    ]
 
 
 def test_mirror_serves_manifests_by_digest_and_layers_while_the_tag_is_resolved_upstream(mirrors):
@@ -146,7 +189,9 @@ def test_mirror_serves_manifests_by_digest_and_layers_while_the_tag_is_resolved_
     assert_staged(mirrors.dests["cache"], manifest)
     # The module asked the upstream for the tag only (challenge, then with the token) ...
     assert requests_for(mirrors.logs["upstream"], "cache", module_only=True) == [
-        ("GET", "manifest", "stable", 401), ("GET", "manifest", "stable", 200)]
+        ("GET", "manifest", "stable", 401),
+        ("GET", "manifest", "stable", 200),
+    ]
     # ... and the mirror for everything by digest, never for the tag (the layers at the same time).
     cached = requests_for(mirrors.logs["cache"], "cache")
     assert cached[0] == ("GET", "manifest", manifest.digest, 200)
@@ -175,13 +220,18 @@ def test_a_mirror_serving_wrong_bytes_is_rejected_and_the_upstream_serves(mirror
     host = mirrors.tampered.host
 
     assert result["changed"] is True
-    assert result["sources"] == {release.digest: mirrors.upstream.host, manifest.digest: host,
-                                 kernel: mirrors.upstream.host, initramfs: host}
+    assert result["sources"] == {
+        release.digest: mirrors.upstream.host,
+        manifest.digest: host,
+        kernel: mirrors.upstream.host,
+        initramfs: host,
+    }
     [error] = result["mirror_errors"]
     assert error.startswith(f"{host}: blob {kernel} has wrong content: its bytes hash to sha256:"), error
     assert_staged(mirrors.dests["tampered"], manifest)  # the right bytes, from the upstream
     assert [r for r in requests_for(mirrors.logs["upstream"], "tampered", module_only=True) if r[1] == "blob"] == [
-        ("GET", "blob", kernel, 200)]
+        ("GET", "blob", kernel, 200)
+    ]
     assert mirrors.tampered_kernel == kernel
 
 
@@ -214,8 +264,10 @@ def test_a_mirror_without_credentials_is_asked_anonymously_then_the_upstream_ser
     assert result["changed"] is True
     assert result["sources"] == sources_of(release, "amd64", index=mirrors.upstream.host, rest=mirrors.upstream.host)
     assert_staged(mirrors.dests["no credentials"], release.manifests["amd64"])
-    expected = (f"{host}: registry {host} requires authentication (basic challenge) to read "
-                f"{CASES['no credentials'][0]} and no credentials were given")
+    expected = (
+        f"{host}: registry {host} requires authentication (basic challenge) to read "
+        f"{CASES['no credentials'][0]} and no credentials were given"
+    )
     assert result["mirror_errors"] == [expected] * 3
     seen = front_requests(mirrors.front, "no credentials")
     assert len(seen) == 3
@@ -225,7 +277,8 @@ def test_a_mirror_without_credentials_is_asked_anonymously_then_the_upstream_ser
 def test_no_upstream_credential_ever_reached_the_credentialed_mirror(mirrors):
     for request in mirrors.front.log:
         assert request.authorization is None or request.authorization == "Basic " + basic_auth_field(
-            "carol", CAROL_PASSWORD), request
+            "carol", CAROL_PASSWORD
+        ), request
 
 
 def test_controller_delivery_through_a_mirror(mirrors):
@@ -237,7 +290,9 @@ def test_controller_delivery_through_a_mirror(mirrors):
     assert result["mirror_errors"] == []
     assert_staged(mirrors.dests["controller"], release.manifests["amd64"])
     assert requests_for(mirrors.logs["upstream"], "controller", module_only=True) == [
-        ("GET", "manifest", "stable", 401), ("GET", "manifest", "stable", 200)]
+        ("GET", "manifest", "stable", 401),
+        ("GET", "manifest", "stable", 200),
+    ]
 
 
 def test_info_through_a_mirror(mirrors):
@@ -245,8 +300,9 @@ def test_info_through_a_mirror(mirrors):
     release = mirrors.releases["info"]
 
     assert result["manifest_digest"] == release.manifests["amd64"].digest
-    assert result["sources"] == sources_of(release, "amd64", index=mirrors.upstream.host, rest=mirrors.cache.host,
-                                           stage=False)
+    assert result["sources"] == sources_of(
+        release, "amd64", index=mirrors.upstream.host, rest=mirrors.cache.host, stage=False
+    )
     assert result["mirror_errors"] == []
 
 
@@ -254,8 +310,9 @@ def test_mirror_tags_resolves_the_tag_at_the_mirror(mirrors):
     result = assert_ok(mirrors.run, "info mirror tags")
     release = mirrors.releases["mirror tags"]
 
-    assert result["sources"] == sources_of(release, "amd64", index=mirrors.cache.host, rest=mirrors.cache.host,
-                                           stage=False)
+    assert result["sources"] == sources_of(
+        release, "amd64", index=mirrors.cache.host, rest=mirrors.cache.host, stage=False
+    )
     assert requests_for(mirrors.logs["upstream"], "mirror tags", module_only=True) == []
     assert ("GET", "manifest", "stable", 200) in requests_for(mirrors.logs["cache"], "mirror tags")
 

@@ -71,12 +71,23 @@ def tls(pki, leaks, tmp_path_factory):
         repository, mtls_repository = f"{reg.host}/kubesolo/os", f"{mtls.host}/kubesolo/os"
         client = {"client_cert": str(pki.client.cert), "client_key": str(pki.client.key)}
         other_client = {"client_cert": str(pki.other_client.cert), "client_key": str(pki.other_client.key)}
-        dests = {name: tmp / name / "staged" for name in (
-            "host ca_path", "controller ca_path", "controller no ca_path", "host no verify",
-            "mtls host", "mtls controller", "mtls controller no cert")}
+        dests = {
+            name: tmp / name / "staged"
+            for name in (
+                "host ca_path",
+                "controller ca_path",
+                "controller no ca_path",
+                "host no verify",
+                "mtls host",
+                "mtls controller",
+                "mtls controller no cert",
+            )
+        }
 
         def stage(name, repo, controller=False, **args):
-            return stage_task(f"stage {name}", repo, dests[name], cache=tmp / "cache" / name if controller else None, **args)
+            return stage_task(
+                f"stage {name}", repo, dests[name], cache=tmp / "cache" / name if controller else None, **args
+            )
 
         # retries=0 where the connection is expected to fail: a refused handshake is not worth retrying here.
         tasks = [
@@ -97,8 +108,16 @@ def tls(pki, leaks, tmp_path_factory):
         ]
         run = run_playbook(tasks, tmp_path=tmp / "playbook", env=hermetic_env(tmp))
         leaks.record("TLS", run)
-        yield SimpleNamespace(reg=reg, mtls=mtls, release=release, mtls_release=mtls_release, repository=repository,
-                              mtls_repository=mtls_repository, run=run, dests=dests)
+        yield SimpleNamespace(
+            reg=reg,
+            mtls=mtls,
+            release=release,
+            mtls_release=mtls_release,
+            repository=repository,
+            mtls_repository=mtls_repository,
+            run=run,
+            dests=dests,
+        )
 
 
 def test_tls_ca_path_trusts_the_test_ca(tls):
@@ -113,8 +132,7 @@ def test_tls_without_the_ca_fails_suggesting_ca_path_or_validate_certs(tls, task
     result = assert_failed(tls.run, task, "registry_unreachable")
 
     assert result["msg"].startswith(f"TLS with {tls.reg.host} failed: [SSL: CERTIFICATE_VERIFY_FAILED]")
-    assert result["msg"].endswith(
-        "(set ca_path to trust a private CA, or validate_certs=false to skip verification)")
+    assert result["msg"].endswith("(set ca_path to trust a private CA, or validate_certs=false to skip verification)")
 
 
 def test_tls_validate_certs_false_skips_verification(tls):
@@ -155,8 +173,9 @@ def test_mutual_tls_without_an_accepted_client_certificate_fails(tls, task):
     result = assert_failed(tls.run, task, "registry_unreachable")
 
     # The registry refuses the handshake; TLS 1.3 reports that after it, as an alert, EOF or a reset.
-    assert result["msg"].startswith((f"TLS with {tls.mtls.host} failed: ", f"cannot reach registry {tls.mtls.host}: ")), \
-        result["msg"]
+    assert result["msg"].startswith(
+        (f"TLS with {tls.mtls.host} failed: ", f"cannot reach registry {tls.mtls.host}: ")
+    ), result["msg"]
 
 
 @pytest.mark.parametrize("task", MTLS_REFUSED)
@@ -193,11 +212,13 @@ def ca_bundle_env(pki, leaks, tmp_path_factory):
         tasks = [
             info_task("info ca_path", repository, ca_path=str(pki.ca_bundle), retries=0),
             info_task("info no verify", repository, validate_certs=False, retries=0),
-            stage_task("stage controller ca_path", repository, dest, cache=tmp / "cache", ca_path=str(pki.ca_bundle),
-                       retries=0),
+            stage_task(
+                "stage controller ca_path", repository, dest, cache=tmp / "cache", ca_path=str(pki.ca_bundle), retries=0
+            ),
         ]
-        run = run_playbook(tasks, tmp_path=tmp / "playbook",
-                           env=hermetic_env(tmp, REQUESTS_CA_BUNDLE=str(pki.other_ca.cert)))
+        run = run_playbook(
+            tasks, tmp_path=tmp / "playbook", env=hermetic_env(tmp, REQUESTS_CA_BUNDLE=str(pki.other_ca.cert))
+        )
         leaks.record("REQUESTS_CA_BUNDLE set", run)
         yield SimpleNamespace(reg=reg, release=release, run=run, dest=dest)
 
@@ -215,8 +236,11 @@ def test_requests_ca_bundle_variable_does_not_override_ca_path_or_validate_certs
 
 def blob_requests(front: Redirector, origin: str) -> list:
     """Blob requests the front (``/v2/.../blobs/...``) or its redirect targets received."""
-    return [seen for seen in front.requests_to(origin) if "/blobs/sha256:" in seen.path or
-            seen.path.startswith(("/_blobs/", "/hop/", "/loop/"))]
+    return [
+        seen
+        for seen in front.requests_to(origin)
+        if "/blobs/sha256:" in seen.path or seen.path.startswith(("/_blobs/", "/hop/", "/loop/"))
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -224,8 +248,10 @@ def redirects(pki, leaks, tmp_path_factory):
     require_distribution()
     tmp = tmp_path_factory.mktemp("redirects")
     config = htpasswd_config(write_htpasswd(tmp / "htpasswd", {"alice": PASSWORD}))
-    with TokenServer(pki, users={"alice": PASSWORD}) as server, \
-            Registry(auth=("alice", PASSWORD), extra_config=config) as basic:
+    with (
+        TokenServer(pki, users={"alice": PASSWORD}) as server,
+        Registry(auth=("alice", PASSWORD), extra_config=config) as basic,
+    ):
         leaks.token_server(server)
         pusher = TokenAuth("alice", PASSWORD)
         with Registry(extra_config=server.registry_config(), auth=pusher) as token_reg:
@@ -245,9 +271,18 @@ def redirects(pki, leaks, tmp_path_factory):
                 front.start()
             try:
                 creds = {"username": "alice", "password": PASSWORD, "plain_http": True, "ca_path": str(pki.ca_bundle)}
-                dests = {name: tmp / name.replace(" ", "-") / "staged"
-                         for name in ("store", "controller", "other scheme", "other host", "token", "loop",
-                                      "loop controller")}
+                dests = {
+                    name: tmp / name.replace(" ", "-") / "staged"
+                    for name in (
+                        "store",
+                        "controller",
+                        "other scheme",
+                        "other host",
+                        "token",
+                        "loop",
+                        "loop controller",
+                    )
+                }
 
                 def via(name, repo="kubesolo/os"):
                     return f"{fronts[name].host}/{repo}"
@@ -255,24 +290,41 @@ def redirects(pki, leaks, tmp_path_factory):
                 direct = f"{basic.host}/kubesolo/os"
                 tasks = [
                     stage_task("stage store", via("store"), dests["store"], **creds),
-                    stage_task("stage controller", via("controller"), dests["controller"], cache=tmp / "cache-1",
-                               **creds),
+                    stage_task(
+                        "stage controller", via("controller"), dests["controller"], cache=tmp / "cache-1", **creds
+                    ),
                     stage_task("stage other scheme", via("other scheme"), dests["other scheme"], **creds),
                     stage_task("stage other host", via("other host"), dests["other host"], **creds),
                     stage_task("stage token", via("token", "private/os"), dests["token"], **creds),
                     # dest holds a release when the redirect loop is met: it must keep it.
                     stage_task("stage before loop", direct, dests["loop"], **creds),
                     stage_task("stage loop", via("loop"), dests["loop"], tag="next", **creds),
-                    stage_task("stage before loop controller", direct, dests["loop controller"],
-                               cache=tmp / "cache-2", **creds),
-                    stage_task("stage loop controller", via("loop"), dests["loop controller"], cache=tmp / "cache-2",
-                               tag="next", **creds),
+                    stage_task(
+                        "stage before loop controller", direct, dests["loop controller"], cache=tmp / "cache-2", **creds
+                    ),
+                    stage_task(
+                        "stage loop controller",
+                        via("loop"),
+                        dests["loop controller"],
+                        cache=tmp / "cache-2",
+                        tag="next",
+                        **creds,
+                    ),
                 ]
                 run = run_playbook(tasks, tmp_path=tmp / "playbook", env=hermetic_env(tmp))
                 leaks.record("redirects", run)
-                yield SimpleNamespace(basic=basic, token_reg=token_reg, server=server, release=release,
-                                      following=following, token_release=token_release, fronts=fronts, run=run,
-                                      dests=dests, cache=tmp / "cache-2")
+                yield SimpleNamespace(
+                    basic=basic,
+                    token_reg=token_reg,
+                    server=server,
+                    release=release,
+                    following=following,
+                    token_release=token_release,
+                    fronts=fronts,
+                    run=run,
+                    dests=dests,
+                    cache=tmp / "cache-2",
+                )
             finally:
                 for front in fronts.values():
                     front.stop()
@@ -295,7 +347,8 @@ def test_redirect_to_another_origin_drops_authorization(redirects, name):
     assert sorted(seen.path.rsplit("/", 1)[1] for seen in targets) == sorted(layer_digests(manifest))
     assert [seen.authorization for seen in targets] == [None, None]
     assert {seen.headers.get("Host", "").split(":")[0] for seen in targets} == {
-        "localhost" if name == "other host" else "127.0.0.1"}
+        "localhost" if name == "other host" else "127.0.0.1"
+    }
 
 
 def test_redirect_to_the_other_scheme_on_the_same_port_drops_authorization(redirects):

@@ -23,13 +23,13 @@ from tests.support import artifacts
 from tests.support.faultproxy import Fault, FaultProxy, blob_path
 from tests.support.playbook import run_playbook as run_playbook_in
 from tests.support.resilience import (
+    driver_result,
     held_release,
     hermetic_env,
     release_dir_name,
-    stage_ok,
     run_driver,
+    stage_ok,
     start_driver,
-    driver_result,
     store_of,
 )
 
@@ -50,14 +50,22 @@ def initramfs(manifest: artifacts.PushedManifest) -> str:
 def push_pair(registry, repo: str):
     a = artifacts.push_release(registry, repo, "a", "v0.3.0", ("amd64",)).manifests["amd64"]
     b = artifacts.push_release(
-        registry, repo, "b", "v0.4.0", ("amd64",), kernel_size=KERNEL_SIZE, initramfs_size=INITRAMFS_SIZE,
+        registry,
+        repo,
+        "b",
+        "v0.4.0",
+        ("amd64",),
+        kernel_size=KERNEL_SIZE,
+        initramfs_size=INITRAMFS_SIZE,
     ).manifests["amd64"]
     return a, b
 
 
 def throttle(proxy: FaultProxy, repo: str, b: artifacts.PushedManifest, rate: float = RATE) -> None:
-    proxy.add(Fault("pass", blob_path(repo, kernel(b)), times=None, rate=rate),
-              Fault("pass", blob_path(repo, initramfs(b)), times=None, rate=rate))
+    proxy.add(
+        Fault("pass", blob_path(repo, kernel(b)), times=None, rate=rate),
+        Fault("pass", blob_path(repo, initramfs(b)), times=None, rate=rate),
+    )
 
 
 def wait_for(condition, timeout: float = 10.0) -> None:
@@ -82,9 +90,17 @@ def test_two_simultaneous_runs_both_succeed_and_fetch_each_layer_once(registry, 
     stage_ok(env, repository=f"{registry.host}/{repo}", tag="a", dest=dest)
     with FaultProxy(registry) as proxy:
         throttle(proxy, repo, b, SLOW)
-        task = {"name": "stage b", "ignore_errors": True, "kubesolo.fleet.update_stage": {
-            "repository": f"{proxy.host}/{repo}", "plain_http": True, "tag": "b", "architecture": "amd64",
-            "dest": str(dest)}}
+        task = {
+            "name": "stage b",
+            "ignore_errors": True,
+            "kubesolo.fleet.update_stage": {
+                "repository": f"{proxy.host}/{repo}",
+                "plain_http": True,
+                "tag": "b",
+                "architecture": "amd64",
+                "dest": str(dest),
+            },
+        }
         mark = registry.mark()
         with ThreadPoolExecutor(2) as pool:
             runs = list(pool.map(lambda n: run_playbook_in([task], tmp_path=tmp_path / f"run{n}", env=env), (1, 2)))
@@ -126,8 +142,9 @@ def test_a_run_that_cannot_get_the_lock_in_time_fails_clearly(registry, tmp_path
 
     assert second["_rc"] == 1, second
     assert second["error_code"] == "stage_failed"
-    assert second["msg"] == (f"another run is staging into {store_of(dest)} "
-                             f"(lock {store_of(dest) / '.lock'} held for over 0.5s)")
+    assert second["msg"] == (
+        f"another run is staging into {store_of(dest)} (lock {store_of(dest) / '.lock'} held for over 0.5s)"
+    )
     assert second["transfer"]["retries"] == 0
     assert waited < 3
     assert during == "A"

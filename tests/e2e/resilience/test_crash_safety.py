@@ -66,8 +66,13 @@ def inspect(dest: Path, a: artifacts.PushedManifest, b: artifacts.PushedManifest
     """What a kill left: the release dest holds (or the error that says it holds none) and B's progress."""
     store = store_of(dest)
     partial = store / f"partial-{release_dir_name(b.digest)}"
-    found = {"label": None, "error": None, "parts": part_files(store), "b_dir": False,
-             "partial": sorted(p.name for p in partial.iterdir()) if partial.is_dir() else None}
+    found = {
+        "label": None,
+        "error": None,
+        "parts": part_files(store),
+        "b_dir": False,
+        "partial": sorted(p.name for p in partial.iterdir()) if partial.is_dir() else None,
+    }
     try:
         found["label"] = held_release(dest, {"A": a, "B": b})
         stray = [name for name in found["parts"] if not name.startswith(partial.name + "/")]
@@ -116,11 +121,19 @@ def crash(registry, tmp_path_factory):
     env = hermetic_env(tmp)
     a = artifacts.push_release(registry, REPO, "a", "v0.3.0", ("amd64",)).manifests["amd64"]
     b = artifacts.push_release(
-        registry, REPO, "b", "v0.4.0", ("amd64",), kernel_size=KERNEL_SIZE, initramfs_size=INITRAMFS_SIZE,
+        registry,
+        REPO,
+        "b",
+        "v0.4.0",
+        ("amd64",),
+        kernel_size=KERNEL_SIZE,
+        initramfs_size=INITRAMFS_SIZE,
     ).manifests["amd64"]
     with FaultProxy(registry) as proxy:
-        proxy.add(Fault("pass", blob_path(REPO, kernel(b)), times=None, rate=RATE),
-                  Fault("pass", blob_path(REPO, initramfs(b)), times=None, rate=RATE))
+        proxy.add(
+            Fault("pass", blob_path(REPO, kernel(b)), times=None, rate=RATE),
+            Fault("pass", blob_path(REPO, initramfs(b)), times=None, rate=RATE),
+        )
         options = {"repository": f"{proxy.host}/{REPO}", "retries": 2, "retry_max_wait": 1, "timeout": 5}
 
         # How long an uninterrupted A -> B run takes, on a node of its own.
@@ -169,14 +182,25 @@ def crash(registry, tmp_path_factory):
         mark = len(proxy.log)
         final = stage_ok(env, **options, tag="b", dest=resume)
         final_requests = proxy.log[mark:]
-    return SimpleNamespace(a=a, b=b, dest=dest, resume=resume, duration=duration, kills=kills,
-                           after_kills=after_kills, before_final=before_final, on_disk=on_disk, final=final,
-                           final_requests=final_requests)
+    return SimpleNamespace(
+        a=a,
+        b=b,
+        dest=dest,
+        resume=resume,
+        duration=duration,
+        kills=kills,
+        after_kills=after_kills,
+        before_final=before_final,
+        on_disk=on_disk,
+        final=final,
+        final_requests=final_requests,
+    )
 
 
 def describe(kills) -> str:
-    return "\n".join(f"{k['number']:2d} delay {k['delay']:.3f}s rc {k['rc']}: {k['phase']} {k['error'] or ''}"
-                     for k in kills)
+    return "\n".join(
+        f"{k['number']:2d} delay {k['delay']:.3f}s rc {k['rc']}: {k['phase']} {k['error'] or ''}" for k in kills
+    )
 
 
 def test_every_kill_leaves_the_previous_or_the_new_release_complete(crash):

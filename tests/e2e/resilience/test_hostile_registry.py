@@ -69,8 +69,13 @@ def index(*entries) -> bytes:
 
 
 def entry(body: bytes, media_type: str = OCI_MANIFEST, arch: str = "amd64", **override) -> dict:
-    return {"mediaType": media_type, "digest": digest(body), "size": len(body),
-            "platform": {"architecture": arch, "os": "linux"}, **override}
+    return {
+        "mediaType": media_type,
+        "digest": digest(body),
+        "size": len(body),
+        "platform": {"architecture": arch, "os": "linux"},
+        **override,
+    }
 
 
 def served(body: bytes, content_type: str = OCI_MANIFEST, **answer) -> Answer:
@@ -87,10 +92,14 @@ def blobs(**answers) -> dict:
 
 
 def bearer(case: str) -> Answer:
-    return Answer(401, b'{"errors":[{"code":"UNAUTHORIZED"}]}', {
-        "Content-Type": "application/json",
-        "WWW-Authenticate": f'Bearer realm="{{base}}/token/{case}",service="fake",scope="repository:h/{case}:pull"',
-    })
+    return Answer(
+        401,
+        b'{"errors":[{"code":"UNAUTHORIZED"}]}',
+        {
+            "Content-Type": "application/json",
+            "WWW-Authenticate": f'Bearer realm="{{base}}/token/{case}",service="fake",scope="repository:h/{case}:pull"',
+        },
+    )
 
 
 @dataclass
@@ -110,87 +119,239 @@ SERVED_INDEX = index(entry(GOOD))
 OTHER = manifest(annotations={artifacts.ANN_VERSION: "v0.0.1", artifacts.ANN_ARCHITECTURE: "amd64"})
 
 CASES = [
-    Case("manifest-over-4mib-announced", {"manifests/t": served(b"{" + b" " * (5 * MIB) + b"}")},
-         "invalid_manifest", "manifest t is 5242882 bytes, over the 4194304 byte limit"),
-    Case("manifest-over-4mib-unannounced", {"manifests/t": served(b" " * 65536, endless=True)},
-         "invalid_manifest", "manifest t is over the 4194304 byte limit"),
-    Case("manifest-truncated-json", {"manifests/t": served(GOOD[: len(GOOD) // 2])},
-         "invalid_manifest", "manifest t is not valid JSON"),
-    Case("manifest-invalid-json", {"manifests/t": served(b'{"schemaVersion": 2, "layers": [,]}')},
-         "invalid_manifest", "manifest t is not valid JSON"),
-    Case("manifest-schema-version-1", {"manifests/t": served(manifest(schemaVersion=1))},
-         "invalid_manifest", "has schemaVersion 1, only 2 is supported"),
-    Case("media-type-disagrees-with-content-type", {"manifests/t": served(GOOD, OCI_INDEX)},
-         "invalid_manifest", f"says its mediaType is {OCI_MANIFEST} but was served as {OCI_INDEX}"),
-    Case("unsupported-media-type", {"manifests/t": served(manifest(media_type="application/vnd.example+json"),
-                                                          "application/vnd.example+json")},
-         "invalid_manifest", "unsupported media type application/vnd.example+json"),
-    Case("content-digest-header-disagrees", {"manifests/t": served(GOOD, headers={"Docker-Content-Digest": digest(OTHER)})},
-         "digest_mismatch", f"the registry says manifest t has digest {digest(OTHER)}, but its bytes hash to {digest(GOOD)}"),
-    Case("layer-size-zero", {"manifests/t": served(manifest(kernel=layer(artifacts.KERNEL_MEDIA_TYPE, KERNEL, size=0)))},
-         "invalid_manifest", f"declares an empty {artifacts.KERNEL_MEDIA_TYPE} layer"),
-    Case("layer-size-negative", {"manifests/t": served(manifest(kernel=layer(artifacts.KERNEL_MEDIA_TYPE, KERNEL, size=-1)))},
-         "invalid_manifest", f"lists {digest(KERNEL)} with an invalid size -1"),
-    Case("layer-size-absurd", {"manifests/t": served(manifest(
-        kernel=layer(artifacts.KERNEL_MEDIA_TYPE, KERNEL, size=17 * 1024 ** 3)))},
-        "invalid_manifest", f"lists {digest(KERNEL)} with an invalid size {17 * 1024 ** 3}"),
-    Case("layer-digest-md5", {"manifests/t": served(manifest(
-        kernel=layer(artifacts.KERNEL_MEDIA_TYPE, KERNEL, digest="md5:" + hashlib.md5(KERNEL).hexdigest())))},
-        "invalid_manifest", "uses the unsupported algorithm 'md5'"),
-    Case("layer-digest-path-characters", {"manifests/t": served(manifest(
-        kernel=layer(artifacts.KERNEL_MEDIA_TYPE, KERNEL, digest="sha256:../../etc/passwd")))},
-        "invalid_manifest", "bad digest: digest 'sha256:../../etc/passwd' is not of the form algorithm:hex"),
-    Case("index-digest-path-characters", {"manifests/t": served(index(entry(
-        GOOD, digest=f"sha256:../../../../../../../../tmp/{ESCAPE_NAME}")), OCI_INDEX)},
-        "invalid_manifest", "lists a manifests entry with a bad digest"),
-    Case("index-of-an-index", {"manifests/t": served(index(entry(NESTED, OCI_INDEX)), OCI_INDEX),
-                               f"manifests/{digest(NESTED)}": served(NESTED, OCI_INDEX)},
-         "invalid_manifest", f"points at {OCI_INDEX} for amd64; only image manifests are supported there"),
-    Case("index-entry-serves-an-index", {"manifests/t": served(index(entry(SERVED_INDEX)), OCI_INDEX),
-                                         f"manifests/{digest(SERVED_INDEX)}": served(SERVED_INDEX, OCI_INDEX)},
-         "invalid_manifest", f"is a {OCI_INDEX}, not an image manifest"),
-    Case("duplicate-architecture", {"manifests/t": served(index(entry(GOOD), entry(OTHER)), OCI_INDEX)},
-         "invalid_manifest", "the index lists 2 manifests for platform amd64; refusing an ambiguous release"),
-    Case("index-entry-size-disagrees", {"manifests/t": served(index(entry(GOOD, size=len(GOOD) - 1)), OCI_INDEX),
-                                        f"manifests/{digest(GOOD)}": served(GOOD)},
-         "size_mismatch", f"manifest {digest(GOOD)} is {len(GOOD)} bytes, the index declares {len(GOOD) - 1}"),
-    Case("manifest-by-digest-has-other-bytes", {"manifests/t": served(index(entry(GOOD)), OCI_INDEX),
-                                                f"manifests/{digest(GOOD)}": served(OTHER)},
-         "digest_mismatch", f"manifest {digest(GOOD)} has wrong content: its bytes hash to {digest(OTHER)}"),
-    Case("annotation-control-characters", {"manifests/t": served(manifest(annotations={
-        artifacts.ANN_VERSION: "v1.0.0\x1b[2J\x07", artifacts.ANN_ARCHITECTURE: "amd64"}))},
-        "invalid_manifest", "annotation io.kubesolo.os.version of"),
-    Case("blob-longer-announced", {"manifests/t": served(GOOD), **blobs(kernel=Answer(200, KERNEL + b"\0" * 100))},
-         "size_mismatch", f"blob {digest(KERNEL)}: the registry announced 4196 bytes, the manifest declares 4096",
-         downloads=True),
-    Case("blob-longer-unannounced", {"manifests/t": served(GOOD),
-                                     **blobs(kernel=Answer(200, KERNEL + b"\0" * 100, length=None))},
-         "size_mismatch", f"blob {digest(KERNEL)} is longer than the 4096 bytes the manifest declares", downloads=True),
-    Case("blob-shorter-announced", {"manifests/t": served(GOOD), **blobs(initramfs=Answer(200, INITRAMFS[:3000]))},
-         "size_mismatch", f"blob {digest(INITRAMFS)}: the registry announced 3000 bytes, the manifest declares 6144",
-         downloads=True),
-    Case("blob-shorter-unannounced", {"manifests/t": served(GOOD),
-                                      **blobs(initramfs=Answer(200, INITRAMFS[:3000], close=True))},
-         "size_mismatch", f"blob {digest(INITRAMFS)} ended after 3000 bytes, the manifest declares 6144", downloads=True),
-    Case("blob-missing", {"manifests/t": served(GOOD), **blobs(initramfs=Answer(404, b"{}"))},
-         "not_found", f"blob {digest(INITRAMFS)} of", downloads=True),
-    Case("blob-slow-drip", {"manifests/t": served(GOOD), **blobs(kernel=Answer(200, KERNEL, drip=0.1))},
-         "registry_unreachable", f"download of blob {digest(KERNEL)} stalled at", args={"timeout": 1, "retries": 0},
-         downloads=True),
-    Case("blob-redirect-loop", {"manifests/t": served(GOOD), **blobs(kernel=Answer(
-        307, b"", {"Location": f"{{base}}/v2/h/blob-redirect-loop/blobs/{digest(KERNEL)}"}))},
-        "registry_unreachable", "Exceeded 10 redirects", downloads=True),
-    Case("token-huge", {"manifests/t": bearer("token-huge"),
-                        "/token/token-huge": served(b'{"token": "' + b"x" * MIB + b'"}', "application/json")},
-         "authentication_failed", "token response of 127.0.0.1:{port} is 1048589 bytes, over the 65536 byte limit"),
-    Case("token-endless", {"manifests/t": bearer("token-endless"),
-                           "/token/token-endless": served(b"x" * 4096, "application/json", endless=True)},
-         "authentication_failed", "token response of 127.0.0.1:{port} is over the 65536 byte limit"),
-    Case("token-not-json", {"manifests/t": bearer("token-not-json"),
-                            "/token/token-not-json": served(b"<html>sign in</html>", "text/html")},
-         "authentication_failed", "the token service of 127.0.0.1:{port} answered without a token"),
-    Case("bearer-without-realm", {"manifests/t": Answer(401, b"{}", {"WWW-Authenticate": 'Bearer service="fake"'})},
-         "authentication_failed", "sent a bearer challenge without a usable realm"),
+    Case(
+        "manifest-over-4mib-announced",
+        {"manifests/t": served(b"{" + b" " * (5 * MIB) + b"}")},
+        "invalid_manifest",
+        "manifest t is 5242882 bytes, over the 4194304 byte limit",
+    ),
+    Case(
+        "manifest-over-4mib-unannounced",
+        {"manifests/t": served(b" " * 65536, endless=True)},
+        "invalid_manifest",
+        "manifest t is over the 4194304 byte limit",
+    ),
+    Case(
+        "manifest-truncated-json",
+        {"manifests/t": served(GOOD[: len(GOOD) // 2])},
+        "invalid_manifest",
+        "manifest t is not valid JSON",
+    ),
+    Case(
+        "manifest-invalid-json",
+        {"manifests/t": served(b'{"schemaVersion": 2, "layers": [,]}')},
+        "invalid_manifest",
+        "manifest t is not valid JSON",
+    ),
+    Case(
+        "manifest-schema-version-1",
+        {"manifests/t": served(manifest(schemaVersion=1))},
+        "invalid_manifest",
+        "has schemaVersion 1, only 2 is supported",
+    ),
+    Case(
+        "media-type-disagrees-with-content-type",
+        {"manifests/t": served(GOOD, OCI_INDEX)},
+        "invalid_manifest",
+        f"says its mediaType is {OCI_MANIFEST} but was served as {OCI_INDEX}",
+    ),
+    Case(
+        "unsupported-media-type",
+        {"manifests/t": served(manifest(media_type="application/vnd.example+json"), "application/vnd.example+json")},
+        "invalid_manifest",
+        "unsupported media type application/vnd.example+json",
+    ),
+    Case(
+        "content-digest-header-disagrees",
+        {"manifests/t": served(GOOD, headers={"Docker-Content-Digest": digest(OTHER)})},
+        "digest_mismatch",
+        f"the registry says manifest t has digest {digest(OTHER)}, but its bytes hash to {digest(GOOD)}",
+    ),
+    Case(
+        "layer-size-zero",
+        {"manifests/t": served(manifest(kernel=layer(artifacts.KERNEL_MEDIA_TYPE, KERNEL, size=0)))},
+        "invalid_manifest",
+        f"declares an empty {artifacts.KERNEL_MEDIA_TYPE} layer",
+    ),
+    Case(
+        "layer-size-negative",
+        {"manifests/t": served(manifest(kernel=layer(artifacts.KERNEL_MEDIA_TYPE, KERNEL, size=-1)))},
+        "invalid_manifest",
+        f"lists {digest(KERNEL)} with an invalid size -1",
+    ),
+    Case(
+        "layer-size-absurd",
+        {"manifests/t": served(manifest(kernel=layer(artifacts.KERNEL_MEDIA_TYPE, KERNEL, size=17 * 1024**3)))},
+        "invalid_manifest",
+        f"lists {digest(KERNEL)} with an invalid size {17 * 1024**3}",
+    ),
+    Case(
+        "layer-digest-md5",
+        {
+            "manifests/t": served(
+                manifest(
+                    kernel=layer(artifacts.KERNEL_MEDIA_TYPE, KERNEL, digest="md5:" + hashlib.md5(KERNEL).hexdigest())
+                )
+            )
+        },
+        "invalid_manifest",
+        "uses the unsupported algorithm 'md5'",
+    ),
+    Case(
+        "layer-digest-path-characters",
+        {
+            "manifests/t": served(
+                manifest(kernel=layer(artifacts.KERNEL_MEDIA_TYPE, KERNEL, digest="sha256:../../etc/passwd"))
+            )
+        },
+        "invalid_manifest",
+        "bad digest: digest 'sha256:../../etc/passwd' is not of the form algorithm:hex",
+    ),
+    Case(
+        "index-digest-path-characters",
+        {
+            "manifests/t": served(
+                index(entry(GOOD, digest=f"sha256:../../../../../../../../tmp/{ESCAPE_NAME}")), OCI_INDEX
+            )
+        },
+        "invalid_manifest",
+        "lists a manifests entry with a bad digest",
+    ),
+    Case(
+        "index-of-an-index",
+        {
+            "manifests/t": served(index(entry(NESTED, OCI_INDEX)), OCI_INDEX),
+            f"manifests/{digest(NESTED)}": served(NESTED, OCI_INDEX),
+        },
+        "invalid_manifest",
+        f"points at {OCI_INDEX} for amd64; only image manifests are supported there",
+    ),
+    Case(
+        "index-entry-serves-an-index",
+        {
+            "manifests/t": served(index(entry(SERVED_INDEX)), OCI_INDEX),
+            f"manifests/{digest(SERVED_INDEX)}": served(SERVED_INDEX, OCI_INDEX),
+        },
+        "invalid_manifest",
+        f"is a {OCI_INDEX}, not an image manifest",
+    ),
+    Case(
+        "duplicate-architecture",
+        {"manifests/t": served(index(entry(GOOD), entry(OTHER)), OCI_INDEX)},
+        "invalid_manifest",
+        "the index lists 2 manifests for platform amd64; refusing an ambiguous release",
+    ),
+    Case(
+        "index-entry-size-disagrees",
+        {
+            "manifests/t": served(index(entry(GOOD, size=len(GOOD) - 1)), OCI_INDEX),
+            f"manifests/{digest(GOOD)}": served(GOOD),
+        },
+        "size_mismatch",
+        f"manifest {digest(GOOD)} is {len(GOOD)} bytes, the index declares {len(GOOD) - 1}",
+    ),
+    Case(
+        "manifest-by-digest-has-other-bytes",
+        {"manifests/t": served(index(entry(GOOD)), OCI_INDEX), f"manifests/{digest(GOOD)}": served(OTHER)},
+        "digest_mismatch",
+        f"manifest {digest(GOOD)} has wrong content: its bytes hash to {digest(OTHER)}",
+    ),
+    Case(
+        "annotation-control-characters",
+        {
+            "manifests/t": served(
+                manifest(annotations={artifacts.ANN_VERSION: "v1.0.0\x1b[2J\x07", artifacts.ANN_ARCHITECTURE: "amd64"})
+            )
+        },
+        "invalid_manifest",
+        "annotation io.kubesolo.os.version of",
+    ),
+    Case(
+        "blob-longer-announced",
+        {"manifests/t": served(GOOD), **blobs(kernel=Answer(200, KERNEL + b"\0" * 100))},
+        "size_mismatch",
+        f"blob {digest(KERNEL)}: the registry announced 4196 bytes, the manifest declares 4096",
+        downloads=True,
+    ),
+    Case(
+        "blob-longer-unannounced",
+        {"manifests/t": served(GOOD), **blobs(kernel=Answer(200, KERNEL + b"\0" * 100, length=None))},
+        "size_mismatch",
+        f"blob {digest(KERNEL)} is longer than the 4096 bytes the manifest declares",
+        downloads=True,
+    ),
+    Case(
+        "blob-shorter-announced",
+        {"manifests/t": served(GOOD), **blobs(initramfs=Answer(200, INITRAMFS[:3000]))},
+        "size_mismatch",
+        f"blob {digest(INITRAMFS)}: the registry announced 3000 bytes, the manifest declares 6144",
+        downloads=True,
+    ),
+    Case(
+        "blob-shorter-unannounced",
+        {"manifests/t": served(GOOD), **blobs(initramfs=Answer(200, INITRAMFS[:3000], close=True))},
+        "size_mismatch",
+        f"blob {digest(INITRAMFS)} ended after 3000 bytes, the manifest declares 6144",
+        downloads=True,
+    ),
+    Case(
+        "blob-missing",
+        {"manifests/t": served(GOOD), **blobs(initramfs=Answer(404, b"{}"))},
+        "not_found",
+        f"blob {digest(INITRAMFS)} of",
+        downloads=True,
+    ),
+    Case(
+        "blob-slow-drip",
+        {"manifests/t": served(GOOD), **blobs(kernel=Answer(200, KERNEL, drip=0.1))},
+        "registry_unreachable",
+        f"download of blob {digest(KERNEL)} stalled at",
+        args={"timeout": 1, "retries": 0},
+        downloads=True,
+    ),
+    Case(
+        "blob-redirect-loop",
+        {
+            "manifests/t": served(GOOD),
+            **blobs(kernel=Answer(307, b"", {"Location": f"{{base}}/v2/h/blob-redirect-loop/blobs/{digest(KERNEL)}"})),
+        },
+        "registry_unreachable",
+        "Exceeded 10 redirects",
+        downloads=True,
+    ),
+    Case(
+        "token-huge",
+        {
+            "manifests/t": bearer("token-huge"),
+            "/token/token-huge": served(b'{"token": "' + b"x" * MIB + b'"}', "application/json"),
+        },
+        "authentication_failed",
+        "token response of 127.0.0.1:{port} is 1048589 bytes, over the 65536 byte limit",
+    ),
+    Case(
+        "token-endless",
+        {
+            "manifests/t": bearer("token-endless"),
+            "/token/token-endless": served(b"x" * 4096, "application/json", endless=True),
+        },
+        "authentication_failed",
+        "token response of 127.0.0.1:{port} is over the 65536 byte limit",
+    ),
+    Case(
+        "token-not-json",
+        {
+            "manifests/t": bearer("token-not-json"),
+            "/token/token-not-json": served(b"<html>sign in</html>", "text/html"),
+        },
+        "authentication_failed",
+        "the token service of 127.0.0.1:{port} answered without a token",
+    ),
+    Case(
+        "bearer-without-realm",
+        {"manifests/t": Answer(401, b"{}", {"WWW-Authenticate": 'Bearer service="fake"'})},
+        "authentication_failed",
+        "sent a bearer challenge without a usable realm",
+    ),
 ]
 
 
@@ -213,24 +374,38 @@ def hostile(registry, tmp_path_factory):
                 copy_node(template, node)
             else:
                 node.mkdir(parents=True)
-            args = {"repository": f"{fake.host}/h/{case.name}", "plain_http": True, "tag": "t", "architecture": "amd64",
-                    "dest": str(node / "staged"), "retries": 1, "retry_max_wait": 0.5, "timeout": 3, **case.args}
-            playbooks[number % 2].extend([
-                {"name": f"clock {case.name}", "ansible.builtin.debug": {"msg": "{{ now().timestamp() }}"}},
-                {"name": case.name, "kubesolo.fleet.update_stage": args, "ignore_errors": True},
-            ])
-            cases[case.name] = SimpleNamespace(case=case, root=root, node=node, dest=node / "staged",
-                                               prestaged=number % 2 == 0, before=snapshot(root))
+            args = {
+                "repository": f"{fake.host}/h/{case.name}",
+                "plain_http": True,
+                "tag": "t",
+                "architecture": "amd64",
+                "dest": str(node / "staged"),
+                "retries": 1,
+                "retry_max_wait": 0.5,
+                "timeout": 3,
+                **case.args,
+            }
+            playbooks[number % 2].extend(
+                [
+                    {"name": f"clock {case.name}", "ansible.builtin.debug": {"msg": "{{ now().timestamp() }}"}},
+                    {"name": case.name, "kubesolo.fleet.update_stage": args, "ignore_errors": True},
+                ]
+            )
+            cases[case.name] = SimpleNamespace(
+                case=case, root=root, node=node, dest=node / "staged", prestaged=number % 2 == 0, before=snapshot(root)
+            )
         for playbook in playbooks:
             playbook.append({"name": "clock end", "ansible.builtin.debug": {"msg": "{{ now().timestamp() }}"}})
         outside_before = sorted(p.name for p in tmp.iterdir())
         with ThreadPoolExecutor(2) as pool:
-            runs = list(pool.map(lambda n: run_playbook_in(playbooks[n], tmp_path=playbook_dir / str(n), env=env),
-                                 (0, 1)))
+            runs = list(
+                pool.map(lambda n: run_playbook_in(playbooks[n], tmp_path=playbook_dir / str(n), env=env), (0, 1))
+            )
         port = fake.port
         log = list(fake.log)
-    return SimpleNamespace(previous=previous, cases=cases, runs=runs, port=port, log=log, tmp=tmp,
-                           outside_before=outside_before)
+    return SimpleNamespace(
+        previous=previous, cases=cases, runs=runs, port=port, log=log, tmp=tmp, outside_before=outside_before
+    )
 
 
 def run_of(hostile, task: str):
@@ -276,8 +451,9 @@ def test_hostile_answer_fails_clearly_and_changes_nothing(hostile, case):
         assert all("/partial-" in path or path.endswith(("/.lock", store_name)) for path in changed), changed
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if c.error_code in ("size_mismatch",) and c.downloads],
-                         ids=lambda c: c.name)
+@pytest.mark.parametrize(
+    "case", [c for c in CASES if c.error_code in ("size_mismatch",) and c.downloads], ids=lambda c: c.name
+)
 def test_a_layer_of_the_wrong_size_leaves_no_part_file(hostile, case):
     # The other layer downloads at the same time and may keep a part (a prefix, see below).
     wrong = "vmlinuz.part" if digest(KERNEL) in case.fragment else "kubesolo-os.gz.part"

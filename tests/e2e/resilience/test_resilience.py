@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import json
 import re
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
@@ -68,36 +68,69 @@ FLIP_RATE = 4 * 1024 * 1024  # bytes per second: about 0.3 s for the initramfs
 CASES = [
     Case("reset", lambda repo, b: [Fault("reset", blob_path(repo, kernel(b)), after=K)]),
     Case("unavailable-twice", lambda repo, b: [Fault("status", blob_path(repo, kernel(b)), times=2, status=503)]),
-    Case("too-many-requests", lambda repo, b: [
-        Fault("status", blob_path(repo, kernel(b)), status=429, retry_after="1"),
-    ], args={"retry_max_wait": 3}),
-    Case("unavailable-always", lambda repo, b: [
-        Fault("status", blob_path(repo, kernel(b)), times=None, status=503),
-    ], args={"retries": 3}),
-    Case("manifest-unavailable-always", lambda repo, b: [
-        Fault("status", manifest_path(repo), times=None, status=503),
-    ], args={"retries": 2}),
+    Case(
+        "too-many-requests",
+        lambda repo, b: [
+            Fault("status", blob_path(repo, kernel(b)), status=429, retry_after="1"),
+        ],
+        args={"retry_max_wait": 3},
+    ),
+    Case(
+        "unavailable-always",
+        lambda repo, b: [
+            Fault("status", blob_path(repo, kernel(b)), times=None, status=503),
+        ],
+        args={"retries": 3},
+    ),
+    Case(
+        "manifest-unavailable-always",
+        lambda repo, b: [
+            Fault("status", manifest_path(repo), times=None, status=503),
+        ],
+        args={"retries": 2},
+    ),
     Case("blob-not-found", lambda repo, b: [Fault("status", blob_path(repo, initramfs(b)), times=None, status=404)]),
     Case("truncated", lambda repo, b: [Fault("truncate", blob_path(repo, initramfs(b)), after=TRUNCATE_AT)]),
     # Throttled, the flipped initramfs fails well after the kernel downloading beside it is verified.
-    Case("flipped", lambda repo, b: [
-        Fault("flip", blob_path(repo, initramfs(b)), flip=(0, 654_321), rate=FLIP_RATE),
-    ]),
-    Case("flipped-then-clean", lambda repo, b: [
-        Fault("flip", blob_path(repo, initramfs(b)), flip=(654_321,), rate=FLIP_RATE),
-    ], runs=2),
-    Case("stall-once", lambda repo, b: [Fault("stall", blob_path(repo, kernel(b)), after=K, seconds=4)],
-         args={"timeout": 1}),
-    Case("stall-always", lambda repo, b: [
-        Fault("stall", blob_path(repo, kernel(b)), times=None, after=K, seconds=4),
-    ], args={"timeout": 1, "retries": 1}),
-    Case("drip-always", lambda repo, b: [
-        Fault("drip", blob_path(repo, kernel(b)), times=None, after=K, seconds=0.25),
-    ], args={"timeout": 1, "retries": 1}),
-    Case("range-ignored", lambda repo, b: [
-        Fault("reset", blob_path(repo, kernel(b)), after=K),
-        Fault("ignore-range", blob_path(repo, kernel(b)), times=None),
-    ]),
+    Case(
+        "flipped",
+        lambda repo, b: [
+            Fault("flip", blob_path(repo, initramfs(b)), flip=(0, 654_321), rate=FLIP_RATE),
+        ],
+    ),
+    Case(
+        "flipped-then-clean",
+        lambda repo, b: [
+            Fault("flip", blob_path(repo, initramfs(b)), flip=(654_321,), rate=FLIP_RATE),
+        ],
+        runs=2,
+    ),
+    Case(
+        "stall-once",
+        lambda repo, b: [Fault("stall", blob_path(repo, kernel(b)), after=K, seconds=4)],
+        args={"timeout": 1},
+    ),
+    Case(
+        "stall-always",
+        lambda repo, b: [
+            Fault("stall", blob_path(repo, kernel(b)), times=None, after=K, seconds=4),
+        ],
+        args={"timeout": 1, "retries": 1},
+    ),
+    Case(
+        "drip-always",
+        lambda repo, b: [
+            Fault("drip", blob_path(repo, kernel(b)), times=None, after=K, seconds=0.25),
+        ],
+        args={"timeout": 1, "retries": 1},
+    ),
+    Case(
+        "range-ignored",
+        lambda repo, b: [
+            Fault("reset", blob_path(repo, kernel(b)), after=K),
+            Fault("ignore-range", blob_path(repo, kernel(b)), times=None),
+        ],
+    ),
 ]
 
 
@@ -120,22 +153,44 @@ def res(registry, tmp_path_factory):
         for number, case in enumerate(CASES):
             repo = f"res/{case.name}"
             new = artifacts.push_release(
-                registry, repo, "b", f"v0.4.0-{case.name}", ("amd64",),
-                kernel_size=KERNEL_SIZE, initramfs_size=INITRAMFS_SIZE,
+                registry,
+                repo,
+                "b",
+                f"v0.4.0-{case.name}",
+                ("amd64",),
+                kernel_size=KERNEL_SIZE,
+                initramfs_size=INITRAMFS_SIZE,
             ).manifests["amd64"]
             node = tmp / "nodes" / case.name
             copy_node(template, node)
             proxy.add(*case.faults(repo, new))
-            args = {"repository": f"{proxy.host}/{repo}", "plain_http": True, "tag": "b", "architecture": "amd64",
-                    "dest": str(node / "staged"), "retries": 3, "retry_max_wait": 1, "timeout": 5, **case.args}
+            args = {
+                "repository": f"{proxy.host}/{repo}",
+                "plain_http": True,
+                "tag": "b",
+                "architecture": "amd64",
+                "dest": str(node / "staged"),
+                "retries": 3,
+                "retry_max_wait": 1,
+                "timeout": 5,
+                **case.args,
+            }
             for run in range(1, case.runs + 1):
-                playbooks[number % 2].append({"name": task_name(case.name, run), "kubesolo.fleet.update_stage": args,
-                                              "ignore_errors": True})
-            cases[case.name] = SimpleNamespace(repo=repo, new=new, node=node, dest=node / "staged",
-                                               before=snapshot(node))
+                playbooks[number % 2].append(
+                    {"name": task_name(case.name, run), "kubesolo.fleet.update_stage": args, "ignore_errors": True}
+                )
+            cases[case.name] = SimpleNamespace(
+                repo=repo, new=new, node=node, dest=node / "staged", before=snapshot(node)
+            )
         with ThreadPoolExecutor(2) as pool:
-            runs = list(pool.map(lambda number: run_playbook_in(playbooks[number], tmp_path=tmp / f"playbook{number}",
-                                                                env=hermetic_env(tmp)), (0, 1)))
+            runs = list(
+                pool.map(
+                    lambda number: run_playbook_in(
+                        playbooks[number], tmp_path=tmp / f"playbook{number}", env=hermetic_env(tmp)
+                    ),
+                    (0, 1),
+                )
+            )
         host = proxy.host
     run = SimpleNamespace(
         results=[*runs[0].results, *runs[1].results],
@@ -186,8 +241,11 @@ def blob_requests(res, case: str, digest: str) -> list:
 
 def fetched_blob_bytes(res, case: str) -> int:
     """Blob bytes (200 and 206 bodies) the proxy sent to the case's runs."""
-    return sum(e.body_bytes for e in res.proxy.requests(f"^/v2/{re.escape(res.cases[case].repo)}/blobs/")
-               if e.status in (200, 206))
+    return sum(
+        e.body_bytes
+        for e in res.proxy.requests(f"^/v2/{re.escape(res.cases[case].repo)}/blobs/")
+        if e.status in (200, 206)
+    )
 
 
 def total(manifest: artifacts.PushedManifest) -> int:
@@ -202,12 +260,13 @@ def test_reset_mid_blob_is_resumed_with_a_range_request(res):
     new = res.cases["reset"].new
 
     assert [(e.range, e.status, e.body_bytes) for e in blob_requests(res, "reset", kernel(new))] == [
-        (None, 200, K), (f"bytes={K}-", 206, KERNEL_SIZE - K),
+        (None, 200, K),
+        (f"bytes={K}-", 206, KERNEL_SIZE - K),
     ]
     assert [(e.range, e.status) for e in blob_requests(res, "reset", initramfs(new))] == [(None, 200)]
     assert result["transfer"]["retries"] == 1
     assert result["transfer"]["resumed_bytes"] == K
-    assert "broke off after %d of %d bytes" % (K, KERNEL_SIZE) in result["transfer"]["last_error"]
+    assert f"broke off after {K} of {KERNEL_SIZE} bytes" in result["transfer"]["last_error"]
 
 
 def test_503_twice_then_ok_is_retried_twice(res):
@@ -236,7 +295,8 @@ def test_truncated_body_is_resumed(res):
     new = res.cases["truncated"].new
 
     assert [(e.range, e.status, e.body_bytes) for e in blob_requests(res, "truncated", initramfs(new))] == [
-        (None, 200, TRUNCATE_AT), (f"bytes={TRUNCATE_AT}-", 206, INITRAMFS_SIZE - TRUNCATE_AT),
+        (None, 200, TRUNCATE_AT),
+        (f"bytes={TRUNCATE_AT}-", 206, INITRAMFS_SIZE - TRUNCATE_AT),
     ]
     assert result["transfer"]["retries"] == 1
     assert result["transfer"]["resumed_bytes"] == TRUNCATE_AT
@@ -261,7 +321,8 @@ def test_server_ignoring_range_after_a_reset_restarts_the_blob(res):
     new = res.cases["range-ignored"].new
 
     assert [(e.range, e.action, e.status, e.body_bytes) for e in blob_requests(res, "range-ignored", kernel(new))] == [
-        (None, "reset", 200, K), (f"bytes={K}-", "ignore-range", 200, KERNEL_SIZE),
+        (None, "reset", 200, K),
+        (f"bytes={K}-", "ignore-range", 200, KERNEL_SIZE),
     ]
 
 
@@ -269,16 +330,23 @@ def test_server_ignoring_range_counts_nothing_as_resumed(res):
     # resumed_bytes: "Bytes of blobs that did not have to be fetched again"; the server sent the
     # whole blob again, so none were.
     result = succeeded(res, "range-ignored")
-    new = res.cases["range-ignored"].new
+    res.cases["range-ignored"].new
 
     assert result["transfer"]["retries"] == 1
     assert result["transfer"]["resumed_bytes"] == 0
 
 
-@pytest.mark.parametrize("case, extra", [
-    ("reset", 0), ("unavailable-twice", 0), ("too-many-requests", 0), ("truncated", 0), ("stall-once", 0),
-    ("range-ignored", K),
-])
+@pytest.mark.parametrize(
+    "case, extra",
+    [
+        ("reset", 0),
+        ("unavailable-twice", 0),
+        ("too-many-requests", 0),
+        ("truncated", 0),
+        ("stall-once", 0),
+        ("range-ignored", K),
+    ],
+)
 def test_bytes_downloaded_counts_the_blob_bytes_fetched_by_the_run(res, case, extra):
     # bytes_downloaded: "Blob bytes fetched from the registry by this run".  The bytes before a
     # broken connection were fetched by the run too (and, when the server ignored Range, fetched
@@ -310,7 +378,9 @@ def test_manifest_503_every_time_fails_and_reports_the_retries(res):
     result = failed(res, "manifest-unavailable-always", "registry_error")
 
     assert "HTTP 503" in result["msg"]
-    assert [e.status for e in res.proxy.requests(manifest_path(res.cases["manifest-unavailable-always"].repo))] == [503] * 3
+    assert [e.status for e in res.proxy.requests(manifest_path(res.cases["manifest-unavailable-always"].repo))] == [
+        503
+    ] * 3
     assert "transfer" in result, f"the failure result has no transfer: {sorted(result)}"
     assert result["transfer"]["retries"] == 2
 
@@ -392,8 +462,14 @@ def test_slow_drip_every_time_fails_as_stalled(res):
 
 def test_failed_runs_keep_only_verified_bytes_in_the_store(res):
     # What a failure leaves behind for the next run is a prefix of the right bytes, nothing else.
-    for case in ("unavailable-always", "manifest-unavailable-always", "blob-not-found", "flipped", "stall-always",
-                 "drip-always"):
+    for case in (
+        "unavailable-always",
+        "manifest-unavailable-always",
+        "blob-not-found",
+        "flipped",
+        "stall-always",
+        "drip-always",
+    ):
         this = res.cases[case]
         store = store_of(this.dest)
         for relative, size in part_files(store).items():
@@ -406,5 +482,17 @@ def test_every_staged_file_hashes_to_its_manifest_digest(res):
     # Zero corrupt bytes accepted: every case ends at A or B, each complete and verified.
     for name, case in res.cases.items():
         label = held_release(case.dest, {"A": res.previous, "B": case.new})
-        assert label == ("B" if name in ("reset", "unavailable-twice", "too-many-requests", "truncated",
-                                         "flipped-then-clean", "stall-once", "range-ignored") else "A"), name
+        assert label == (
+            "B"
+            if name
+            in (
+                "reset",
+                "unavailable-twice",
+                "too-many-requests",
+                "truncated",
+                "flipped-then-clean",
+                "stall-once",
+                "range-ignored",
+            )
+            else "A"
+        ), name

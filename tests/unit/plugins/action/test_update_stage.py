@@ -33,11 +33,11 @@ from ansible_collections.kubesolo.fleet.tests.unit.plugins.module_utils.fakes im
     sha256_digest,
 )
 
-KERNEL_1 = b'kernel v0.3.0\n' * 300
-INITRAMFS_1 = b'initramfs v0.3.0\n' * 500
-KERNEL_2 = b'kernel v0.4.0\n' * 310
-INITRAMFS_2 = b'initramfs v0.4.0\n' * 520
-REPOSITORY = 'ghcr.io/portainer/kubesolo-os'
+KERNEL_1 = b"kernel v0.3.0\n" * 300
+INITRAMFS_1 = b"initramfs v0.3.0\n" * 500
+KERNEL_2 = b"kernel v0.4.0\n" * 310
+INITRAMFS_2 = b"initramfs v0.4.0\n" * 520
+REPOSITORY = "ghcr.io/portainer/kubesolo-os"
 
 
 class Harness:
@@ -45,20 +45,26 @@ class Harness:
 
     def __init__(self, args, check_mode=False, diff=False):
         self.task = MagicMock()
-        self.task.action = 'kubesolo.fleet.update_stage'
+        self.task.action = "kubesolo.fleet.update_stage"
         self.task.args = args
         self.task.async_val = 0
         self.task.check_mode = check_mode
         self.task.diff = diff
         self.connection = MagicMock()
-        self.connection._shell.tmpdir = '/remote/tmp'  # already made: no remote tmp round trip
+        self.connection._shell.tmpdir = "/remote/tmp"  # already made: no remote tmp round trip
         self.puts = []
         self.connection.put_file.side_effect = self._put
         self.commands = []
-        self.action = update_stage.ActionModule(self.task, self.connection, PlayContext(), loader=MagicMock(),
-                                                templar=MagicMock(), shared_loader_obj=MagicMock())
+        self.action = update_stage.ActionModule(
+            self.task,
+            self.connection,
+            PlayContext(),
+            loader=MagicMock(),
+            templar=MagicMock(),
+            shared_loader_obj=MagicMock(),
+        )
         self.action._low_level_execute_command = self._execute
-        self.action._execute_module = MagicMock(return_value={'changed': True, 'from_module': 'yes'})
+        self.action._execute_module = MagicMock(return_value={"changed": True, "from_module": "yes"})
 
     def _put(self, local_path, remote_path):
         self.puts.append(remote_path)
@@ -66,19 +72,20 @@ class Harness:
 
     def _execute(self, cmd, sudoable=True, in_data=None, executable=None, **_kwargs):
         self.commands.append((cmd, executable))
-        done = subprocess.run([executable or '/bin/sh', '-c', cmd], capture_output=True, text=True, check=False)
-        return {'rc': done.returncode, 'stdout': done.stdout, 'stderr': done.stderr}
+        done = subprocess.run([executable or "/bin/sh", "-c", cmd], capture_output=True, text=True, check=False)
+        return {"rc": done.returncode, "stdout": done.stdout, "stderr": done.stderr}
 
     def run(self, task_vars=None):
-        return self.action.run(task_vars=task_vars if task_vars is not None else {'inventory_hostname': 'node1'})
+        return self.action.run(task_vars=task_vars if task_vars is not None else {"inventory_hostname": "node1"})
 
 
 def patch_registry(monkeypatch, serve):
     """Stand in for the registry: ``serve(params, architecture)`` returns (client, release) or raises."""
-    client = getattr(serve, 'client', None) or FakeBlobClient([])
-    monkeypatch.setattr(_options, 'mirrored_client_from_params', lambda _params: client)
-    monkeypatch.setattr(_options, 'resolve_from_params',
-                        lambda _client, params, architecture: serve(params, architecture)[1])
+    client = getattr(serve, "client", None) or FakeBlobClient([])
+    monkeypatch.setattr(_options, "mirrored_client_from_params", lambda _params: client)
+    monkeypatch.setattr(
+        _options, "resolve_from_params", lambda _client, params, architecture: serve(params, architecture)[1]
+    )
 
 
 class Registry:
@@ -90,34 +97,50 @@ class Registry:
         self.asked = []
 
     def __call__(self, params, default_architecture):
-        self.asked.append((params['repository'], params['architecture'] or default_architecture))
+        self.asked.append((params["repository"], params["architecture"] or default_architecture))
         return self.client, self.release
 
 
 @pytest.fixture
 def controller_args(tmp_path):
-    os.makedirs(str(tmp_path / 'node'))
-    return {'repository': REPOSITORY, 'tag': 'v0.3.0', 'dest': str(tmp_path / 'node' / 'staged'),
-            'delivery': 'controller', 'controller_cache': str(tmp_path / 'cache')}
+    os.makedirs(str(tmp_path / "node"))
+    return {
+        "repository": REPOSITORY,
+        "tag": "v0.3.0",
+        "dest": str(tmp_path / "node" / "staged"),
+        "delivery": "controller",
+        "controller_cache": str(tmp_path / "cache"),
+    }
 
 
 # -- Host delivery -----------------------------------------------------------
 
 
-@pytest.mark.parametrize('args', [
-    {'repository': REPOSITORY, 'dest': '/var/lib/kubesolo/staged'},
-    {'repository': REPOSITORY, 'dest': '/var/lib/kubesolo/staged', 'delivery': 'host', 'tag': 'v0.3.0',
-     'verify_existing': True, 'controller_cache_keep': 0},
-], ids=['default', 'explicit'])
+@pytest.mark.parametrize(
+    "args",
+    [
+        {"repository": REPOSITORY, "dest": "/var/lib/kubesolo/staged"},
+        {
+            "repository": REPOSITORY,
+            "dest": "/var/lib/kubesolo/staged",
+            "delivery": "host",
+            "tag": "v0.3.0",
+            "verify_existing": True,
+            "controller_cache_keep": 0,
+        },
+    ],
+    ids=["default", "explicit"],
+)
 def test_host_delivery_runs_the_module_with_the_task_args(args, monkeypatch):
-    patch_registry(monkeypatch, lambda *_a: pytest.fail('host delivery must not resolve on the controller'))
+    patch_registry(monkeypatch, lambda *_a: pytest.fail("host delivery must not resolve on the controller"))
     harness = Harness(dict(args))
-    task_vars = {'inventory_hostname': 'node1'}
+    task_vars = {"inventory_hostname": "node1"}
     result = harness.run(task_vars)
     harness.action._execute_module.assert_called_once_with(
-        module_name='kubesolo.fleet.update_stage', module_args=args, task_vars=task_vars)
-    assert harness.action._execute_module.call_args.kwargs['module_args'] is harness.task.args
-    assert result == {'changed': True, 'from_module': 'yes'}
+        module_name="kubesolo.fleet.update_stage", module_args=args, task_vars=task_vars
+    )
+    assert harness.action._execute_module.call_args.kwargs["module_args"] is harness.task.args
+    assert result == {"changed": True, "from_module": "yes"}
     assert harness.commands == []
     assert harness.puts == []
 
@@ -127,149 +150,158 @@ def test_host_delivery_runs_the_module_with_the_task_args(args, monkeypatch):
 
 def test_a_fleet_error_fails_the_task_with_its_code(controller_args, monkeypatch):
     def not_found(_params, _architecture):
-        raise NotFoundError('manifest v0.3.0 was not found in %s' % REPOSITORY)
+        raise NotFoundError(f"manifest v0.3.0 was not found in {REPOSITORY}")
 
     patch_registry(monkeypatch, not_found)
-    harness = Harness(dict(controller_args, architecture='amd64'))
+    harness = Harness(dict(controller_args, architecture="amd64"))
     result = harness.run()
-    assert result['failed'] is True
-    assert result['error_code'] == 'not_found'
-    assert result['msg'] == 'manifest v0.3.0 was not found in %s' % REPOSITORY
+    assert result["failed"] is True
+    assert result["error_code"] == "not_found"
+    assert result["msg"] == f"manifest v0.3.0 was not found in {REPOSITORY}"
     harness.action._execute_module.assert_not_called()
     assert harness.puts == []
-    assert not os.path.lexists(controller_args['dest'])
+    assert not os.path.lexists(controller_args["dest"])
 
 
 def test_a_fleet_error_carries_its_details(controller_args, monkeypatch):
     def not_shipped(_params, architecture):
-        raise ArchitectureNotShippedError(architecture, ['arm64'])
+        raise ArchitectureNotShippedError(architecture, ["arm64"])
 
     patch_registry(monkeypatch, not_shipped)
-    result = Harness(dict(controller_args, architecture='amd64')).run()
-    assert result['failed'] is True
-    assert result['error_code'] == 'architecture_not_shipped'
-    assert result['architecture'] == 'amd64'
-    assert result['available_architectures'] == ['arm64']
+    result = Harness(dict(controller_args, architecture="amd64")).run()
+    assert result["failed"] is True
+    assert result["error_code"] == "architecture_not_shipped"
+    assert result["architecture"] == "amd64"
+    assert result["available_architectures"] == ["arm64"]
 
 
 def test_a_foreign_dest_fails_the_task_before_anything_is_copied(controller_args, monkeypatch, tmp_path):
-    registry = Registry(KERNEL_1, INITRAMFS_1, 'v0.3.0')
+    registry = Registry(KERNEL_1, INITRAMFS_1, "v0.3.0")
     patch_registry(monkeypatch, registry)
-    with open(controller_args['dest'], 'wb') as handle:
-        handle.write(b'the user kernel')
-    result = Harness(dict(controller_args, architecture='amd64')).run()
-    assert result['failed'] is True
-    assert result['error_code'] == 'stage_failed'
-    assert 'refusing to replace it' in result['msg']
+    with open(controller_args["dest"], "wb") as handle:
+        handle.write(b"the user kernel")
+    result = Harness(dict(controller_args, architecture="amd64")).run()
+    assert result["failed"] is True
+    assert result["error_code"] == "stage_failed"
+    assert "refusing to replace it" in result["msg"]
     assert registry.client.downloaded == []
-    assert not os.path.exists(str(tmp_path / 'cache'))
+    assert not os.path.exists(str(tmp_path / "cache"))
 
 
 def test_controller_delivery_stages_then_is_idempotent(controller_args, monkeypatch, tmp_path):
-    registry = Registry(KERNEL_1, INITRAMFS_1, 'v0.3.0')
+    registry = Registry(KERNEL_1, INITRAMFS_1, "v0.3.0")
     patch_registry(monkeypatch, registry)
     harness = Harness(dict(controller_args))
     result = harness.run()
-    assert 'failed' not in result, result
+    assert "failed" not in result, result
     total = len(KERNEL_1) + len(INITRAMFS_1)
-    dest = controller_args['dest']
-    assert result['changed'] is True
-    assert result['delivery'] == 'controller'
-    assert result['bytes_downloaded'] == total
-    assert result['bytes_transferred'] == total
-    assert result['manifest_digest'] == registry.release.manifest_digest
-    assert result['staged'] == {'vmlinuz_path': os.path.join(dest, 'vmlinuz'),
-                                'initramfs_path': os.path.join(dest, 'kubesolo-os.gz'), 'version': 'v0.3.0'}
-    assert result['transfer'] == {'retries': 0, 'last_error': '', 'resumed_bytes': 0, 'fetched_bytes': total}
-    with open(os.path.join(dest, 'vmlinuz'), 'rb') as handle:
+    dest = controller_args["dest"]
+    assert result["changed"] is True
+    assert result["delivery"] == "controller"
+    assert result["bytes_downloaded"] == total
+    assert result["bytes_transferred"] == total
+    assert result["manifest_digest"] == registry.release.manifest_digest
+    assert result["staged"] == {
+        "vmlinuz_path": os.path.join(dest, "vmlinuz"),
+        "initramfs_path": os.path.join(dest, "kubesolo-os.gz"),
+        "version": "v0.3.0",
+    }
+    assert result["transfer"] == {"retries": 0, "last_error": "", "resumed_bytes": 0, "fetched_bytes": total}
+    with open(os.path.join(dest, "vmlinuz"), "rb") as handle:
         assert handle.read() == KERNEL_1
     # No architecture given: the node's uname -m chose it; every command ran with /bin/sh.
     assert registry.asked == [(REPOSITORY, os.uname().machine)]
-    assert harness.commands[0] == ('uname -m', '/bin/sh')
-    assert set(executable for _cmd, executable in harness.commands) == {'/bin/sh'}
+    assert harness.commands[0] == ("uname -m", "/bin/sh")
+    assert set(executable for _cmd, executable in harness.commands) == {"/bin/sh"}
     assert sorted(registry.client.downloaded) == sorted([sha256_digest(KERNEL_1), sha256_digest(INITRAMFS_1)])
-    cached = os.path.join(str(tmp_path / 'cache'), 'blobs', 'sha256', hashlib.sha256(KERNEL_1).hexdigest())
-    with open(cached, 'rb') as handle:
+    cached = os.path.join(str(tmp_path / "cache"), "blobs", "sha256", hashlib.sha256(KERNEL_1).hexdigest())
+    with open(cached, "rb") as handle:
         assert handle.read() == KERNEL_1
 
     again = Harness(dict(controller_args))
     result = again.run()
-    assert result['changed'] is False
-    assert result['bytes_downloaded'] == 0
-    assert result['bytes_transferred'] == 0
+    assert result["changed"] is False
+    assert result["bytes_downloaded"] == 0
+    assert result["bytes_transferred"] == 0
     assert again.puts == []
     assert sorted(registry.client.downloaded) == sorted([sha256_digest(KERNEL_1), sha256_digest(INITRAMFS_1)])
 
 
 def test_a_second_node_uses_the_cache(controller_args, monkeypatch, tmp_path):
-    registry = Registry(KERNEL_1, INITRAMFS_1, 'v0.3.0')
+    registry = Registry(KERNEL_1, INITRAMFS_1, "v0.3.0")
     patch_registry(monkeypatch, registry)
-    Harness(dict(controller_args, architecture='amd64')).run()
-    os.makedirs(str(tmp_path / 'node2'))
-    other = dict(controller_args, architecture='amd64', dest=str(tmp_path / 'node2' / 'staged'))
+    Harness(dict(controller_args, architecture="amd64")).run()
+    os.makedirs(str(tmp_path / "node2"))
+    other = dict(controller_args, architecture="amd64", dest=str(tmp_path / "node2" / "staged"))
     harness = Harness(other)
     result = harness.run()
-    assert result['changed'] is True
-    assert result['bytes_downloaded'] == 0
-    assert result['bytes_transferred'] == len(KERNEL_1) + len(INITRAMFS_1)
+    assert result["changed"] is True
+    assert result["bytes_downloaded"] == 0
+    assert result["bytes_transferred"] == len(KERNEL_1) + len(INITRAMFS_1)
     assert len(registry.client.downloaded) == 2
-    assert [os.path.basename(path) for path in harness.puts] == ['vmlinuz', 'kubesolo-os.gz', 'release.json']
+    assert [os.path.basename(path) for path in harness.puts] == ["vmlinuz", "kubesolo-os.gz", "release.json"]
 
 
 def test_check_mode_reports_a_change_and_writes_nothing(controller_args, monkeypatch, tmp_path):
-    registry = Registry(KERNEL_1, INITRAMFS_1, 'v0.3.0')
+    registry = Registry(KERNEL_1, INITRAMFS_1, "v0.3.0")
     patch_registry(monkeypatch, registry)
-    harness = Harness(dict(controller_args, architecture='amd64'), check_mode=True, diff=True)
+    harness = Harness(dict(controller_args, architecture="amd64"), check_mode=True, diff=True)
     result = harness.run()
-    assert result['changed'] is True
-    assert result['bytes_downloaded'] == 0
-    assert result['bytes_transferred'] == 0
-    assert result['diff'] == {'before': {}, 'after': {'version': 'v0.3.0',
-                                                      'manifest_digest': registry.release.manifest_digest}}
+    assert result["changed"] is True
+    assert result["bytes_downloaded"] == 0
+    assert result["bytes_transferred"] == 0
+    assert result["diff"] == {
+        "before": {},
+        "after": {"version": "v0.3.0", "manifest_digest": registry.release.manifest_digest},
+    }
     assert registry.client.downloaded == []
     assert harness.puts == []
-    assert not os.path.lexists(controller_args['dest'])
-    assert not os.path.exists(str(tmp_path / 'cache'))
+    assert not os.path.lexists(controller_args["dest"])
+    assert not os.path.exists(str(tmp_path / "cache"))
 
 
 def test_the_cache_is_pruned_to_controller_cache_keep(controller_args, monkeypatch, tmp_path):
-    first = Registry(KERNEL_1, INITRAMFS_1, 'v0.3.0')
+    first = Registry(KERNEL_1, INITRAMFS_1, "v0.3.0")
     patch_registry(monkeypatch, first)
-    Harness(dict(controller_args, architecture='amd64', controller_cache_keep=1)).run()
-    second = Registry(KERNEL_2, INITRAMFS_2, 'v0.4.0')
+    Harness(dict(controller_args, architecture="amd64", controller_cache_keep=1)).run()
+    second = Registry(KERNEL_2, INITRAMFS_2, "v0.4.0")
     patch_registry(monkeypatch, second)
-    result = Harness(dict(controller_args, architecture='amd64', controller_cache_keep=1)).run()
-    assert result['changed'] is True
-    blobs = os.path.join(str(tmp_path / 'cache'), 'blobs', 'sha256')
-    assert sorted(name for name in os.listdir(blobs) if not name.endswith('.sha256')) == sorted(
-        hashlib.sha256(data).hexdigest() for data in (KERNEL_2, INITRAMFS_2))
-    with open(os.path.join(controller_args['dest'], 'kubesolo-os.gz'), 'rb') as handle:
+    result = Harness(dict(controller_args, architecture="amd64", controller_cache_keep=1)).run()
+    assert result["changed"] is True
+    blobs = os.path.join(str(tmp_path / "cache"), "blobs", "sha256")
+    assert sorted(name for name in os.listdir(blobs) if not name.endswith(".sha256")) == sorted(
+        hashlib.sha256(data).hexdigest() for data in (KERNEL_2, INITRAMFS_2)
+    )
+    with open(os.path.join(controller_args["dest"], "kubesolo-os.gz"), "rb") as handle:
         assert handle.read() == INITRAMFS_2
 
 
 def test_a_failed_download_reports_the_transfer_too(controller_args, monkeypatch):
     # The module documents ``transfer`` as returned always, also on failure.
-    broken = RegistryConnectionError('download of blob broke off after 10 of 7000 bytes')
-    registry = Registry(KERNEL_1, INITRAMFS_1, 'v0.3.0')
+    broken = RegistryConnectionError("download of blob broke off after 10 of 7000 bytes")
+    registry = Registry(KERNEL_1, INITRAMFS_1, "v0.3.0")
     registry.client.failures[sha256_digest(INITRAMFS_1)] = broken
     patch_registry(monkeypatch, registry)
-    result = Harness(dict(controller_args, architecture='amd64')).run()
-    assert result['failed'] is True
-    assert result['error_code'] == 'registry_unreachable'
-    assert result['msg'] == str(broken)
-    assert not os.path.lexists(controller_args['dest'])
-    assert result['transfer'] == registry.client.transfer_summary()
+    result = Harness(dict(controller_args, architecture="amd64")).run()
+    assert result["failed"] is True
+    assert result["error_code"] == "registry_unreachable"
+    assert result["msg"] == str(broken)
+    assert not os.path.lexists(controller_args["dest"])
+    assert result["transfer"] == registry.client.transfer_summary()
 
 
 def test_host_delivery_loads_nothing_of_controller_delivery_on_the_controller():
     # The action plugin is loaded for every host of a fleet; with host delivery it only hands
     # over to the module, so requests and the registry client must not be imported for it.
-    root = os.path.dirname(update_stage.__file__).rsplit(os.sep + 'ansible_collections' + os.sep, 1)[0]
-    code = ('import sys\n'
-            'from ansible_collections.kubesolo.fleet.plugins.action import update_stage\n'
-            'print(sorted(m for m in sys.modules if m.split(".")[0] in ("requests", "urllib3")\n'
-            '             or m.startswith(("ansible_collections.kubesolo.fleet.plugins.module_utils",\n'
-            '                              "ansible_collections.kubesolo.fleet.plugins.plugin_utils"))))\n')
-    done = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True,
-                          env=dict(os.environ, PYTHONPATH=root))
-    assert done.stdout.strip() == '[]', done.stdout
+    root = os.path.dirname(update_stage.__file__).rsplit(os.sep + "ansible_collections" + os.sep, 1)[0]
+    code = (
+        "import sys\n"
+        "from ansible_collections.kubesolo.fleet.plugins.action import update_stage\n"
+        'print(sorted(m for m in sys.modules if m.split(".")[0] in ("requests", "urllib3")\n'
+        '             or m.startswith(("ansible_collections.kubesolo.fleet.plugins.module_utils",\n'
+        '                              "ansible_collections.kubesolo.fleet.plugins.plugin_utils"))))\n'
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=dict(os.environ, PYTHONPATH=root)
+    )
+    assert done.stdout.strip() == "[]", done.stdout

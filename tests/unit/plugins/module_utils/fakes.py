@@ -26,7 +26,7 @@ INITRAMFS = _release.MEDIA_INITRAMFS
 
 
 def sha256_digest(data):
-    return 'sha256:' + hashlib.sha256(data).hexdigest()
+    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 # -- HTTP ---------------------------------------------------------------
@@ -40,7 +40,7 @@ class FakeRaw:
     ``read1`` (what blob downloads use) and ``read`` behave alike.
     """
 
-    def __init__(self, body=b'', max_read=None, error=None, fail_after=0):
+    def __init__(self, body=b"", max_read=None, error=None, fail_after=0):
         self.body = body
         self.max_read = max_read
         self.error = error
@@ -61,7 +61,7 @@ class FakeRaw:
         amount = min(amount, self.max_read or amount)
         if self.error is not None:
             amount = min(amount, self.fail_after - self.served)
-        chunk = self.body[self.served:self.served + amount]
+        chunk = self.body[self.served : self.served + amount]
         self.served += len(chunk)
         return chunk
 
@@ -69,7 +69,7 @@ class FakeRaw:
 class FakeResponse:
     """A streamed ``requests.Response``: status, headers, ``iter_content``, ``raw``."""
 
-    def __init__(self, status_code=200, body=b'', headers=None, raw=None, chunks=None):
+    def __init__(self, status_code=200, body=b"", headers=None, raw=None, chunks=None):
         self.status_code = status_code
         self.headers = CaseInsensitiveDict(headers or {})
         self.raw = raw if raw is not None else FakeRaw(body)
@@ -81,7 +81,7 @@ class FakeResponse:
     def iter_content(self, chunk_size):
         chunks = self._chunks
         if chunks is None:
-            chunks = [self._body[i:i + chunk_size] for i in range(0, len(self._body), chunk_size)]
+            chunks = [self._body[i : i + chunk_size] for i in range(0, len(self._body), chunk_size)]
         for chunk in chunks:
             self.chunks_served += 1
             yield chunk
@@ -98,7 +98,7 @@ class FakeResponse:
 
 
 def json_response(document, status_code=200, headers=None):
-    return FakeResponse(status_code, json.dumps(document).encode('utf-8'), headers)
+    return FakeResponse(status_code, json.dumps(document).encode("utf-8"), headers)
 
 
 class Sent:
@@ -109,8 +109,8 @@ class Sent:
         self.url = url
         self.headers = headers
         self.kwargs = kwargs
-        data = kwargs.get('data')
-        self.body = data.read() if hasattr(data, 'read') else data
+        data = kwargs.get("data")
+        self.body = data.read() if hasattr(data, "read") else data
 
 
 class FakeSession:
@@ -135,20 +135,20 @@ class FakeSession:
 
     def request(self, method, url, headers=None, **kwargs):
         self.sent.append(Sent(method, url, dict(headers or {}), kwargs))
-        return self._answer(self.responses, '%s %s' % (method, url))
+        return self._answer(self.responses, f"{method} {url}")
 
     def get(self, url, headers=None, **kwargs):
-        self.token_gets.append(Sent('GET', url, dict(headers or {}), kwargs))
-        return self._answer(self.token_responses, 'token GET %s' % url)
+        self.token_gets.append(Sent("GET", url, dict(headers or {}), kwargs))
+        return self._answer(self.token_responses, f"token GET {url}")
 
     def post(self, url, headers=None, **kwargs):
-        self.token_posts.append(Sent('POST', url, dict(headers or {}), kwargs))
-        return self._answer(self.token_responses, 'token POST %s' % url)
+        self.token_posts.append(Sent("POST", url, dict(headers or {}), kwargs))
+        return self._answer(self.token_responses, f"token POST {url}")
 
     @staticmethod
     def _answer(queue, what):
         if not queue:
-            raise AssertionError('unexpected request: %s' % what)
+            raise AssertionError(f"unexpected request: {what}")
         answer = queue.pop(0)
         if isinstance(answer, BaseException):
             raise answer
@@ -171,13 +171,13 @@ class FakeAdapter(requests.adapters.BaseAdapter):
 
     def send(self, request, **kwargs):  # pylint: disable=arguments-differ
         self.sent.append(request)
-        queue = self.answers.get(request.url.split('?', 1)[0])
+        queue = self.answers.get(request.url.split("?", 1)[0])
         if not queue:
-            raise AssertionError('unexpected request: %s %s' % (request.method, request.url))
+            raise AssertionError(f"unexpected request: {request.method} {request.url}")
         status, headers, body = queue.pop(0)
         response = requests.Response()
         response.status_code = status
-        response.reason = 'fake'
+        response.reason = "fake"
         response.headers = CaseInsensitiveDict(headers or {})
         response.raw = io.BytesIO(body)
         response.url = request.url
@@ -192,48 +192,63 @@ class FakeAdapter(requests.adapters.BaseAdapter):
 
 
 def descriptor(media_type, data, **extra):
-    entry = {'mediaType': media_type, 'digest': sha256_digest(data), 'size': len(data)}
+    entry = {"mediaType": media_type, "digest": sha256_digest(data), "size": len(data)}
     entry.update(extra)
     return entry
 
 
-def release_annotations(version='v0.3.0', channel='stable', min_compatible_version='v0.2.0',
-                        architecture='amd64', release_notes='Fixes.', release_date='2025-01-31T12:00:00Z'):
-    values = {'version': version, 'channel': channel,
-              'min_compatible_version': min_compatible_version, 'architecture': architecture,
-              'release_notes': release_notes, 'release_date': release_date}
-    return dict(('io.kubesolo.os.' + key, value) for key, value in values.items() if value is not None)
+def release_annotations(
+    version="v0.3.0",
+    channel="stable",
+    min_compatible_version="v0.2.0",
+    architecture="amd64",
+    release_notes="Fixes.",
+    release_date="2025-01-31T12:00:00Z",
+):
+    values = {
+        "version": version,
+        "channel": channel,
+        "min_compatible_version": min_compatible_version,
+        "architecture": architecture,
+        "release_notes": release_notes,
+        "release_date": release_date,
+    }
+    return dict(("io.kubesolo.os." + key, value) for key, value in values.items() if value is not None)
 
 
 def image_manifest(layers, annotations=None, media_type=_manifests.MEDIA_OCI_MANIFEST):
     document = {
-        'schemaVersion': 2,
-        'mediaType': media_type,
-        'config': descriptor('application/vnd.oci.empty.v1+json', b'{}'),
-        'layers': layers,
+        "schemaVersion": 2,
+        "mediaType": media_type,
+        "config": descriptor("application/vnd.oci.empty.v1+json", b"{}"),
+        "layers": layers,
     }
     if annotations is not None:
-        document['annotations'] = annotations
+        document["annotations"] = annotations
     return document
 
 
 def image_index(entries, media_type=_manifests.MEDIA_OCI_INDEX):
-    return {'schemaVersion': 2, 'mediaType': media_type, 'manifests': entries}
+    return {"schemaVersion": 2, "mediaType": media_type, "manifests": entries}
 
 
 def fetched(document, media_type=None):
     """A ``ManifestDocument`` as the registry client returns it, digest computed from the bytes."""
-    data = json.dumps(document, sort_keys=True).encode('utf-8')
-    return _manifests.ManifestDocument(data, media_type or document['mediaType'], sha256_digest(data), document)
+    data = json.dumps(document, sort_keys=True).encode("utf-8")
+    return _manifests.ManifestDocument(data, media_type or document["mediaType"], sha256_digest(data), document)
 
 
-def index_entry(manifest, architecture, variant=None, os_name='linux'):
+def index_entry(manifest, architecture, variant=None, os_name="linux"):
     """The index descriptor of a ``ManifestDocument`` for one platform."""
-    platform = {'os': os_name, 'architecture': architecture}
+    platform = {"os": os_name, "architecture": architecture}
     if variant:
-        platform['variant'] = variant
-    return {'mediaType': manifest.media_type, 'digest': manifest.digest,
-            'size': len(manifest.data), 'platform': platform}
+        platform["variant"] = variant
+    return {
+        "mediaType": manifest.media_type,
+        "digest": manifest.digest,
+        "size": len(manifest.data),
+        "platform": platform,
+    }
 
 
 def release_layers(kernel, initramfs):
@@ -253,14 +268,17 @@ class FakeManifestClient:
     def get_manifest(self, reference, accept=_manifests.INDEX_MEDIA_TYPES + _manifests.MANIFEST_MEDIA_TYPES):
         self.calls.append((reference, tuple(accept)))
         if reference not in self.manifests:
-            raise AssertionError('unexpected manifest request for %s' % reference)
+            raise AssertionError(f"unexpected manifest request for {reference}")
         return self.manifests[reference]
 
 
-def make_release(kernel, initramfs, version='v0.3.0', architecture='amd64'):
+def make_release(kernel, initramfs, version="v0.3.0", architecture="amd64"):
     """A resolved single-manifest release carrying ``kernel`` and ``initramfs``."""
-    manifest = fetched(image_manifest(release_layers(kernel, initramfs),
-                                      release_annotations(version=version, architecture=architecture)))
+    manifest = fetched(
+        image_manifest(
+            release_layers(kernel, initramfs), release_annotations(version=version, architecture=architecture)
+        )
+    )
     return _release.resolve(FakeManifestClient({version: manifest}), architecture, tag=version)
 
 
@@ -277,7 +295,7 @@ class FakeBlobClient:
     ``fetched_bytes`` the bytes written, as ``transfer_summary()`` reports them.
     """
 
-    def __init__(self, blobs, failures=None, repository='ghcr.io/portainer/kubesolo-os'):
+    def __init__(self, blobs, failures=None, repository="ghcr.io/portainer/kubesolo-os"):
         self.repository = _reference.parse_repository(repository)
         self.blobs = dict((sha256_digest(data), data) for data in blobs)
         self.failures = dict(failures or {})
@@ -291,7 +309,7 @@ class FakeBlobClient:
     def download_blob(self, digest, size, fileobj):
         self.downloaded.append(digest)
         data = self.blobs[digest]
-        assert len(data) == size, 'the stager passed the wrong size for %s' % digest
+        assert len(data) == size, f"the stager passed the wrong size for {digest}"
         fileobj.seek(0, 2)
         have = fileobj.tell()
         self.offsets.append((digest, have))
@@ -301,19 +319,23 @@ class FakeBlobClient:
             have = 0
         self.resumed_bytes += have
         if digest in self.failures:
-            self.fetched_bytes += len(data[have:max(have, size // 2)])
-            fileobj.write(data[have:max(have, size // 2)])
+            self.fetched_bytes += len(data[have : max(have, size // 2)])
+            fileobj.write(data[have : max(have, size // 2)])
             raise self.failures[digest]
         self.fetched_bytes += len(data[have:])
         fileobj.write(data[have:])
         fileobj.seek(0)
         if fileobj.read() != data:
-            raise _errors.DigestMismatchError('blob %s has wrong content' % digest)
+            raise _errors.DigestMismatchError(f"blob {digest} has wrong content")
         return hashlib.sha256(data).hexdigest()
 
     def transfer_summary(self):
-        return {'retries': 0, 'last_error': '', 'resumed_bytes': self.resumed_bytes,
-                'fetched_bytes': self.fetched_bytes}
+        return {
+            "retries": 0,
+            "last_error": "",
+            "resumed_bytes": self.resumed_bytes,
+            "fetched_bytes": self.fetched_bytes,
+        }
 
 
 class RendezvousBlobClient(FakeBlobClient):
@@ -345,37 +367,37 @@ class FakePushRegistry:
         self.calls = []
 
     def exists(self, kind, reference):
-        self.calls.append(('exists', kind, reference))
-        if kind == 'blobs':
+        self.calls.append(("exists", kind, reference))
+        if kind == "blobs":
             return reference if reference in self.blobs else None
-        if kind != 'manifests':
-            raise AssertionError('unexpected kind %r' % kind)
+        if kind != "manifests":
+            raise AssertionError(f"unexpected kind {kind!r}")
         digest = self.tags.get(reference, reference)
         return digest if digest in self.manifests else None
 
     def upload_blob(self, digest, size, fileobj):
-        data = fileobj.read() if hasattr(fileobj, 'read') else bytes(fileobj)
-        self.calls.append(('upload_blob', digest, size))
-        assert len(data) == size, 'blob %s: %d bytes uploaded, %d declared' % (digest, len(data), size)
-        assert sha256_digest(data) == digest, 'blob %s uploaded with other content' % digest
+        data = fileobj.read() if hasattr(fileobj, "read") else bytes(fileobj)
+        self.calls.append(("upload_blob", digest, size))
+        assert len(data) == size, f"blob {digest}: {len(data)} bytes uploaded, {size} declared"
+        assert sha256_digest(data) == digest, f"blob {digest} uploaded with other content"
         self.blobs[digest] = data
 
     def put_manifest(self, reference, data, media_type):
-        self.calls.append(('put_manifest', reference, media_type))
+        self.calls.append(("put_manifest", reference, media_type))
         digest = sha256_digest(data)
-        if reference.startswith('sha256:'):
-            assert reference == digest, 'manifest %s pushed with other content' % reference
+        if reference.startswith("sha256:"):
+            assert reference == digest, f"manifest {reference} pushed with other content"
         else:
             self.tags[reference] = digest
         self.manifests[digest] = (bytes(data), media_type)
 
     def get_manifest(self, reference, accept=_manifests.INDEX_MEDIA_TYPES + _manifests.MANIFEST_MEDIA_TYPES):
-        self.calls.append(('get_manifest', reference))
+        self.calls.append(("get_manifest", reference))
         digest = self.tags.get(reference, reference)
         data, media_type = self.manifests[digest]
         assert media_type in accept
-        return _manifests.ManifestDocument(data, media_type, digest, json.loads(data.decode('utf-8')))
+        return _manifests.ManifestDocument(data, media_type, digest, json.loads(data.decode("utf-8")))
 
     def pushes(self):
         """The calls that changed the repository."""
-        return [call for call in self.calls if call[0] in ('upload_blob', 'put_manifest')]
+        return [call for call in self.calls if call[0] in ("upload_blob", "put_manifest")]

@@ -12,18 +12,18 @@ import yaml
 from ansible_collections.kubesolo.fleet.plugins.module_utils import _about
 
 # galaxy.yml of the collection the module was imported from: plugins/module_utils/../../
-GALAXY_YML = os.path.join(os.path.dirname(os.path.abspath(_about.__file__)), os.pardir, os.pardir, 'galaxy.yml')
+GALAXY_YML = os.path.join(os.path.dirname(os.path.abspath(_about.__file__)), os.pardir, os.pardir, "galaxy.yml")
 
 
 def _galaxy():
-    with open(GALAXY_YML, encoding='utf-8') as handle:
+    with open(GALAXY_YML, encoding="utf-8") as handle:
         return yaml.safe_load(handle)
 
 
 def test_collection_version_matches_galaxy_yml():
-    assert _about.COLLECTION_VERSION == str(_galaxy()['version'])
+    assert _about.COLLECTION_VERSION == str(_galaxy()["version"])
 
 
 def test_collection_name_matches_galaxy_yml():
     galaxy = _galaxy()
-    assert _about.COLLECTION_NAME == '%s.%s' % (galaxy['namespace'], galaxy['name'])
+    assert _about.COLLECTION_NAME == "{}.{}".format(galaxy["namespace"], galaxy["name"])

@@ -44,13 +44,13 @@ from ansible_collections.kubesolo.fleet.tests.unit.plugins.module_utils.fakes im
     sha256_digest,
 )
 
-KERNEL_1 = b'kernel v0.3.0\n' * 300
-INITRAMFS_1 = b'initramfs v0.3.0\n' * 500
-KERNEL_2 = b'kernel v0.4.0\n' * 310
-INITRAMFS_2 = b'initramfs v0.4.0\n' * 520
-SECOND_BLOBS = {'vmlinuz': KERNEL_2, 'kubesolo-os.gz': INITRAMFS_2}
-STORE_NAME = '.staged.kubesolo-fleet'
-LOCK = '.lock'
+KERNEL_1 = b"kernel v0.3.0\n" * 300
+INITRAMFS_1 = b"initramfs v0.3.0\n" * 500
+KERNEL_2 = b"kernel v0.4.0\n" * 310
+INITRAMFS_2 = b"initramfs v0.4.0\n" * 520
+SECOND_BLOBS = {"vmlinuz": KERNEL_2, "kubesolo-os.gz": INITRAMFS_2}
+STORE_NAME = ".staged.kubesolo-fleet"
+LOCK = ".lock"
 
 
 def stage(client, release, dest, lock_timeout=300):
@@ -65,7 +65,7 @@ def current_release(dest, rehash=False):
 
 @pytest.fixture
 def dest(tmp_path):
-    return str(tmp_path / 'staged')
+    return str(tmp_path / "staged")
 
 
 def store_of(dest):
@@ -73,16 +73,16 @@ def store_of(dest):
 
 
 def release_dir_of(release):
-    return 'sha256-' + release.manifest_digest.split(':', 1)[1]
+    return "sha256-" + release.manifest_digest.split(":", 1)[1]
 
 
 def partial_of(release):
     """The store entry where the layers of ``release`` are downloaded."""
-    return 'partial-' + release_dir_of(release)
+    return "partial-" + release_dir_of(release)
 
 
 def second_release():
-    return make_release(KERNEL_2, INITRAMFS_2, 'v0.4.0')
+    return make_release(KERNEL_2, INITRAMFS_2, "v0.4.0")
 
 
 def partial_files(dest, release):
@@ -99,12 +99,12 @@ def assert_resumable(dest, release, blobs, expected):
     depends on scheduling: whatever they kept must be usable by the next run.
     """
     found = partial_files(dest, release)
-    failed = set(name.replace('.part', '') for name in expected)
-    assert dict((name, data) for name, data in found.items() if name.replace('.part', '') in failed) == expected
+    failed = set(name.replace(".part", "") for name in expected)
+    assert dict((name, data) for name, data in found.items() if name.replace(".part", "") in failed) == expected
     for name, data in blobs.items():
         if name not in failed:
             assert found.get(name, data) == data
-            assert data.startswith(found.get(name + '.part', b''))
+            assert data.startswith(found.get(name + ".part", b""))
 
 
 def stage_release(dest, kernel, initramfs, version, failures=None):
@@ -116,11 +116,11 @@ def stage_release(dest, kernel, initramfs, version, failures=None):
 
 
 def stage_first(dest):
-    return stage_release(dest, KERNEL_1, INITRAMFS_1, 'v0.3.0')
+    return stage_release(dest, KERNEL_1, INITRAMFS_1, "v0.3.0")
 
 
 def read(path):
-    with open(path, 'rb') as handle:
+    with open(path, "rb") as handle:
         return handle.read()
 
 
@@ -134,8 +134,11 @@ def leftovers(store):
     for root, dirs, files in os.walk(store):
         top = os.path.relpath(root, store).split(os.sep)[0]
         for name in dirs + files:
-            if name.startswith(('tmp-', 'link-', 'trash-')) or name.startswith('.release.json') or \
-                    (name.endswith('.part') and not top.startswith('partial-')):
+            if (
+                name.startswith(("tmp-", "link-", "trash-"))
+                or name.startswith(".release.json")
+                or (name.endswith(".part") and not top.startswith("partial-"))
+            ):
                 found.append(os.path.relpath(os.path.join(root, name), store))
     return sorted(found)
 
@@ -143,13 +146,16 @@ def leftovers(store):
 def assert_holds_first_release(dest, first, record, partial=None):
     """``dest`` holds the first release, intact; the store holds it, the lock and maybe ``partial``'s download."""
     assert os.readlink(dest) == os.path.join(STORE_NAME, release_dir_of(first))
-    assert read(os.path.join(dest, 'vmlinuz')) == KERNEL_1
-    assert read(os.path.join(dest, 'kubesolo-os.gz')) == INITRAMFS_1
+    assert read(os.path.join(dest, "vmlinuz")) == KERNEL_1
+    assert read(os.path.join(dest, "kubesolo-os.gz")) == INITRAMFS_1
     assert current_release(dest, rehash=True) == record
     expected = [LOCK, release_dir_of(first)] + ([partial_of(partial)] if partial is not None else [])
     assert sorted(os.listdir(store_of(dest))) == sorted(expected)
     assert sorted(os.listdir(os.path.join(store_of(dest), release_dir_of(first)))) == [
-        'kubesolo-os.gz', 'release.json', 'vmlinuz']
+        "kubesolo-os.gz",
+        "release.json",
+        "vmlinuz",
+    ]
     assert leftovers(store_of(dest)) == []
 
 
@@ -164,13 +170,13 @@ def test_first_stage_publishes_the_release_behind_a_symlink(dest):
     release_dir = os.path.join(store_of(dest), release_dir_of(release))
     assert os.path.islink(dest)
     assert os.readlink(dest) == os.path.join(STORE_NAME, release_dir_of(release))
-    assert sorted(os.listdir(release_dir)) == ['kubesolo-os.gz', 'release.json', 'vmlinuz']
-    assert read(os.path.join(dest, 'vmlinuz')) == KERNEL_1
-    assert read(os.path.join(dest, 'kubesolo-os.gz')) == INITRAMFS_1
+    assert sorted(os.listdir(release_dir)) == ["kubesolo-os.gz", "release.json", "vmlinuz"]
+    assert read(os.path.join(dest, "vmlinuz")) == KERNEL_1
+    assert read(os.path.join(dest, "kubesolo-os.gz")) == INITRAMFS_1
     assert downloaded == len(KERNEL_1) + len(INITRAMFS_1)
     assert sorted(client.downloaded) == sorted([sha256_digest(KERNEL_1), sha256_digest(INITRAMFS_1)])
     assert stat.S_IMODE(os.stat(release_dir).st_mode) == 0o755
-    for name in ('vmlinuz', 'kubesolo-os.gz', 'release.json'):
+    for name in ("vmlinuz", "kubesolo-os.gz", "release.json"):
         assert stat.S_IMODE(os.stat(os.path.join(release_dir, name)).st_mode) == 0o644
     assert sorted(os.listdir(store_of(dest))) == [LOCK, release_dir_of(release)]
     assert leftovers(store_of(dest)) == []
@@ -187,7 +193,7 @@ def test_staged_files_are_world_readable_under_a_strict_umask(dest, strict_umask
     release = stage_first(dest)[0]
     release_dir = os.path.join(store_of(dest), release_dir_of(release))
     assert stat.S_IMODE(os.stat(release_dir).st_mode) == 0o755
-    for name in ('vmlinuz', 'kubesolo-os.gz', 'release.json'):
+    for name in ("vmlinuz", "kubesolo-os.gz", "release.json"):
         assert stat.S_IMODE(os.stat(os.path.join(release_dir, name)).st_mode) == 0o644
 
 
@@ -199,56 +205,62 @@ def test_the_store_is_traversable_under_a_strict_umask(dest, strict_umask):
 
 def test_first_stage_writes_the_release_record(dest):
     release, record, _downloaded, _client = stage_first(dest)
-    assert json.loads(read(os.path.join(dest, 'release.json'))) == record
-    staged_at = record.pop('staged_at')
-    assert re.match(r'^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$', staged_at)
+    assert json.loads(read(os.path.join(dest, "release.json"))) == record
+    staged_at = record.pop("staged_at")
+    assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$", staged_at)
     assert record == {
-        'schema': 1,
-        'staged_by': 'kubesolo.fleet %s' % _about.COLLECTION_VERSION,
-        'repository': 'ghcr.io/portainer/kubesolo-os',
-        'manifest_digest': release.manifest_digest,
-        'index_digest': None,
-        'architecture': 'amd64',
-        'version': 'v0.3.0',
-        'metadata': release.metadata,
-        'files': {
-            'vmlinuz': {'media_type': 'application/vnd.kubesolo.os.kernel.v1+octet-stream',
-                        'digest': sha256_digest(KERNEL_1), 'size': len(KERNEL_1),
-                        'sha256': sha256_digest(KERNEL_1).split(':')[1]},
-            'kubesolo-os.gz': {'media_type': 'application/vnd.kubesolo.os.initramfs.v1+gzip',
-                               'digest': sha256_digest(INITRAMFS_1), 'size': len(INITRAMFS_1),
-                               'sha256': sha256_digest(INITRAMFS_1).split(':')[1]},
+        "schema": 1,
+        "staged_by": f"kubesolo.fleet {_about.COLLECTION_VERSION}",
+        "repository": "ghcr.io/portainer/kubesolo-os",
+        "manifest_digest": release.manifest_digest,
+        "index_digest": None,
+        "architecture": "amd64",
+        "version": "v0.3.0",
+        "metadata": release.metadata,
+        "files": {
+            "vmlinuz": {
+                "media_type": "application/vnd.kubesolo.os.kernel.v1+octet-stream",
+                "digest": sha256_digest(KERNEL_1),
+                "size": len(KERNEL_1),
+                "sha256": sha256_digest(KERNEL_1).split(":")[1],
+            },
+            "kubesolo-os.gz": {
+                "media_type": "application/vnd.kubesolo.os.initramfs.v1+gzip",
+                "digest": sha256_digest(INITRAMFS_1),
+                "size": len(INITRAMFS_1),
+                "sha256": sha256_digest(INITRAMFS_1).split(":")[1],
+            },
         },
     }
-    assert release.metadata['version'] == 'v0.3.0'
+    assert release.metadata["version"] == "v0.3.0"
 
 
 def test_current_release_returns_the_staged_record(dest):
     _release, record, _downloaded, _client = stage_first(dest)
     assert current_release(dest) == record
     assert current_release(dest, rehash=True) == record
-    assert current_release(dest + '/') == record
+    assert current_release(dest + "/") == record
 
 
 def test_staging_a_second_release_swaps_the_link_and_removes_the_first(dest):
     first = stage_first(dest)[0]
-    second, record, downloaded, _client = stage_release(dest, KERNEL_2, INITRAMFS_2, 'v0.4.0')
+    second, record, downloaded, _client = stage_release(dest, KERNEL_2, INITRAMFS_2, "v0.4.0")
     assert release_dir_of(first) != release_dir_of(second)
     assert os.readlink(dest) == os.path.join(STORE_NAME, release_dir_of(second))
-    assert read(os.path.join(dest, 'vmlinuz')) == KERNEL_2
-    assert read(os.path.join(dest, 'kubesolo-os.gz')) == INITRAMFS_2
+    assert read(os.path.join(dest, "vmlinuz")) == KERNEL_2
+    assert read(os.path.join(dest, "kubesolo-os.gz")) == INITRAMFS_2
     assert downloaded == len(KERNEL_2) + len(INITRAMFS_2)
-    assert current_release(dest)['version'] == 'v0.4.0'
+    assert current_release(dest)["version"] == "v0.4.0"
     assert current_release(dest) == record
     assert sorted(os.listdir(store_of(dest))) == [LOCK, release_dir_of(second)]
 
 
-@pytest.mark.parametrize('failing', [INITRAMFS_2, KERNEL_2], ids=['initramfs', 'kernel'])
+@pytest.mark.parametrize("failing", [INITRAMFS_2, KERNEL_2], ids=["initramfs", "kernel"])
 def test_a_digest_mismatch_keeps_the_first_release_and_removes_the_part(dest, failing):
     first, record, _downloaded, _client = stage_first(dest)
-    mismatch = DigestMismatchError('blob has wrong content')
+    mismatch = DigestMismatchError("blob has wrong content")
     with pytest.raises(DigestMismatchError) as raised:
-        stage_release(dest, KERNEL_2, INITRAMFS_2, 'v0.4.0', failures={sha256_digest(failing): mismatch})
+        stage_release(dest, KERNEL_2, INITRAMFS_2, "v0.4.0", failures={sha256_digest(failing): mismatch})
     assert raised.value is mismatch
     assert_holds_first_release(dest, first, record, partial=second_release())
     # The wrong bytes are gone; the other layer is kept for the next run if it was complete.
@@ -257,59 +269,61 @@ def test_a_digest_mismatch_keeps_the_first_release_and_removes_the_part(dest, fa
 
 def test_a_network_failure_keeps_the_first_release_and_the_partial_download(dest):
     first, record, _downloaded, _client = stage_first(dest)
-    broken = RegistryConnectionError('download of blob broke off')
+    broken = RegistryConnectionError("download of blob broke off")
     with pytest.raises(RegistryConnectionError) as raised:
-        stage_release(dest, KERNEL_2, INITRAMFS_2, 'v0.4.0', failures={sha256_digest(INITRAMFS_2): broken})
+        stage_release(dest, KERNEL_2, INITRAMFS_2, "v0.4.0", failures={sha256_digest(INITRAMFS_2): broken})
     assert raised.value is broken
     assert_holds_first_release(dest, first, record, partial=second_release())
-    assert_resumable(dest, second_release(), SECOND_BLOBS,
-                     {'kubesolo-os.gz.part': INITRAMFS_2[:len(INITRAMFS_2) // 2]})
+    assert_resumable(
+        dest, second_release(), SECOND_BLOBS, {"kubesolo-os.gz.part": INITRAMFS_2[: len(INITRAMFS_2) // 2]}
+    )
 
 
 def test_running_out_of_space_keeps_the_first_release(dest):
     first, record, _downloaded, _client = stage_first(dest)
-    full = OSError(errno.ENOSPC, 'No space left on device')
+    full = OSError(errno.ENOSPC, "No space left on device")
     with pytest.raises(StageError) as raised:
-        stage_release(dest, KERNEL_2, INITRAMFS_2, 'v0.4.0', failures={sha256_digest(INITRAMFS_2): full})
-    assert str(raised.value) == (
-        'no space left on the device of %s while staging; the previous release is kept' % dest)
-    assert raised.value.code == 'stage_failed'
+        stage_release(dest, KERNEL_2, INITRAMFS_2, "v0.4.0", failures={sha256_digest(INITRAMFS_2): full})
+    assert str(raised.value) == (f"no space left on the device of {dest} while staging; the previous release is kept")
+    assert raised.value.code == "stage_failed"
     # What was written is kept for the next run to resume (not at a final path).
     assert_holds_first_release(dest, first, record, partial=second_release())
-    assert_resumable(dest, second_release(), SECOND_BLOBS,
-                     {'kubesolo-os.gz.part': INITRAMFS_2[:len(INITRAMFS_2) // 2]})
+    assert_resumable(
+        dest, second_release(), SECOND_BLOBS, {"kubesolo-os.gz.part": INITRAMFS_2[: len(INITRAMFS_2) // 2]}
+    )
 
 
 def test_other_write_errors_name_the_cause(dest):
     first, record, _downloaded, _client = stage_first(dest)
-    broken = OSError(errno.EIO, 'Input/output error')
+    broken = OSError(errno.EIO, "Input/output error")
     with pytest.raises(StageError) as raised:
-        stage_release(dest, KERNEL_2, INITRAMFS_2, 'v0.4.0', failures={sha256_digest(KERNEL_2): broken})
-    assert str(raised.value) == 'staging at %s failed: Input/output error' % dest
+        stage_release(dest, KERNEL_2, INITRAMFS_2, "v0.4.0", failures={sha256_digest(KERNEL_2): broken})
+    assert str(raised.value) == f"staging at {dest} failed: Input/output error"
     assert_holds_first_release(dest, first, record, partial=second_release())
-    assert_resumable(dest, second_release(), SECOND_BLOBS, {'vmlinuz.part': KERNEL_2[:len(KERNEL_2) // 2]})
+    assert_resumable(dest, second_release(), SECOND_BLOBS, {"vmlinuz.part": KERNEL_2[: len(KERNEL_2) // 2]})
 
 
 def test_an_unwritable_parent_is_a_stage_error(tmp_path):
-    parent = tmp_path / 'not-a-directory'
-    parent.write_bytes(b'')
-    dest = str(parent / 'staged')
+    parent = tmp_path / "not-a-directory"
+    parent.write_bytes(b"")
+    dest = str(parent / "staged")
     assert current_release(dest) is None
     with pytest.raises(StageError) as raised:
         stage(FakeBlobClient([KERNEL_1, INITRAMFS_1]), make_release(KERNEL_1, INITRAMFS_1), dest)
-    assert str(raised.value) == 'cannot create the staging directory %s: Not a directory' % store_of(dest)
+    assert str(raised.value) == f"cannot create the staging directory {store_of(dest)}: Not a directory"
 
 
 def test_a_failed_first_stage_publishes_nothing(dest):
     with pytest.raises(DigestMismatchError):
-        stage_release(dest, KERNEL_1, INITRAMFS_1, 'v0.3.0',
-                      failures={sha256_digest(INITRAMFS_1): DigestMismatchError('wrong')})
-    release = make_release(KERNEL_1, INITRAMFS_1, 'v0.3.0')
+        stage_release(
+            dest, KERNEL_1, INITRAMFS_1, "v0.3.0", failures={sha256_digest(INITRAMFS_1): DigestMismatchError("wrong")}
+        )
+    release = make_release(KERNEL_1, INITRAMFS_1, "v0.3.0")
     assert not os.path.lexists(dest)
     assert current_release(dest) is None
     # No release directory: only the lock and the download kept for the next run.
     assert sorted(os.listdir(store_of(dest))) == [LOCK, partial_of(release)]
-    assert_resumable(dest, release, {'vmlinuz': KERNEL_1, 'kubesolo-os.gz': INITRAMFS_1}, {})
+    assert_resumable(dest, release, {"vmlinuz": KERNEL_1, "kubesolo-os.gz": INITRAMFS_1}, {})
     assert leftovers(store_of(dest)) == []
 
 
@@ -317,24 +331,24 @@ def test_a_failed_swap_leaves_no_orphaned_release(dest, monkeypatch):
     first, record, _downloaded, _client = stage_first(dest)
 
     def no_space(*_args):
-        raise OSError(errno.ENOSPC, 'No space left on device')
+        raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(_host_store.os, 'symlink', no_space)
-    with pytest.raises(StageError, match='no space left on the device'):
-        stage_release(dest, KERNEL_2, INITRAMFS_2, 'v0.4.0')
+    monkeypatch.setattr(_host_store.os, "symlink", no_space)
+    with pytest.raises(StageError, match="no space left on the device"):
+        stage_release(dest, KERNEL_2, INITRAMFS_2, "v0.4.0")
     monkeypatch.undo()
     assert_holds_first_release(dest, first, record)
 
 
 def test_restaging_a_damaged_release_repairs_it(dest):
     release, record, _downloaded, _client = stage_first(dest)
-    with open(os.path.join(dest, 'vmlinuz'), 'ab') as handle:
-        handle.write(b'garbage')
+    with open(os.path.join(dest, "vmlinuz"), "ab") as handle:
+        handle.write(b"garbage")
     assert current_release(dest) is None
-    again, _record, _downloaded, _client = stage_release(dest, KERNEL_1, INITRAMFS_1, 'v0.3.0')
+    again, _record, _downloaded, _client = stage_release(dest, KERNEL_1, INITRAMFS_1, "v0.3.0")
     assert again.manifest_digest == release.manifest_digest
-    assert read(os.path.join(dest, 'vmlinuz')) == KERNEL_1
-    assert current_release(dest, rehash=True)['manifest_digest'] == record['manifest_digest']
+    assert read(os.path.join(dest, "vmlinuz")) == KERNEL_1
+    assert current_release(dest, rehash=True)["manifest_digest"] == record["manifest_digest"]
     assert sorted(os.listdir(store_of(dest))) == [LOCK, release_dir_of(release)]
     assert leftovers(store_of(dest)) == []
 
@@ -343,24 +357,24 @@ def test_stage_replaces_leftovers_of_an_interrupted_run(dest):
     release = make_release(KERNEL_1, INITRAMFS_1)
     stale_dir = os.path.join(store_of(dest), release_dir_of(release))
     os.makedirs(stale_dir)
-    with open(os.path.join(stale_dir, 'vmlinuz.part'), 'wb') as handle:
-        handle.write(b'half a kernel')
-    os.symlink('nowhere', os.path.join(store_of(dest), 'link-%d' % os.getpid()))
+    with open(os.path.join(stale_dir, "vmlinuz.part"), "wb") as handle:
+        handle.write(b"half a kernel")
+    os.symlink("nowhere", os.path.join(store_of(dest), f"link-{os.getpid()}"))
     stage(FakeBlobClient([KERNEL_1, INITRAMFS_1]), release, dest)
-    assert sorted(os.listdir(stale_dir)) == ['kubesolo-os.gz', 'release.json', 'vmlinuz']
-    assert read(os.path.join(dest, 'vmlinuz')) == KERNEL_1
+    assert sorted(os.listdir(stale_dir)) == ["kubesolo-os.gz", "release.json", "vmlinuz"]
+    assert read(os.path.join(dest, "vmlinuz")) == KERNEL_1
     assert sorted(os.listdir(store_of(dest))) == [LOCK, release_dir_of(release)]
 
 
 def test_stage_accepts_a_trailing_slash(dest):
     release = make_release(KERNEL_1, INITRAMFS_1)
-    stage(FakeBlobClient([KERNEL_1, INITRAMFS_1]), release, dest + '/')
+    stage(FakeBlobClient([KERNEL_1, INITRAMFS_1]), release, dest + "/")
     assert os.readlink(dest) == os.path.join(STORE_NAME, release_dir_of(release))
 
 
 def test_stage_refuses_a_release_without_initramfs_before_writing(dest):
     manifest = fetched(image_manifest([descriptor(KERNEL, KERNEL_1)], release_annotations()))
-    release = _release.resolve(FakeManifestClient({'stable': manifest}), 'amd64', tag='stable')
+    release = _release.resolve(FakeManifestClient({"stable": manifest}), "amd64", tag="stable")
     client = FakeBlobClient([KERNEL_1])
     with pytest.raises(LayerMissingError):
         stage(client, release, dest)
@@ -375,18 +389,18 @@ def test_the_layers_download_at_the_same_time(dest):
     client = RendezvousBlobClient([KERNEL_1, INITRAMFS_1])
     record, downloaded = stage(client, make_release(KERNEL_1, INITRAMFS_1), dest)
     assert downloaded == len(KERNEL_1) + len(INITRAMFS_1)
-    assert read(os.path.join(dest, 'vmlinuz')) == KERNEL_1
-    assert read(os.path.join(dest, 'kubesolo-os.gz')) == INITRAMFS_1
+    assert read(os.path.join(dest, "vmlinuz")) == KERNEL_1
+    assert read(os.path.join(dest, "kubesolo-os.gz")) == INITRAMFS_1
     assert current_release(dest, rehash=True) == record
 
 
-LARGE_INITRAMFS = b'large initramfs\n' * (512 * 1024)  # 8 MiB
+LARGE_INITRAMFS = b"large initramfs\n" * (512 * 1024)  # 8 MiB
 
 
 def test_a_failing_layer_cancels_the_other_which_keeps_what_it_wrote(dest):
     """The kernel fails while the initramfs trickles in: the initramfs stops at its next write
     (long before its end), its part is kept for the next run, and the kernel's error is raised."""
-    broken = RegistryConnectionError('download of blob broke off')
+    broken = RegistryConnectionError("download of blob broke off")
     trickling = threading.Event()
 
     class Client(FakeBlobClient):
@@ -395,7 +409,7 @@ def test_a_failing_layer_cancels_the_other_which_keeps_what_it_wrote(dest):
                 assert trickling.wait(10)
                 raise broken
             for offset in range(0, size, 4096):  # about 2 s for the whole blob
-                fileobj.write(self.blobs[digest][offset:offset + 4096])
+                fileobj.write(self.blobs[digest][offset : offset + 4096])
                 trickling.set()
                 time.sleep(0.001)
             return super().download_blob(digest, size, fileobj)
@@ -405,16 +419,16 @@ def test_a_failing_layer_cancels_the_other_which_keeps_what_it_wrote(dest):
         stage(Client([KERNEL_1, LARGE_INITRAMFS]), release, dest)
     assert raised.value is broken
     kept = partial_files(dest, release)
-    assert kept['vmlinuz.part'] == b''
-    assert 0 < len(kept['kubesolo-os.gz.part']) < len(LARGE_INITRAMFS) // 2
-    assert LARGE_INITRAMFS.startswith(kept['kubesolo-os.gz.part'])
+    assert kept["vmlinuz.part"] == b""
+    assert 0 < len(kept["kubesolo-os.gz.part"]) < len(LARGE_INITRAMFS) // 2
+    assert LARGE_INITRAMFS.startswith(kept["kubesolo-os.gz.part"])
     assert not os.path.lexists(dest)
 
 
 def test_when_layers_fail_on_their_own_the_first_layer_s_error_is_raised(dest):
     """The initramfs fails first, the kernel after it: the kernel's error is the one raised."""
-    kernel_error = RegistryConnectionError('kernel: connection reset')
-    initramfs_error = DigestMismatchError('initramfs: wrong content')
+    kernel_error = RegistryConnectionError("kernel: connection reset")
+    initramfs_error = DigestMismatchError("initramfs: wrong content")
     initramfs_failed = threading.Event()
 
     class Client(FakeBlobClient):
@@ -438,7 +452,7 @@ def leave_partial(dest, release, files):
     partial = os.path.join(store_of(dest), partial_of(release))
     os.makedirs(partial, exist_ok=True)
     for name, data in files.items():
-        with open(os.path.join(partial, name), 'wb') as handle:
+        with open(os.path.join(partial, name), "wb") as handle:
             handle.write(data)
 
 
@@ -451,14 +465,14 @@ def test_an_interrupted_layer_is_resumed_by_the_next_run(dest):
     first, first_record, _downloaded, _client = stage_first(dest)
     second = second_release()
     half = len(KERNEL_2) // 2
-    leave_partial(dest, second, {'vmlinuz.part': KERNEL_2[:half]})
+    leave_partial(dest, second, {"vmlinuz.part": KERNEL_2[:half]})
     assert_holds_first_release(dest, first, first_record, partial=second)
     client = FakeBlobClient([KERNEL_2, INITRAMFS_2])
     record, downloaded = stage(client, second, dest)
     assert (offsets_of(client, KERNEL_2), offsets_of(client, INITRAMFS_2)) == ([half], [0])
     assert downloaded == len(KERNEL_2) - half + len(INITRAMFS_2)
-    assert read(os.path.join(dest, 'vmlinuz')) == KERNEL_2
-    assert read(os.path.join(dest, 'kubesolo-os.gz')) == INITRAMFS_2
+    assert read(os.path.join(dest, "vmlinuz")) == KERNEL_2
+    assert read(os.path.join(dest, "kubesolo-os.gz")) == INITRAMFS_2
     assert current_release(dest, rehash=True) == record
     assert sorted(os.listdir(store_of(dest))) == [LOCK, release_dir_of(second)]
     assert leftovers(store_of(dest)) == []
@@ -470,12 +484,12 @@ def test_a_layer_completed_by_an_interrupted_run_is_not_downloaded_again(dest):
     first, first_record, _downloaded, _client = stage_first(dest)
     second = second_release()
     half = len(INITRAMFS_2) // 2
-    leave_partial(dest, second, {'kubesolo-os.gz.part': INITRAMFS_2[:half], 'vmlinuz': KERNEL_2})
+    leave_partial(dest, second, {"kubesolo-os.gz.part": INITRAMFS_2[:half], "vmlinuz": KERNEL_2})
     assert_holds_first_release(dest, first, first_record, partial=second)
     client = FakeBlobClient([KERNEL_2, INITRAMFS_2])
     record, downloaded = stage(client, second, dest)
-    assert read(os.path.join(dest, 'vmlinuz')) == KERNEL_2
-    assert read(os.path.join(dest, 'kubesolo-os.gz')) == INITRAMFS_2
+    assert read(os.path.join(dest, "vmlinuz")) == KERNEL_2
+    assert read(os.path.join(dest, "kubesolo-os.gz")) == INITRAMFS_2
     assert current_release(dest, rehash=True) == record
     assert client.offsets == [(sha256_digest(INITRAMFS_2), half)]
     assert downloaded == len(INITRAMFS_2) - half
@@ -483,11 +497,11 @@ def test_a_layer_completed_by_an_interrupted_run_is_not_downloaded_again(dest):
 
 def test_a_resumed_part_with_wrong_bytes_is_fetched_again_from_the_start(dest):
     release = make_release(KERNEL_1, INITRAMFS_1)
-    leave_partial(dest, release, {'vmlinuz.part': b'X' * 100})
+    leave_partial(dest, release, {"vmlinuz.part": b"X" * 100})
     client = FakeBlobClient([KERNEL_1, INITRAMFS_1])
     record, downloaded = stage(client, release, dest)
     assert (offsets_of(client, KERNEL_1), offsets_of(client, INITRAMFS_1)) == ([100, 0], [0])
-    assert read(os.path.join(dest, 'vmlinuz')) == KERNEL_1
+    assert read(os.path.join(dest, "vmlinuz")) == KERNEL_1
     assert current_release(dest, rehash=True) == record
     assert downloaded == len(KERNEL_1) + len(INITRAMFS_1)
     assert sorted(os.listdir(store_of(dest))) == [LOCK, release_dir_of(release)]
@@ -495,21 +509,21 @@ def test_a_resumed_part_with_wrong_bytes_is_fetched_again_from_the_start(dest):
 
 def test_a_resumed_part_is_fetched_again_only_once(dest):
     release = make_release(KERNEL_1, INITRAMFS_1)
-    leave_partial(dest, release, {'vmlinuz.part': b'X' * 100})
-    mismatch = DigestMismatchError('blob has wrong content')
+    leave_partial(dest, release, {"vmlinuz.part": b"X" * 100})
+    mismatch = DigestMismatchError("blob has wrong content")
     client = FakeBlobClient([KERNEL_1, INITRAMFS_1], failures={sha256_digest(KERNEL_1): mismatch})
     with pytest.raises(DigestMismatchError) as raised:
         stage(client, release, dest)
     assert raised.value is mismatch
     assert offsets_of(client, KERNEL_1) == [100, 0]
-    assert_resumable(dest, release, {'vmlinuz': KERNEL_1, 'kubesolo-os.gz': INITRAMFS_1}, {})
+    assert_resumable(dest, release, {"vmlinuz": KERNEL_1, "kubesolo-os.gz": INITRAMFS_1}, {})
     assert not os.path.lexists(dest)
 
 
 def publish_by_hand(dest, release):
     """Point ``dest`` at the release directory of ``release``, as a run would."""
-    os.symlink(os.path.join(STORE_NAME, release_dir_of(release)), dest + '.new')
-    os.replace(dest + '.new', dest)
+    os.symlink(os.path.join(STORE_NAME, release_dir_of(release)), dest + ".new")
+    os.replace(dest + ".new", dest)
 
 
 def leave_second_unpublished(dest, tmp_path):
@@ -519,9 +533,9 @@ def leave_second_unpublished(dest, tmp_path):
     """
     first, first_record, _downloaded, _client = stage_first(dest)
     first_dir = os.path.join(store_of(dest), release_dir_of(first))
-    saved = str(tmp_path / 'saved-first')
+    saved = str(tmp_path / "saved-first")
     shutil.copytree(first_dir, saved)
-    second, second_record, _downloaded, _client = stage_release(dest, KERNEL_2, INITRAMFS_2, 'v0.4.0')
+    second, second_record, _downloaded, _client = stage_release(dest, KERNEL_2, INITRAMFS_2, "v0.4.0")
     shutil.copytree(saved, first_dir)
     publish_by_hand(dest, first)
     assert current_release(dest, rehash=True) == first_record
@@ -544,15 +558,15 @@ def test_a_verified_release_left_unpublished_is_published_without_downloading(de
 
 def test_an_unpublished_release_with_damaged_bytes_is_downloaded_again(dest, tmp_path):
     _first, _first_record, second, _second_record = leave_second_unpublished(dest, tmp_path)
-    damaged = os.path.join(store_of(dest), release_dir_of(second), 'vmlinuz')
+    damaged = os.path.join(store_of(dest), release_dir_of(second), "vmlinuz")
     os.chmod(damaged, 0o644)
-    with open(damaged, 'r+b') as handle:
-        handle.write(b'K')  # same size, other bytes: only a rehash finds it
+    with open(damaged, "r+b") as handle:
+        handle.write(b"K")  # same size, other bytes: only a rehash finds it
     client = FakeBlobClient([KERNEL_2, INITRAMFS_2])
     record, downloaded = stage(client, second, dest)
     assert sorted(client.downloaded) == sorted([sha256_digest(KERNEL_2), sha256_digest(INITRAMFS_2)])
     assert downloaded == len(KERNEL_2) + len(INITRAMFS_2)
-    assert read(os.path.join(dest, 'vmlinuz')) == KERNEL_2
+    assert read(os.path.join(dest, "vmlinuz")) == KERNEL_2
     assert current_release(dest, rehash=True) == record
     assert sorted(os.listdir(store_of(dest))) == [LOCK, release_dir_of(second)]
     assert leftovers(store_of(dest)) == []
@@ -564,42 +578,42 @@ def test_an_unpublished_release_with_damaged_bytes_is_downloaded_again(dest, tmp
 def test_stage_removes_what_dead_runs_left_in_the_store(dest):
     stage_first(dest)
     store = store_of(dest)
-    os.makedirs(os.path.join(store, 'tmp-a1b2c3'))
-    with open(os.path.join(store, 'tmp-a1b2c3', 'vmlinuz'), 'wb') as handle:
-        handle.write(b'half')
-    with open(os.path.join(store, 'tmp-d4e5f6'), 'wb') as handle:
-        handle.write(b'a file')
-    os.symlink('nowhere', os.path.join(store, 'link-4242'))
-    os.makedirs(os.path.join(store, 'trash-x9y8z7', 'old'))
-    other_partial = os.path.join(store, 'partial-sha256-' + 'e' * 64)
+    os.makedirs(os.path.join(store, "tmp-a1b2c3"))
+    with open(os.path.join(store, "tmp-a1b2c3", "vmlinuz"), "wb") as handle:
+        handle.write(b"half")
+    with open(os.path.join(store, "tmp-d4e5f6"), "wb") as handle:
+        handle.write(b"a file")
+    os.symlink("nowhere", os.path.join(store, "link-4242"))
+    os.makedirs(os.path.join(store, "trash-x9y8z7", "old"))
+    other_partial = os.path.join(store, "partial-sha256-" + "e" * 64)
     os.makedirs(other_partial)
-    with open(os.path.join(other_partial, 'vmlinuz.part'), 'wb') as handle:
-        handle.write(b'part of another release')
-    unreferenced = os.path.join(store, 'sha256-' + 'f' * 64)
+    with open(os.path.join(other_partial, "vmlinuz.part"), "wb") as handle:
+        handle.write(b"part of another release")
+    unreferenced = os.path.join(store, "sha256-" + "f" * 64)
     os.makedirs(unreferenced)
-    for name in ('vmlinuz', 'kubesolo-os.gz', 'release.json'):
-        with open(os.path.join(unreferenced, name), 'wb') as handle:
-            handle.write(b'an old release')
-    second, record, _downloaded, _client = stage_release(dest, KERNEL_2, INITRAMFS_2, 'v0.4.0')
+    for name in ("vmlinuz", "kubesolo-os.gz", "release.json"):
+        with open(os.path.join(unreferenced, name), "wb") as handle:
+            handle.write(b"an old release")
+    second, record, _downloaded, _client = stage_release(dest, KERNEL_2, INITRAMFS_2, "v0.4.0")
     assert sorted(os.listdir(store)) == [LOCK, release_dir_of(second)]
     assert current_release(dest, rehash=True) == record
-    assert sorted(os.listdir(os.path.dirname(dest))) == [STORE_NAME, 'staged']
+    assert sorted(os.listdir(os.path.dirname(dest))) == [STORE_NAME, "staged"]
 
 
 # -- The store lock --------------------------------------------------------
 
 
 def test_a_second_lock_fails_while_the_first_is_held_and_succeeds_after(tmp_path):
-    store = str(tmp_path / 'store')
+    store = str(tmp_path / "store")
     os.mkdir(store)
     with _host_store.StoreLock(store, 5):
         started = time.monotonic()
         with pytest.raises(StageError) as raised:
             with _host_store.StoreLock(store, 0.5):
-                pytest.fail('two runs held the lock at once')
+                pytest.fail("two runs held the lock at once")
         waited = time.monotonic() - started
-    assert str(raised.value).startswith('another run is staging into %s' % store)
-    assert raised.value.code == 'stage_failed'
+    assert str(raised.value).startswith(f"another run is staging into {store}")
+    assert raised.value.code == "stage_failed"
     assert 0.5 <= waited < 5
     with _host_store.StoreLock(store, 0.5):
         pass
@@ -610,7 +624,7 @@ def test_stage_fails_while_another_run_holds_the_lock(dest):
     first, record, _downloaded, _client = stage_first(dest)
     client = FakeBlobClient([KERNEL_2, INITRAMFS_2])
     with _host_store.StoreLock(store_of(dest), 5):
-        with pytest.raises(StageError, match='another run is staging'):
+        with pytest.raises(StageError, match="another run is staging"):
             stage(client, second_release(), dest, lock_timeout=0.3)
     assert client.downloaded == []
     assert_holds_first_release(dest, first, record)
@@ -618,21 +632,21 @@ def test_stage_fails_while_another_run_holds_the_lock(dest):
 
 def _hold_the_lock(store, ready):
     with _host_store.StoreLock(store, 5):
-        ready.send('locked')
+        ready.send("locked")
         time.sleep(60)  # until killed
 
 
 def test_the_lock_of_a_killed_run_is_free_again(tmp_path):
-    store = str(tmp_path / 'store')
+    store = str(tmp_path / "store")
     os.mkdir(store)
-    context = multiprocessing.get_context('fork')
+    context = multiprocessing.get_context("fork")
     receiver, sender = context.Pipe(duplex=False)
     holder = context.Process(target=_hold_the_lock, args=(store, sender))
     holder.start()
     try:
-        assert receiver.poll(10), 'the child did not take the lock'
-        assert receiver.recv() == 'locked'
-        with pytest.raises(StageError, match='another run is staging'):
+        assert receiver.poll(10), "the child did not take the lock"
+        assert receiver.recv() == "locked"
+        with pytest.raises(StageError, match="another run is staging"):
             with _host_store.StoreLock(store, 0.3):
                 pass
     finally:
@@ -648,8 +662,7 @@ def test_the_lock_of_a_killed_run_is_free_again(tmp_path):
 
 def report_free_space(monkeypatch, blocks, block_size=1):
     """os.statvfs of the stager reports ``blocks`` available blocks of ``block_size`` bytes."""
-    monkeypatch.setattr(_host_store.os, 'statvfs',
-                        lambda _path: SimpleNamespace(f_bavail=blocks, f_frsize=block_size))
+    monkeypatch.setattr(_host_store.os, "statvfs", lambda _path: SimpleNamespace(f_bavail=blocks, f_frsize=block_size))
 
 
 SECOND_SIZE = len(KERNEL_2) + len(INITRAMFS_2)
@@ -663,10 +676,9 @@ def test_too_little_space_fails_before_any_download(dest, monkeypatch):
     with pytest.raises(StageError) as raised:
         stage(client, second_release(), dest)
     monkeypatch.undo()
-    assert str(raised.value).startswith(
-        'not enough space for %s: 1536 bytes free, %d needed' % (dest, SECOND_NEEDED))
-    assert 'previous release is kept' in str(raised.value)
-    assert raised.value.code == 'stage_failed'
+    assert str(raised.value).startswith(f"not enough space for {dest}: 1536 bytes free, {SECOND_NEEDED} needed")
+    assert "previous release is kept" in str(raised.value)
+    assert raised.value.code == "stage_failed"
     assert client.downloaded == []
     assert_holds_first_release(dest, first, record, partial=second_release())
     assert partial_files(dest, second_release()) == {}
@@ -675,7 +687,7 @@ def test_too_little_space_fails_before_any_download(dest, monkeypatch):
 def test_the_space_check_asks_for_a_ten_percent_margin(dest, monkeypatch):
     stage_first(dest)
     report_free_space(monkeypatch, SECOND_SIZE)  # the release fits, the margin does not
-    with pytest.raises(StageError, match='not enough space'):
+    with pytest.raises(StageError, match="not enough space"):
         stage(FakeBlobClient([KERNEL_2, INITRAMFS_2]), second_release(), dest)
     report_free_space(monkeypatch, SECOND_NEEDED)
     _record, downloaded = stage(FakeBlobClient([KERNEL_2, INITRAMFS_2]), second_release(), dest)
@@ -685,7 +697,7 @@ def test_the_space_check_asks_for_a_ten_percent_margin(dest, monkeypatch):
 def test_the_space_check_counts_only_what_is_left_to_download(dest, monkeypatch):
     stage_first(dest)
     second = second_release()
-    leave_partial(dest, second, {'vmlinuz.part': KERNEL_2[:len(KERNEL_2) // 2]})
+    leave_partial(dest, second, {"vmlinuz.part": KERNEL_2[: len(KERNEL_2) // 2]})
     rest = SECOND_SIZE - len(KERNEL_2) // 2
     report_free_space(monkeypatch, int(rest * 1.1))
     _record, downloaded = stage(FakeBlobClient([KERNEL_2, INITRAMFS_2]), second, dest)
@@ -710,46 +722,50 @@ def test_an_empty_directory_dest_is_accepted_and_replaced(dest):
 
 def _make_foreign_directory(dest):
     os.mkdir(dest)
-    with open(os.path.join(dest, 'vmlinuz'), 'wb') as handle:
-        handle.write(b'the user kernel')
+    with open(os.path.join(dest, "vmlinuz"), "wb") as handle:
+        handle.write(b"the user kernel")
 
 
 def _make_foreign_file(dest):
-    with open(dest, 'wb') as handle:
-        handle.write(b'the user kernel')
+    with open(dest, "wb") as handle:
+        handle.write(b"the user kernel")
 
 
-@pytest.mark.parametrize('make_foreign', [_make_foreign_directory, _make_foreign_file])
+@pytest.mark.parametrize("make_foreign", [_make_foreign_directory, _make_foreign_file])
 def test_a_dest_not_made_by_the_collection_is_refused(dest, make_foreign):
     make_foreign(dest)
     with pytest.raises(StageError) as raised:
         current_release(dest)
     assert str(raised.value) == (
-        '%s exists and is not a release staged by kubesolo.fleet; refusing to replace it '
-        '(remove it or choose another dest)' % dest)
-    assert raised.value.code == 'stage_failed'
-    user_file = os.path.join(dest, 'vmlinuz') if os.path.isdir(dest) else dest
-    assert read(user_file) == b'the user kernel'
+        f"{dest} exists and is not a release staged by kubesolo.fleet; refusing to replace it "
+        "(remove it or choose another dest)"
+    )
+    assert raised.value.code == "stage_failed"
+    user_file = os.path.join(dest, "vmlinuz") if os.path.isdir(dest) else dest
+    assert read(user_file) == b"the user kernel"
     assert not os.path.lexists(store_of(dest))
 
 
-@pytest.mark.parametrize('target', [
-    'elsewhere',
-    '/',
-    STORE_NAME,
-    '.other.kubesolo-fleet/sha256-' + 'a' * 64,
-    STORE_NAME + '/sha256-abc/deeper',
-    'does-not-exist',
-])
+@pytest.mark.parametrize(
+    "target",
+    [
+        "elsewhere",
+        "/",
+        STORE_NAME,
+        ".other.kubesolo-fleet/sha256-" + "a" * 64,
+        STORE_NAME + "/sha256-abc/deeper",
+        "does-not-exist",
+    ],
+)
 def test_a_symlink_dest_pointing_elsewhere_is_refused(dest, target):
-    elsewhere = os.path.join(os.path.dirname(dest), 'elsewhere')
+    elsewhere = os.path.join(os.path.dirname(dest), "elsewhere")
     os.mkdir(elsewhere)
     os.symlink(target, dest)
     with pytest.raises(StageError) as raised:
         current_release(dest)
     assert str(raised.value) == (
-        '%s is a symbolic link to %s, which kubesolo.fleet did not create; refusing to replace it'
-        % (dest, target))
+        f"{dest} is a symbolic link to {target}, which kubesolo.fleet did not create; refusing to replace it"
+    )
     assert os.readlink(dest) == target
     assert os.listdir(elsewhere) == []
 
@@ -759,22 +775,22 @@ def test_a_symlink_dest_pointing_elsewhere_is_refused(dest, target):
 
 def test_a_changed_file_size_means_nothing_is_staged(dest):
     stage_first(dest)
-    with open(os.path.join(dest, 'kubesolo-os.gz'), 'ab') as handle:
-        handle.write(b'\0')
+    with open(os.path.join(dest, "kubesolo-os.gz"), "ab") as handle:
+        handle.write(b"\0")
     assert current_release(dest) is None
 
 
 def test_a_missing_file_means_nothing_is_staged(dest):
     stage_first(dest)
-    os.unlink(os.path.join(dest, 'vmlinuz'))
+    os.unlink(os.path.join(dest, "vmlinuz"))
     assert current_release(dest) is None
 
 
 def test_a_same_size_change_is_only_found_by_rehashing(dest):
     _release, record, _downloaded, _client = stage_first(dest)
-    path = os.path.join(dest, 'vmlinuz')
-    tampered = b'K' + KERNEL_1[1:]
-    with open(path, 'wb') as handle:
+    path = os.path.join(dest, "vmlinuz")
+    tampered = b"K" + KERNEL_1[1:]
+    with open(path, "wb") as handle:
         handle.write(tampered)
     assert os.path.getsize(path) == len(KERNEL_1)
     assert current_release(dest) == record
@@ -782,30 +798,43 @@ def test_a_same_size_change_is_only_found_by_rehashing(dest):
 
 
 def _set_record(dest, content):
-    path = os.path.join(dest, 'release.json')
+    path = os.path.join(dest, "release.json")
     os.chmod(path, 0o644)
-    with open(path, 'wb') as handle:
+    with open(path, "wb") as handle:
         handle.write(content)
 
 
 def _edited_record(dest, **changes):
-    record = json.loads(read(os.path.join(dest, 'release.json')))
+    record = json.loads(read(os.path.join(dest, "release.json")))
     record.update(changes)
-    return json.dumps(record).encode('utf-8')
+    return json.dumps(record).encode("utf-8")
 
 
-@pytest.mark.parametrize('corrupt', [
-    lambda dest: os.unlink(os.path.join(dest, 'release.json')),
-    lambda dest: _set_record(dest, b'{"schema": 1, "files": {'),
-    lambda dest: _set_record(dest, b''),
-    lambda dest: _set_record(dest, b'\xff\xfe'),
-    lambda dest: _set_record(dest, b'[1]'),
-    lambda dest: _set_record(dest, _edited_record(dest, schema=2)),
-    lambda dest: _set_record(dest, _edited_record(dest, files=['vmlinuz'])),
-    lambda dest: _set_record(dest, _edited_record(dest, files={'../vmlinuz': {'size': 1}})),
-    lambda dest: _set_record(dest, _edited_record(dest, files={'vmlinuz': 'size'})),
-], ids=['missing', 'truncated', 'empty', 'not-utf8', 'not-an-object', 'other-schema', 'files-not-a-dict',
-        'file-outside', 'entry-not-a-dict'])
+@pytest.mark.parametrize(
+    "corrupt",
+    [
+        lambda dest: os.unlink(os.path.join(dest, "release.json")),
+        lambda dest: _set_record(dest, b'{"schema": 1, "files": {'),
+        lambda dest: _set_record(dest, b""),
+        lambda dest: _set_record(dest, b"\xff\xfe"),
+        lambda dest: _set_record(dest, b"[1]"),
+        lambda dest: _set_record(dest, _edited_record(dest, schema=2)),
+        lambda dest: _set_record(dest, _edited_record(dest, files=["vmlinuz"])),
+        lambda dest: _set_record(dest, _edited_record(dest, files={"../vmlinuz": {"size": 1}})),
+        lambda dest: _set_record(dest, _edited_record(dest, files={"vmlinuz": "size"})),
+    ],
+    ids=[
+        "missing",
+        "truncated",
+        "empty",
+        "not-utf8",
+        "not-an-object",
+        "other-schema",
+        "files-not-a-dict",
+        "file-outside",
+        "entry-not-a-dict",
+    ],
+)
 def test_a_missing_or_corrupt_record_means_nothing_is_staged(dest, corrupt):
     stage_first(dest)
     corrupt(dest)
@@ -815,5 +844,5 @@ def test_a_missing_or_corrupt_record_means_nothing_is_staged(dest, corrupt):
 def test_a_dangling_managed_link_holds_nothing(dest):
     store = _store.store_dir(dest)
     os.makedirs(store)
-    os.symlink(os.path.join(os.path.basename(store), 'sha256-' + '0' * 64), dest)
+    os.symlink(os.path.join(os.path.basename(store), "sha256-" + "0" * 64), dest)
     assert current_release(dest) is None

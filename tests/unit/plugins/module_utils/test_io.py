@@ -14,56 +14,56 @@ import pytest
 from ansible_collections.kubesolo.fleet.plugins.module_utils import _io
 from ansible_collections.kubesolo.fleet.tests.unit.plugins.module_utils.fakes import sha256_digest
 
-KERNEL_1 = b'kernel v0.3.0\n' * 300
+KERNEL_1 = b"kernel v0.3.0\n" * 300
 
 
 def read(path):
-    with open(path, 'rb') as handle:
+    with open(path, "rb") as handle:
         return handle.read()
 
 
 def test_file_sha256(tmp_path):
-    path = tmp_path / 'blob'
+    path = tmp_path / "blob"
     path.write_bytes(KERNEL_1)
-    assert _io.file_sha256(str(path)) == sha256_digest(KERNEL_1).split(':')[1]
+    assert _io.file_sha256(str(path)) == sha256_digest(KERNEL_1).split(":")[1]
 
 
 # -- write_atomic ----------------------------------------------------------
 
 
 def test_write_atomic_writes_the_file(tmp_path):
-    path = str(tmp_path / 'release.json')
+    path = str(tmp_path / "release.json")
     _io.write_atomic(path, b'{"schema": 1}', mode=0o600)
     assert read(path) == b'{"schema": 1}'
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
-    assert os.listdir(str(tmp_path)) == ['release.json']
+    assert os.listdir(str(tmp_path)) == ["release.json"]
 
 
 def test_write_atomic_replaces_an_existing_file(tmp_path):
-    path = tmp_path / 'release.json'
-    path.write_bytes(b'old')
-    _io.write_atomic(str(path), b'new')
-    assert path.read_bytes() == b'new'
+    path = tmp_path / "release.json"
+    path.write_bytes(b"old")
+    _io.write_atomic(str(path), b"new")
+    assert path.read_bytes() == b"new"
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
 
 
 def test_write_atomic_leaves_no_temporary_file_when_writing_fails(tmp_path):
-    path = tmp_path / 'release.json'
-    path.write_bytes(b'old')
+    path = tmp_path / "release.json"
+    path.write_bytes(b"old")
     with pytest.raises(TypeError):
-        _io.write_atomic(str(path), 'not bytes')
-    assert os.listdir(str(tmp_path)) == ['release.json']
-    assert path.read_bytes() == b'old'
+        _io.write_atomic(str(path), "not bytes")
+    assert os.listdir(str(tmp_path)) == ["release.json"]
+    assert path.read_bytes() == b"old"
 
 
 def test_write_atomic_leaves_no_temporary_file_when_fsync_fails(tmp_path, monkeypatch):
     def no_space(_fd):
-        raise OSError(errno.ENOSPC, 'No space left on device')
+        raise OSError(errno.ENOSPC, "No space left on device")
 
-    path = tmp_path / 'release.json'
-    monkeypatch.setattr(_io.os, 'fsync', no_space)
+    path = tmp_path / "release.json"
+    monkeypatch.setattr(_io.os, "fsync", no_space)
     with pytest.raises(OSError) as raised:
-        _io.write_atomic(str(path), b'new')
+        _io.write_atomic(str(path), b"new")
     monkeypatch.undo()
     assert raised.value.errno == errno.ENOSPC
     assert os.listdir(str(tmp_path)) == []

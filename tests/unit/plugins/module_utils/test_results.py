@@ -16,29 +16,34 @@ from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import (
 )
 from ansible_collections.kubesolo.fleet.tests.unit.plugins.module_utils.fakes import FakeBlobClient, make_release
 
-KERNEL_1 = b'kernel v0.3.0\n' * 30
-INITRAMFS_1 = b'initramfs v0.3.0\n' * 50
+KERNEL_1 = b"kernel v0.3.0\n" * 30
+INITRAMFS_1 = b"initramfs v0.3.0\n" * 50
 
 
 def test_a_failure_has_the_message_the_code_and_the_details():
-    error = ArchitectureNotShippedError('riscv64', ['amd64', 'arm64'])
+    error = ArchitectureNotShippedError("riscv64", ["amd64", "arm64"])
     assert _results.failure_result(error) == {
-        'failed': True, 'msg': str(error), 'error_code': 'architecture_not_shipped',
-        'architecture': 'riscv64', 'available_architectures': ['amd64', 'arm64'], 'index_digest': None}
+        "failed": True,
+        "msg": str(error),
+        "error_code": "architecture_not_shipped",
+        "architecture": "riscv64",
+        "available_architectures": ["amd64", "arm64"],
+        "index_digest": None,
+    }
 
 
 def test_a_failure_with_a_client_carries_its_transfer_summary():
     client = FakeBlobClient([])
     client.fetched_bytes = 42
-    result = _results.failure_result(StageError('disk full'), client)
-    assert result['transfer'] == {'retries': 0, 'last_error': '', 'resumed_bytes': 0, 'fetched_bytes': 42}
-    assert result['error_code'] == 'stage_failed'
+    result = _results.failure_result(StageError("disk full"), client)
+    assert result["transfer"] == {"retries": 0, "last_error": "", "resumed_bytes": 0, "fetched_bytes": 42}
+    assert result["error_code"] == "stage_failed"
 
 
 def test_fail_module_hands_the_failure_to_fail_json():
     module = MagicMock()
-    _results.fail_module(module, StageError('disk full'))
-    module.fail_json.assert_called_once_with(msg='disk full', error_code='stage_failed')
+    _results.fail_module(module, StageError("disk full"))
+    module.fail_json.assert_called_once_with(msg="disk full", error_code="stage_failed")
 
 
 def outcome(current=None, staged=None):
@@ -46,38 +51,43 @@ def outcome(current=None, staged=None):
     return _staging.StageOutcome(release, release.staged_layers(), current, staged)
 
 
-@pytest.mark.parametrize('delivery', ['host', 'controller'])
+@pytest.mark.parametrize("delivery", ["host", "controller"])
 def test_the_stage_result(delivery):
-    done = outcome(staged=_staging.StagedRelease({}, 11, bytes_transferred=22 if delivery == 'controller' else None))
+    done = outcome(staged=_staging.StagedRelease({}, 11, bytes_transferred=22 if delivery == "controller" else None))
     client = FakeBlobClient([])
-    result = _results.stage_result(done, '/var/lib/kubesolo/staged', delivery, client, diff=False)
-    assert result['changed'] is True
-    assert result['staged'] == {'vmlinuz_path': '/var/lib/kubesolo/staged/vmlinuz',
-                                'initramfs_path': '/var/lib/kubesolo/staged/kubesolo-os.gz', 'version': 'v0.3.0'}
-    assert result['bytes_downloaded'] == 11
-    assert result['delivery'] == delivery
-    assert result['manifest_digest'] == done.release.manifest_digest
-    assert result['sources'] == {} and result['mirror_errors'] == []
-    assert result['transfer'] == client.transfer_summary()
-    assert 'diff' not in result
-    if delivery == 'controller':
-        assert result['bytes_transferred'] == 22
+    result = _results.stage_result(done, "/var/lib/kubesolo/staged", delivery, client, diff=False)
+    assert result["changed"] is True
+    assert result["staged"] == {
+        "vmlinuz_path": "/var/lib/kubesolo/staged/vmlinuz",
+        "initramfs_path": "/var/lib/kubesolo/staged/kubesolo-os.gz",
+        "version": "v0.3.0",
+    }
+    assert result["bytes_downloaded"] == 11
+    assert result["delivery"] == delivery
+    assert result["manifest_digest"] == done.release.manifest_digest
+    assert result["sources"] == {} and result["mirror_errors"] == []
+    assert result["transfer"] == client.transfer_summary()
+    assert "diff" not in result
+    if delivery == "controller":
+        assert result["bytes_transferred"] == 22
     else:
-        assert 'bytes_transferred' not in result
+        assert "bytes_transferred" not in result
 
 
 def test_an_unchanged_stage_moved_no_bytes():
-    done = outcome(current={'manifest_digest': make_release(KERNEL_1, INITRAMFS_1).manifest_digest})
-    result = _results.stage_result(done, '/staged', 'controller', FakeBlobClient([]), diff=False)
-    assert result['changed'] is False
-    assert (result['bytes_downloaded'], result['bytes_transferred']) == (0, 0)
+    done = outcome(current={"manifest_digest": make_release(KERNEL_1, INITRAMFS_1).manifest_digest})
+    result = _results.stage_result(done, "/staged", "controller", FakeBlobClient([]), diff=False)
+    assert result["changed"] is False
+    assert (result["bytes_downloaded"], result["bytes_transferred"]) == (0, 0)
 
 
 def test_the_diff_shows_version_and_digest_before_and_after():
-    before = {'version': 'v0.2.0', 'manifest_digest': 'sha256:' + '1' * 64}
+    before = {"version": "v0.2.0", "manifest_digest": "sha256:" + "1" * 64}
     done = outcome(current=before)
-    result = _results.stage_result(done, '/staged', 'host', FakeBlobClient([]), diff=True)
-    assert result['diff'] == {'before': before,
-                              'after': {'version': 'v0.3.0', 'manifest_digest': done.release.manifest_digest}}
-    result = _results.stage_result(outcome(), '/staged', 'host', FakeBlobClient([]), diff=True)
-    assert result['diff']['before'] == {}
+    result = _results.stage_result(done, "/staged", "host", FakeBlobClient([]), diff=True)
+    assert result["diff"] == {
+        "before": before,
+        "after": {"version": "v0.3.0", "manifest_digest": done.release.manifest_digest},
+    }
+    result = _results.stage_result(outcome(), "/staged", "host", FakeBlobClient([]), diff=True)
+    assert result["diff"]["before"] == {}

@@ -40,11 +40,14 @@ def policy(**kwargs):
 # -- Retry-After -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize('value, seconds', [
-    ('120', 120.0),
-    ('0', 0.0),
-    (' 30 ', 30.0),
-])
+@pytest.mark.parametrize(
+    "value, seconds",
+    [
+        ("120", 120.0),
+        ("0", 0.0),
+        (" 30 ", 30.0),
+    ],
+)
 def test_retry_after_in_seconds(value, seconds):
     assert retry_after_seconds(value, now=NOW) == seconds
 
@@ -62,12 +65,12 @@ def test_retry_after_as_an_http_date_uses_the_current_time_by_default():
     assert 3590 <= seconds <= 3600
 
 
-@pytest.mark.parametrize('value', [None, '', 'soon', '-5', '1.5', '10s', 'Wed, 99 Foo 2026 12:00:00 GMT'])
+@pytest.mark.parametrize("value", [None, "", "soon", "-5", "1.5", "10s", "Wed, 99 Foo 2026 12:00:00 GMT"])
 def test_unusable_retry_after_is_none(value):
     assert retry_after_seconds(value, now=NOW) is None
 
 
-@pytest.mark.parametrize('value', ['\u00b2', '\u00b9\u00b3'], ids=['0xB2', '0xB9-0xB3'])
+@pytest.mark.parametrize("value", ["\u00b2", "\u00b9\u00b3"], ids=["0xB2", "0xB9-0xB3"])
 def test_retry_after_of_superscript_digits_is_unusable_not_a_crash(value):
     # http.client decodes header bytes as latin-1, so bytes 0xB2, 0xB3, 0xB9 arrive as
     # superscript digits: str.isdigit() says yes, float() raises ValueError.
@@ -82,11 +85,11 @@ def backoff_cap(attempt, max_wait):
     return min(max_wait, 0.5 * 2 ** (attempt - 1))
 
 
-@pytest.mark.parametrize('attempt', [1, 2, 3, 4, 5, 6])
+@pytest.mark.parametrize("attempt", [1, 2, 3, 4, 5, 6])
 def test_backoff_is_jittered_between_half_and_all_of_its_cap(attempt):
     retry, fake = policy(retries=10, max_wait=60, budget=1e9)
     for _sample in range(200):
-        assert retry.wait(attempt, 'HTTP 503') is True
+        assert retry.wait(attempt, "HTTP 503") is True
     cap = backoff_cap(attempt, 60)
     assert all(cap / 2 <= delay <= cap for delay in fake.sleeps), (cap, min(fake.sleeps), max(fake.sleeps))
     assert len(set(fake.sleeps)) > 100  # jittered, not one fixed delay
@@ -98,7 +101,7 @@ def test_backoff_grows_with_each_attempt():
     for attempt in range(1, 7):
         del fake.sleeps[:]
         for _sample in range(50):
-            retry.wait(attempt, 'HTTP 503')
+            retry.wait(attempt, "HTTP 503")
         by_attempt.append(list(fake.sleeps))
     for shorter, longer in zip(by_attempt, by_attempt[1:]):
         assert min(longer) >= max(shorter)
@@ -109,7 +112,7 @@ def test_backoff_grows_with_each_attempt():
 def test_backoff_never_exceeds_max_wait():
     retry, fake = policy(retries=30, max_wait=3, budget=1e9)
     for attempt in range(1, 31):
-        retry.wait(attempt, 'HTTP 503')
+        retry.wait(attempt, "HTTP 503")
     assert max(fake.sleeps) <= 3
     assert min(fake.sleeps[10:]) >= 1.5  # capped, still jittered from half the cap
 
@@ -119,25 +122,25 @@ def test_backoff_never_exceeds_max_wait():
 
 def test_retry_after_is_waited_exactly():
     retry, fake = policy(max_wait=60)
-    assert retry.wait(1, 'HTTP 429', retry_after=7.0) is True
+    assert retry.wait(1, "HTTP 429", retry_after=7.0) is True
     assert fake.sleeps == [7.0]
 
 
 def test_retry_after_zero_retries_at_once():
     retry, fake = policy()
-    assert retry.wait(1, 'HTTP 503', retry_after=0.0) is True
+    assert retry.wait(1, "HTTP 503", retry_after=0.0) is True
     assert fake.sleeps == [0.0]
 
 
 def test_a_long_retry_after_waits_max_wait_not_a_few_seconds():
     retry, fake = policy(max_wait=60, budget=1e9)
-    assert retry.wait(1, 'HTTP 429', retry_after=3600.0) is True
+    assert retry.wait(1, "HTTP 429", retry_after=3600.0) is True
     assert fake.sleeps == [60]
 
 
 def test_retry_after_is_honoured_on_later_attempts_too():
     retry, fake = policy(retries=10, max_wait=60, budget=1e9)
-    assert retry.wait(6, 'HTTP 503', retry_after=2.0) is True
+    assert retry.wait(6, "HTTP 503", retry_after=2.0) is True
     assert fake.sleeps == [2.0]  # not the (longer) backoff of attempt 6
 
 
@@ -146,38 +149,38 @@ def test_retry_after_is_honoured_on_later_attempts_too():
 
 def test_retries_bound_the_tries_of_one_request():
     retry, fake = policy(retries=3, budget=1e9)
-    assert [retry.wait(attempt, 'error %d' % attempt) for attempt in (1, 2, 3)] == [True, True, True]
-    assert retry.wait(4, 'error 4') is False
+    assert [retry.wait(attempt, f"error {attempt}") for attempt in (1, 2, 3)] == [True, True, True]
+    assert retry.wait(4, "error 4") is False
     assert len(fake.sleeps) == 3
-    assert retry.summary() == {'retries': 3, 'last_error': 'error 4'}
+    assert retry.summary() == {"retries": 3, "last_error": "error 4"}
 
 
 def test_no_retries_means_no_wait():
     retry, fake = policy(retries=0)
-    assert retry.wait(1, 'refused') is False
+    assert retry.wait(1, "refused") is False
     assert fake.sleeps == []
-    assert retry.summary() == {'retries': 0, 'last_error': 'refused'}
+    assert retry.summary() == {"retries": 0, "last_error": "refused"}
 
 
 def test_each_request_gets_its_retries_and_the_count_adds_up():
     retry, _fake = policy(retries=2, budget=1e9)
-    assert retry.wait(1, 'a') and retry.wait(2, 'b')
-    assert retry.wait(3, 'c') is False
-    assert retry.wait(1, 'd') is True  # the next request starts again at attempt 1
-    assert retry.summary() == {'retries': 3, 'last_error': 'd'}
+    assert retry.wait(1, "a") and retry.wait(2, "b")
+    assert retry.wait(3, "c") is False
+    assert retry.wait(1, "d") is True  # the next request starts again at attempt 1
+    assert retry.summary() == {"retries": 3, "last_error": "d"}
 
 
 def test_the_budget_bounds_the_time_spent_waiting():
     retry, fake = policy(retries=100, max_wait=60, budget=25)
-    results = [retry.wait(attempt, 'HTTP 503', retry_after=10.0) for attempt in (1, 2, 3)]
+    results = [retry.wait(attempt, "HTTP 503", retry_after=10.0) for attempt in (1, 2, 3)]
     assert results == [True, True, False]
     assert fake.sleeps == [10.0, 10.0]  # the wait that would cross the budget is not slept at all
-    assert retry.summary()['retries'] == 2
+    assert retry.summary()["retries"] == 2
 
 
 def test_a_wait_longer_than_the_budget_is_not_started():
     retry, fake = policy(max_wait=60, budget=30)
-    assert retry.wait(1, 'HTTP 429', retry_after=3600.0) is False
+    assert retry.wait(1, "HTTP 429", retry_after=3600.0) is False
     assert fake.sleeps == []
 
 
@@ -187,7 +190,7 @@ def test_time_spent_working_before_a_fault_does_not_use_up_the_budget():
     # still retried.
     retry, fake = policy(retries=5, max_wait=60, budget=300)
     fake.now += 600
-    assert retry.wait(1, 'download broke off', retry_after=1.0) is True
+    assert retry.wait(1, "download broke off", retry_after=1.0) is True
     assert fake.sleeps == [1.0]
 
 
@@ -195,16 +198,16 @@ def test_time_spent_working_before_a_fault_does_not_use_up_the_budget():
 
 
 def test_a_fresh_policy_reports_nothing():
-    assert RetryPolicy().summary() == {'retries': 0, 'last_error': ''}
+    assert RetryPolicy().summary() == {"retries": 0, "last_error": ""}
 
 
 def test_count_and_last_error():
     retry, _fake = policy(budget=1e9)
-    retry.wait(1, 'registry r answered HTTP 503')
-    retry.wait(2, 'timed out after 30s talking to r')
+    retry.wait(1, "registry r answered HTTP 503")
+    retry.wait(2, "timed out after 30s talking to r")
     assert retry.count == 2
-    assert retry.last_error == 'timed out after 30s talking to r'
-    assert retry.summary() == {'retries': 2, 'last_error': 'timed out after 30s talking to r'}
+    assert retry.last_error == "timed out after 30s talking to r"
+    assert retry.summary() == {"retries": 2, "last_error": "timed out after 30s talking to r"}
 
 
 def test_retry_statuses():

@@ -10,19 +10,22 @@ import pytest
 from ansible_collections.kubesolo.fleet.plugins.module_utils import _store
 
 
-@pytest.mark.parametrize('dest_path, store', [
-    ('/var/lib/kubesolo/staged', '/var/lib/kubesolo/.staged.kubesolo-fleet'),
-    ('/var/lib/kubesolo/staged/', '/var/lib/kubesolo/.staged.kubesolo-fleet'),
-    ('/boot', '/.boot.kubesolo-fleet'),
-])
+@pytest.mark.parametrize(
+    "dest_path, store",
+    [
+        ("/var/lib/kubesolo/staged", "/var/lib/kubesolo/.staged.kubesolo-fleet"),
+        ("/var/lib/kubesolo/staged/", "/var/lib/kubesolo/.staged.kubesolo-fleet"),
+        ("/boot", "/.boot.kubesolo-fleet"),
+    ],
+)
 def test_store_dir(dest_path, store):
     assert _store.store_dir(dest_path) == store
 
 
 def test_digest_name():
-    assert _store.digest_name('sha256:' + 'ab' * 32) == 'sha256-' + 'ab' * 32
+    assert _store.digest_name("sha256:" + "ab" * 32) == "sha256-" + "ab" * 32
 
 
-@pytest.mark.parametrize('data', [b'', b'\xff', b'[]', b'{"schema": 2, "files": {}}', b'{"schema": 1}'])
+@pytest.mark.parametrize("data", [b"", b"\xff", b"[]", b'{"schema": 2, "files": {}}', b'{"schema": 1}'])
 def test_parse_record_refuses_what_is_not_a_record(data):
     assert _store.parse_record(data) is None

@@ -16,7 +16,7 @@ from ansible_collections.kubesolo.fleet.tests.unit.plugins.plugin_utils.node_fak
 )
 
 
-@pytest.fixture(scope='session')
+@pytest.fixture(scope="session")
 def busybox_bin(tmp_path_factory):
     return busybox_bin_dir(tmp_path_factory)
 
@@ -28,5 +28,5 @@ def node(request):
 
 @pytest.fixture
 def dest(tmp_path):
-    os.makedirs(str(tmp_path / 'boot'))
-    return str(tmp_path / 'boot' / 'staged')
+    os.makedirs(str(tmp_path / "boot"))
+    return str(tmp_path / "boot" / "staged")

@@ -21,18 +21,43 @@ from ansible_collections.kubesolo.fleet.plugins.module_utils._reference import p
 from ansible_collections.kubesolo.fleet.plugins.plugin_utils import _node_store
 from ansible_collections.kubesolo.fleet.tests.unit.plugins.module_utils.fakes import make_release, sha256_digest
 
-KERNEL_1 = b'kernel v0.3.0\n' * 300
-INITRAMFS_1 = b'initramfs v0.3.0\n' * 500
-KERNEL_2 = b'kernel v0.4.0\n' * 310
-INITRAMFS_2 = b'initramfs v0.4.0\n' * 520
-STORE_NAME = '.staged.kubesolo-fleet'
-REPOSITORY = parse_repository('ghcr.io/portainer/kubesolo-os')
-BUSYBOX = '/bin/busybox'
+KERNEL_1 = b"kernel v0.3.0\n" * 300
+INITRAMFS_1 = b"initramfs v0.3.0\n" * 500
+KERNEL_2 = b"kernel v0.4.0\n" * 310
+INITRAMFS_2 = b"initramfs v0.4.0\n" * 520
+STORE_NAME = ".staged.kubesolo-fleet"
+REPOSITORY = parse_repository("ghcr.io/portainer/kubesolo-os")
+BUSYBOX = "/bin/busybox"
 # What the scripts of _node_scripts.py call besides sh builtins.
-APPLETS = ('sha256sum', 'mktemp', 'mv', 'readlink', 'base64', 'df', 'awk', 'head', 'cut', 'tr', 'ls',
-           'rm', 'ln', 'chmod', 'sync', 'dirname', 'uname', 'mkdir', 'rmdir', 'printf', 'echo', '[', 'test',
-           'true', 'cat', 'wc')
-SHELLS = ['system-sh', 'busybox']
+APPLETS = (
+    "sha256sum",
+    "mktemp",
+    "mv",
+    "readlink",
+    "base64",
+    "df",
+    "awk",
+    "head",
+    "cut",
+    "tr",
+    "ls",
+    "rm",
+    "ln",
+    "chmod",
+    "sync",
+    "dirname",
+    "uname",
+    "mkdir",
+    "rmdir",
+    "printf",
+    "echo",
+    "[",
+    "test",
+    "true",
+    "cat",
+    "wc",
+)
+SHELLS = ["system-sh", "busybox"]
 
 
 def sha256_hex(data):
@@ -40,7 +65,7 @@ def sha256_hex(data):
 
 
 def read(path):
-    with open(path, 'rb') as handle:
+    with open(path, "rb") as handle:
         return handle.read()
 
 
@@ -69,39 +94,39 @@ class Node:
 def busybox_bin_dir(tmp_path_factory):
     """A directory of busybox applet links, to be the whole PATH (skips when busybox cannot be)."""
     if not os.access(BUSYBOX, os.X_OK):
-        pytest.skip('%s is not installed: the node scripts are only checked with the system shell' % BUSYBOX)
-    listed = subprocess.run([BUSYBOX, '--list'], capture_output=True, text=True, check=True).stdout.split()
+        pytest.skip(f"{BUSYBOX} is not installed: the node scripts are only checked with the system shell")
+    listed = subprocess.run([BUSYBOX, "--list"], capture_output=True, text=True, check=True).stdout.split()
     missing = sorted(set(APPLETS) - set(listed))
     if missing:
-        pytest.skip('this busybox lacks the applets %s' % ', '.join(missing))
-    directory = tmp_path_factory.mktemp('busybox-bin')
+        pytest.skip("this busybox lacks the applets {}".format(", ".join(missing)))
+    directory = tmp_path_factory.mktemp("busybox-bin")
     for applet in listed:
-        if '/' not in applet:
+        if "/" not in applet:
             os.symlink(BUSYBOX, str(directory / applet))
     return str(directory)
 
 
 def node_of(request):
     """The Node of a ``node`` fixture parametrized with SHELLS (busybox from a ``busybox_bin`` fixture)."""
-    if request.param == 'system-sh':
-        return Node(['/bin/sh', '-c'])
-    directory = request.getfixturevalue('busybox_bin')
-    return Node([BUSYBOX, 'sh', '-c'], env={'PATH': directory, 'LC_ALL': 'C'})
+    if request.param == "system-sh":
+        return Node(["/bin/sh", "-c"])
+    directory = request.getfixturevalue("busybox_bin")
+    return Node([BUSYBOX, "sh", "-c"], env={"PATH": directory, "LC_ALL": "C"})
 
 
 def store_of(dest):
-    return os.path.join(os.path.dirname(dest), '.%s.kubesolo-fleet' % os.path.basename(dest))
+    return os.path.join(os.path.dirname(dest), f".{os.path.basename(dest)}.kubesolo-fleet")
 
 
 def release_dir_of(release):
-    return 'sha256-' + release.manifest_digest.split(':', 1)[1]
+    return "sha256-" + release.manifest_digest.split(":", 1)[1]
 
 
 def leftovers(store):
     found = []
     for root, dirs, files in os.walk(store):
         for name in dirs + files:
-            if name.startswith(('tmp-', 'link-', 'trash-')):
+            if name.startswith(("tmp-", "link-", "trash-")):
                 found.append(os.path.relpath(os.path.join(root, name), store))
     return sorted(found)
 
@@ -116,12 +141,12 @@ def stage(node, dest, tmp_path, kernel, initramfs, version):
     store = node.store(dest)
     store.current_release()
     layers = release.staged_layers()
-    work = store.prepare(sum(layer['size'] for _name, layer in layers))
+    work = store.prepare(sum(layer["size"] for _name, layer in layers))
     files = {}
-    local = tmp_path / 'controller-files'
+    local = tmp_path / "controller-files"
     local.mkdir(exist_ok=True)
     for name, layer in layers:
-        data = blobs[layer['digest']]
+        data = blobs[layer["digest"]]
         path = local / name
         path.write_bytes(data)
         store.put(str(path), work, name)
@@ -133,69 +158,84 @@ def stage(node, dest, tmp_path, kernel, initramfs, version):
 
 
 def stage_first(node, dest, tmp_path):
-    return stage(node, dest, tmp_path, KERNEL_1, INITRAMFS_1, 'v0.3.0')
+    return stage(node, dest, tmp_path, KERNEL_1, INITRAMFS_1, "v0.3.0")
 
 
 def expected_files(kernel, initramfs):
     return {
-        'vmlinuz': {'media_type': 'application/vnd.kubesolo.os.kernel.v1+octet-stream',
-                    'digest': sha256_digest(kernel), 'size': len(kernel), 'sha256': sha256_hex(kernel)},
-        'kubesolo-os.gz': {'media_type': 'application/vnd.kubesolo.os.initramfs.v1+gzip',
-                           'digest': sha256_digest(initramfs), 'size': len(initramfs),
-                           'sha256': sha256_hex(initramfs)},
+        "vmlinuz": {
+            "media_type": "application/vnd.kubesolo.os.kernel.v1+octet-stream",
+            "digest": sha256_digest(kernel),
+            "size": len(kernel),
+            "sha256": sha256_hex(kernel),
+        },
+        "kubesolo-os.gz": {
+            "media_type": "application/vnd.kubesolo.os.initramfs.v1+gzip",
+            "digest": sha256_digest(initramfs),
+            "size": len(initramfs),
+            "sha256": sha256_hex(initramfs),
+        },
     }
 
 
 def assert_holds(dest, release, record, kernel, initramfs, also_in_store=()):
     """``dest`` holds ``release``, the only entry of the store besides ``also_in_store``."""
     assert os.readlink(dest) == os.path.join(os.path.basename(store_of(dest)), release_dir_of(release))
-    assert read(os.path.join(dest, 'vmlinuz')) == kernel
-    assert read(os.path.join(dest, 'kubesolo-os.gz')) == initramfs
-    assert json.loads(read(os.path.join(dest, 'release.json'))) == record
+    assert read(os.path.join(dest, "vmlinuz")) == kernel
+    assert read(os.path.join(dest, "kubesolo-os.gz")) == initramfs
+    assert json.loads(read(os.path.join(dest, "release.json"))) == record
     assert sorted(os.listdir(store_of(dest))) == sorted([release_dir_of(release)] + list(also_in_store))
     assert leftovers(store_of(dest)) == []
 
 
 def foreign_directory(dest):
     os.mkdir(dest)
-    with open(os.path.join(dest, 'vmlinuz'), 'wb') as handle:
-        handle.write(b'the user kernel')
-    return os.path.join(dest, 'vmlinuz')
+    with open(os.path.join(dest, "vmlinuz"), "wb") as handle:
+        handle.write(b"the user kernel")
+    return os.path.join(dest, "vmlinuz")
 
 
 def foreign_file(dest):
-    with open(dest, 'wb') as handle:
-        handle.write(b'the user kernel')
+    with open(dest, "wb") as handle:
+        handle.write(b"the user kernel")
     return dest
 
 
 def foreign_symlink(dest):
-    elsewhere = os.path.join(os.path.dirname(dest), 'elsewhere')
+    elsewhere = os.path.join(os.path.dirname(dest), "elsewhere")
     os.mkdir(elsewhere)
-    with open(os.path.join(elsewhere, 'vmlinuz'), 'wb') as handle:
-        handle.write(b'the user kernel')
-    os.symlink('elsewhere', dest)
-    return os.path.join(elsewhere, 'vmlinuz')
+    with open(os.path.join(elsewhere, "vmlinuz"), "wb") as handle:
+        handle.write(b"the user kernel")
+    os.symlink("elsewhere", dest)
+    return os.path.join(elsewhere, "vmlinuz")
 
 
 FOREIGN_DESTS = [
-    (foreign_directory, '{dest} exists and is not a release staged by kubesolo.fleet; refusing to replace it '
-                        '(remove it or choose another dest)'),
-    (foreign_file, '{dest} exists and is not a release staged by kubesolo.fleet; refusing to replace it '
-                   '(remove it or choose another dest)'),
-    (foreign_symlink, '{dest} is a symbolic link to elsewhere, which kubesolo.fleet did not create; '
-                      'refusing to replace it'),
+    (
+        foreign_directory,
+        "{dest} exists and is not a release staged by kubesolo.fleet; refusing to replace it "
+        "(remove it or choose another dest)",
+    ),
+    (
+        foreign_file,
+        "{dest} exists and is not a release staged by kubesolo.fleet; refusing to replace it "
+        "(remove it or choose another dest)",
+    ),
+    (
+        foreign_symlink,
+        "{dest} is a symbolic link to elsewhere, which kubesolo.fleet did not create; refusing to replace it",
+    ),
 ]
 
 
-FOREIGN_IDS = ['directory', 'file', 'symlink']
+FOREIGN_IDS = ["directory", "file", "symlink"]
 
 
 def node_with_tools(tmp_path, **scripts):
     """A system-sh node with ``scripts`` ({command: sh script}) ahead of the real commands on PATH."""
-    fake_bin = tmp_path / 'fake-bin'
+    fake_bin = tmp_path / "fake-bin"
     fake_bin.mkdir(exist_ok=True)
     for command, body in scripts.items():
-        (fake_bin / command).write_text('#!/bin/sh\n' + body)
+        (fake_bin / command).write_text("#!/bin/sh\n" + body)
         os.chmod(str(fake_bin / command), 0o755)
-    return Node(['/bin/sh', '-c'], env=dict(os.environ, PATH='%s:%s' % (fake_bin, os.environ.get('PATH', ''))))
+    return Node(["/bin/sh", "-c"], env=dict(os.environ, PATH="{}:{}".format(fake_bin, os.environ.get("PATH", ""))))

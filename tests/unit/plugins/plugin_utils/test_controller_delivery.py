@@ -77,30 +77,30 @@ class Cache:
         os.makedirs(directory, exist_ok=True)
 
     def remember(self, manifest_digest, layers):
-        self.calls.append(('remember', manifest_digest, [layer['digest'] for layer in layers]))
+        self.calls.append(("remember", manifest_digest, [layer["digest"] for layer in layers]))
 
     def fetch_all(self, client, layers):
-        self.calls.append(('fetch_all', client, [layer['digest'] for layer in layers]))
+        self.calls.append(("fetch_all", client, [layer["digest"] for layer in layers]))
         return [self.fetch(layer) for layer in layers]
 
     def fetch(self, layer):
-        downloaded = 0 if layer['digest'] in self.fetched else layer['size']
-        self.fetched.append(layer['digest'])
-        data = self.blobs[layer['digest']]
-        path = os.path.join(self.directory, layer['digest'].replace(':', '-'))
+        downloaded = 0 if layer["digest"] in self.fetched else layer["size"]
+        self.fetched.append(layer["digest"])
+        data = self.blobs[layer["digest"]]
+        path = os.path.join(self.directory, layer["digest"].replace(":", "-"))
         on_disk = data
-        if layer['digest'] in self.corrupt:  # same size, other bytes: altered after it was cached
-            on_disk = bytes([data[0] ^ 0xff]) + data[1:]
-        with open(path, 'wb') as handle:
+        if layer["digest"] in self.corrupt:  # same size, other bytes: altered after it was cached
+            on_disk = bytes([data[0] ^ 0xFF]) + data[1:]
+        with open(path, "wb") as handle:
             handle.write(on_disk)
         return CachedBlob(path, sha256_hex(data), downloaded)
 
     def prune(self, keep):
-        self.calls.append(('prune', keep))
+        self.calls.append(("prune", keep))
         return []
 
     def pruned(self):
-        return [call[1] for call in self.calls if call[0] == 'prune']
+        return [call[1] for call in self.calls if call[0] == "prune"]
 
 
 def delivery_of(node, dest, cache, cache_keep=0):
@@ -110,7 +110,7 @@ def delivery_of(node, dest, cache, cache_keep=0):
 def stage(node, dest, tmp_path, kernel, initramfs, version, corrupt=()):
     """current_release() then stage(), as _staging.stage_release does; returns (release, staged, cache)."""
     release = make_release(kernel, initramfs, version)
-    cache = Cache(str(tmp_path / 'controller-cache'), [kernel, initramfs], corrupt)
+    cache = Cache(str(tmp_path / "controller-cache"), [kernel, initramfs], corrupt)
     delivery = delivery_of(node, dest, cache)
     delivery.current_release()
     staged = delivery.stage(Client(), release, release.staged_layers())
@@ -119,7 +119,7 @@ def stage(node, dest, tmp_path, kernel, initramfs, version, corrupt=()):
 
 
 def stage_first(node, dest, tmp_path):
-    return stage(node, dest, tmp_path, KERNEL_1, INITRAMFS_1, 'v0.3.0')
+    return stage(node, dest, tmp_path, KERNEL_1, INITRAMFS_1, "v0.3.0")
 
 
 # -- Staging ---------------------------------------------------------------
@@ -132,27 +132,27 @@ def test_first_stage_publishes_the_release_behind_a_symlink(node, dest, tmp_path
     assert staged.bytes_downloaded == len(KERNEL_1) + len(INITRAMFS_1)
     assert cache.fetched == [sha256_digest(KERNEL_1), sha256_digest(INITRAMFS_1)]
     release_dir = os.path.join(store_of(dest), release_dir_of(release))
-    assert sorted(os.listdir(release_dir)) == ['kubesolo-os.gz', 'release.json', 'vmlinuz']
+    assert sorted(os.listdir(release_dir)) == ["kubesolo-os.gz", "release.json", "vmlinuz"]
     assert stat.S_IMODE(os.stat(store_of(dest)).st_mode) == 0o755
     assert stat.S_IMODE(os.stat(release_dir).st_mode) == 0o755
-    for name in ('vmlinuz', 'kubesolo-os.gz', 'release.json'):
+    for name in ("vmlinuz", "kubesolo-os.gz", "release.json"):
         assert stat.S_IMODE(os.stat(os.path.join(release_dir, name)).st_mode) == 0o644
-    assert [os.path.basename(path) for path in node.puts] == ['vmlinuz', 'kubesolo-os.gz', 'release.json']
+    assert [os.path.basename(path) for path in node.puts] == ["vmlinuz", "kubesolo-os.gz", "release.json"]
 
 
 def test_the_record_is_the_one_host_delivery_writes(node, dest, tmp_path):
     release, staged, _cache = stage_first(node, dest, tmp_path)
     record = staged.record
     expected = _store.build_record(release, REPOSITORY, expected_files(KERNEL_1, INITRAMFS_1))
-    staged_at = record.pop('staged_at')
-    assert re.match(r'^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$', staged_at)
-    expected.pop('staged_at')
+    staged_at = record.pop("staged_at")
+    assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$", staged_at)
+    expected.pop("staged_at")
     assert record == expected
-    assert record['manifest_digest'] == release.manifest_digest
-    assert record['files']['vmlinuz']['sha256'] == sha256_hex(KERNEL_1)
-    assert record['files']['kubesolo-os.gz']['size'] == len(INITRAMFS_1)
-    on_node = json.loads(read(os.path.join(dest, 'release.json')))
-    assert on_node.pop('staged_at') == staged_at
+    assert record["manifest_digest"] == release.manifest_digest
+    assert record["files"]["vmlinuz"]["sha256"] == sha256_hex(KERNEL_1)
+    assert record["files"]["kubesolo-os.gz"]["size"] == len(INITRAMFS_1)
+    on_node = json.loads(read(os.path.join(dest, "release.json")))
+    assert on_node.pop("staged_at") == staged_at
     assert on_node == expected
     # Host delivery reads the same layout and record, rehashing every file.
     assert HostStore(dest).current_release(rehash=True) == dict(on_node, staged_at=staged_at)
@@ -161,17 +161,17 @@ def test_the_record_is_the_one_host_delivery_writes(node, dest, tmp_path):
 def test_current_release_is_the_node_stores(node, dest, tmp_path):
     _release, staged, cache = stage_first(node, dest, tmp_path)
     delivery = delivery_of(node, dest, cache)
-    assert delivery.delivery == 'controller'
+    assert delivery.delivery == "controller"
     assert delivery.current_release() == staged.record
     assert delivery.current_release(rehash=True) == staged.record
-    assert 'sha256sum' in node.scripts[-1]
+    assert "sha256sum" in node.scripts[-1]
     assert delivery.default_architecture() == os.uname().machine
-    assert node.scripts[-1] == 'uname -m'
+    assert node.scripts[-1] == "uname -m"
 
 
 def test_staging_a_second_release_swaps_the_link_and_removes_the_first(node, dest, tmp_path):
     first = stage_first(node, dest, tmp_path)[0]
-    second, staged, _cache = stage(node, dest, tmp_path, KERNEL_2, INITRAMFS_2, 'v0.4.0')
+    second, staged, _cache = stage(node, dest, tmp_path, KERNEL_2, INITRAMFS_2, "v0.4.0")
     assert release_dir_of(first) != release_dir_of(second)
     assert_holds(dest, second, staged.record, KERNEL_2, INITRAMFS_2)
     assert staged.bytes_transferred == len(KERNEL_2) + len(INITRAMFS_2)
@@ -182,15 +182,15 @@ def test_controller_delivery_takes_over_from_host_delivery(node, dest, tmp_path)
     first = make_release(KERNEL_1, INITRAMFS_1)
     host_record = HostStore(dest).stage(FakeBlobClient([KERNEL_1, INITRAMFS_1]), first, first.staged_layers()).record
     assert node.store(dest).current_release() == host_record
-    second, staged, _cache = stage(node, dest, tmp_path, KERNEL_2, INITRAMFS_2, 'v0.4.0')
+    second, staged, _cache = stage(node, dest, tmp_path, KERNEL_2, INITRAMFS_2, "v0.4.0")
     # The lock file of host delivery stays in the store (controller delivery does not use it).
-    assert_holds(dest, second, staged.record, KERNEL_2, INITRAMFS_2, also_in_store=['.lock'])
+    assert_holds(dest, second, staged.record, KERNEL_2, INITRAMFS_2, also_in_store=[".lock"])
 
 
 def test_restaging_a_damaged_release_repairs_it(node, dest, tmp_path):
     release = stage_first(node, dest, tmp_path)[0]
-    with open(os.path.join(dest, 'vmlinuz'), 'ab') as handle:
-        handle.write(b'garbage')
+    with open(os.path.join(dest, "vmlinuz"), "ab") as handle:
+        handle.write(b"garbage")
     assert node.store(dest).current_release() is None
     again, staged, _cache = stage_first(node, dest, tmp_path)
     assert again.manifest_digest == release.manifest_digest
@@ -198,39 +198,41 @@ def test_restaging_a_damaged_release_repairs_it(node, dest, tmp_path):
     assert node.store(dest).current_release() == staged.record
 
 
-@pytest.mark.parametrize('corrupt_file, data', [('vmlinuz', KERNEL_2), ('kubesolo-os.gz', INITRAMFS_2)])
+@pytest.mark.parametrize("corrupt_file, data", [("vmlinuz", KERNEL_2), ("kubesolo-os.gz", INITRAMFS_2)])
 def test_a_corrupted_cache_file_is_refused_and_the_previous_release_kept(node, dest, tmp_path, corrupt_file, data):
     first, first_staged, _cache = stage_first(node, dest, tmp_path)
     with pytest.raises(StageError) as raised:
-        stage(node, dest, tmp_path, KERNEL_2, INITRAMFS_2, 'v0.4.0', corrupt=[sha256_digest(data)])
-    altered = bytes([data[0] ^ 0xff]) + data[1:]
+        stage(node, dest, tmp_path, KERNEL_2, INITRAMFS_2, "v0.4.0", corrupt=[sha256_digest(data)])
+    altered = bytes([data[0] ^ 0xFF]) + data[1:]
     message = str(raised.value)
-    assert message.startswith('publishing the release at %s failed on the node (exit 3): ' % dest)
-    assert message.endswith('%s arrived with sha256 %s, expected %s; the previous release is kept'
-                            % (corrupt_file, sha256_hex(altered), sha256_hex(data)))
-    assert raised.value.code == 'stage_failed'
+    assert message.startswith(f"publishing the release at {dest} failed on the node (exit 3): ")
+    assert message.endswith(
+        f"{corrupt_file} arrived with sha256 {sha256_hex(altered)}, expected {sha256_hex(data)}; the previous release is kept"
+    )
+    assert raised.value.code == "stage_failed"
     assert_holds(dest, first, first_staged.record, KERNEL_1, INITRAMFS_1)
     assert node.store(dest).current_release() == first_staged.record
 
 
 def test_a_corrupted_cache_file_on_a_first_stage_publishes_nothing(node, dest, tmp_path):
-    with pytest.raises(StageError, match='vmlinuz arrived with sha256'):
-        stage(node, dest, tmp_path, KERNEL_1, INITRAMFS_1, 'v0.3.0', corrupt=[sha256_digest(KERNEL_1)])
+    with pytest.raises(StageError, match="vmlinuz arrived with sha256"):
+        stage(node, dest, tmp_path, KERNEL_1, INITRAMFS_1, "v0.3.0", corrupt=[sha256_digest(KERNEL_1)])
     assert not os.path.lexists(dest)
     assert os.listdir(store_of(dest)) == []
 
 
-@pytest.mark.parametrize('make_foreign, expected', FOREIGN_DESTS, ids=FOREIGN_IDS)
+@pytest.mark.parametrize("make_foreign, expected", FOREIGN_DESTS, ids=FOREIGN_IDS)
 def test_a_dest_not_made_by_the_collection_is_refused_before_the_cache_is_used(
-        node, dest, tmp_path, make_foreign, expected):
+    node, dest, tmp_path, make_foreign, expected
+):
     user_file = make_foreign(dest)
-    cache = Cache(str(tmp_path / 'controller-cache'), [KERNEL_1, INITRAMFS_1])
+    cache = Cache(str(tmp_path / "controller-cache"), [KERNEL_1, INITRAMFS_1])
     with pytest.raises(StageError) as raised:
         delivery_of(node, dest, cache, cache_keep=3).current_release()
     assert str(raised.value) == expected.format(dest=dest)
     assert cache.calls == []
     assert node.puts == []
-    assert read(user_file) == b'the user kernel'
+    assert read(user_file) == b"the user kernel"
     assert not os.path.lexists(store_of(dest))
 
 
@@ -239,44 +241,43 @@ def test_a_dest_not_made_by_the_collection_is_refused_before_the_cache_is_used(
 
 def test_the_release_is_remembered_fetched_and_the_cache_pruned_after_publishing(node, dest, tmp_path):
     release = make_release(KERNEL_1, INITRAMFS_1)
-    cache = Cache(str(tmp_path / 'controller-cache'), [KERNEL_1, INITRAMFS_1])
+    cache = Cache(str(tmp_path / "controller-cache"), [KERNEL_1, INITRAMFS_1])
     events = []
 
     def shell(script):
-        events.append(('script', script.split('\n', 1)[0], len(cache.calls)))
+        events.append(("script", script.split("\n", 1)[0], len(cache.calls)))
         return node.run(script)
 
     client = Client()
     delivery = ControllerDelivery(_node_store.NodeStore(shell, node.put, dest), cache, cache_keep=2)
     staged = delivery.stage(client, release, release.staged_layers())
     digests = [sha256_digest(KERNEL_1), sha256_digest(INITRAMFS_1)]
-    assert cache.calls == [('remember', release.manifest_digest, digests), ('fetch_all', client, digests),
-                           ('prune', 2)]
-    assert cache.calls[0][2] == [layer['digest'] for layer in release.layers]
+    assert cache.calls == [("remember", release.manifest_digest, digests), ("fetch_all", client, digests), ("prune", 2)]
+    assert cache.calls[0][2] == [layer["digest"] for layer in release.layers]
     # Remembered before the node is prepared, fetched after; pruned once the release is published.
     prepare, publish = events[0], events[-1]
-    assert prepare[1].startswith('set -e') and prepare[2] == 1
-    assert publish[1].startswith('work=') and publish[2] == 2
+    assert prepare[1].startswith("set -e") and prepare[2] == 1
+    assert publish[1].startswith("work=") and publish[2] == 2
     assert_holds(dest, release, staged.record, KERNEL_1, INITRAMFS_1)
 
 
 def test_cache_keep_zero_never_prunes(node, dest, tmp_path):
     _release, _staged, cache = stage_first(node, dest, tmp_path)
     assert cache.pruned() == []
-    assert [call[0] for call in cache.calls] == ['remember', 'fetch_all']
+    assert [call[0] for call in cache.calls] == ["remember", "fetch_all"]
 
 
 def test_a_failed_stage_prunes_nothing(node, dest, tmp_path):
     release = make_release(KERNEL_1, INITRAMFS_1)
-    cache = Cache(str(tmp_path / 'controller-cache'), [KERNEL_1, INITRAMFS_1], corrupt=[sha256_digest(KERNEL_1)])
-    with pytest.raises(StageError, match='vmlinuz arrived with sha256'):
+    cache = Cache(str(tmp_path / "controller-cache"), [KERNEL_1, INITRAMFS_1], corrupt=[sha256_digest(KERNEL_1)])
+    with pytest.raises(StageError, match="vmlinuz arrived with sha256"):
         delivery_of(node, dest, cache, cache_keep=3).stage(Client(), release, release.staged_layers())
-    assert [call[0] for call in cache.calls] == ['remember', 'fetch_all']
+    assert [call[0] for call in cache.calls] == ["remember", "fetch_all"]
 
 
 def test_bytes_downloaded_counts_only_what_the_cache_downloaded(node, dest, tmp_path):
     release = make_release(KERNEL_1, INITRAMFS_1)
-    cache = Cache(str(tmp_path / 'controller-cache'), [KERNEL_1, INITRAMFS_1])
+    cache = Cache(str(tmp_path / "controller-cache"), [KERNEL_1, INITRAMFS_1])
     cache.fetch(release.staged_layers()[0].layer)  # the kernel is cached already
     staged = delivery_of(node, dest, cache).stage(Client(), release, release.staged_layers())
     assert staged.bytes_downloaded == len(INITRAMFS_1)
@@ -289,19 +290,20 @@ def test_bytes_downloaded_counts_only_what_the_cache_downloaded(node, dest, tmp_
 
 def test_not_enough_space_on_the_node_is_refused_before_fetching_or_copying(node, dest, tmp_path, monkeypatch):
     first, first_staged, _cache = stage_first(node, dest, tmp_path)
-    monkeypatch.setattr(_store, 'SPACE_MARGIN', 10.0 ** 12)  # asks for far more than any disk holds
-    monkeypatch.setattr(_node_store, 'SPACE_MARGIN', 10.0 ** 12)
-    release = make_release(KERNEL_2, INITRAMFS_2, 'v0.4.0')
-    cache = Cache(str(tmp_path / 'controller-cache'), [KERNEL_2, INITRAMFS_2])
+    monkeypatch.setattr(_store, "SPACE_MARGIN", 10.0**12)  # asks for far more than any disk holds
+    release = make_release(KERNEL_2, INITRAMFS_2, "v0.4.0")
+    cache = Cache(str(tmp_path / "controller-cache"), [KERNEL_2, INITRAMFS_2])
     node.puts = []
     with pytest.raises(StageError) as raised:
         delivery_of(node, dest, cache, cache_keep=3).stage(Client(), release, release.staged_layers())
     total = len(KERNEL_2) + len(INITRAMFS_2)
-    needed = int(total * (1 + 10.0 ** 12) / 1024) + 1
-    assert re.fullmatch(r'not enough space on the node for %s: \d+ KiB free, %d KiB needed \(the release is %d '
-                        r'bytes, plus \d+%% margin\); nothing was transferred' % (re.escape(dest), needed, total),
-                        str(raised.value)), str(raised.value)
-    assert raised.value.code == 'stage_failed'
+    needed = int(total * (1 + 10.0**12) / 1024) + 1
+    assert re.fullmatch(
+        rf"not enough space on the node for {re.escape(dest)}: \d+ KiB free, {needed} KiB needed \(the release is "
+        rf"{total} bytes, plus \d+% margin\); nothing was transferred",
+        str(raised.value),
+    ), str(raised.value)
+    assert raised.value.code == "stage_failed"
     assert cache.fetched == []
     assert cache.pruned() == []
     assert node.puts == []
@@ -312,8 +314,8 @@ def test_a_node_whose_df_fails_is_not_staged_without_a_space_check(dest, tmp_pat
     # busybox df fails without /proc/mounts, for one; the free space must then count as unknown,
     # not as enough.
     node = node_with_tools(tmp_path, df='echo "df: /proc/mounts: No such file or directory" >&2\nexit 1\n')
-    assert node.run('df -Pk /')[0] == 1
-    cache = Cache(str(tmp_path / 'controller-cache'), [KERNEL_1, INITRAMFS_1])
+    assert node.run("df -Pk /")[0] == 1
+    cache = Cache(str(tmp_path / "controller-cache"), [KERNEL_1, INITRAMFS_1])
     release = make_release(KERNEL_1, INITRAMFS_1)
     with pytest.raises(FleetError):
         delivery_of(node, dest, cache).stage(Client(), release, release.staged_layers())
@@ -329,17 +331,17 @@ def test_a_failing_copy_removes_the_staging_directory(node, dest, tmp_path):
 
     def put(local_path, remote_path):
         if copied:
-            raise OSError(28, 'No space left on device')
+            raise OSError(28, "No space left on device")
         shutil.copyfile(local_path, remote_path)
         copied.append(remote_path)
 
-    release = make_release(KERNEL_2, INITRAMFS_2, 'v0.4.0')
-    cache = Cache(str(tmp_path / 'controller-cache'), [KERNEL_2, INITRAMFS_2])
+    release = make_release(KERNEL_2, INITRAMFS_2, "v0.4.0")
+    cache = Cache(str(tmp_path / "controller-cache"), [KERNEL_2, INITRAMFS_2])
     delivery = ControllerDelivery(_node_store.NodeStore(node.run, put, dest), cache, cache_keep=3)
     with pytest.raises(StageError) as raised:
         delivery.stage(Client(), release, release.staged_layers())
-    assert str(raised.value) == 'copying the release to the node failed: [Errno 28] No space left on device'
-    assert len(copied) == 1 and os.path.basename(copied[0]) == 'vmlinuz'
+    assert str(raised.value) == "copying the release to the node failed: [Errno 28] No space left on device"
+    assert len(copied) == 1 and os.path.basename(copied[0]) == "vmlinuz"
     assert not os.path.exists(os.path.dirname(copied[0]))
     assert cache.pruned() == []
     assert_holds(dest, first, first_staged.record, KERNEL_1, INITRAMFS_1)
@@ -347,8 +349,8 @@ def test_a_failing_copy_removes_the_staging_directory(node, dest, tmp_path):
 
 def test_a_failing_fetch_removes_the_staging_directory(node, dest, tmp_path):
     first, first_staged, _cache = stage_first(node, dest, tmp_path)
-    mismatch = DigestMismatchError('blob has wrong content')
-    cache = Cache(str(tmp_path / 'controller-cache'), [KERNEL_2, INITRAMFS_2])
+    mismatch = DigestMismatchError("blob has wrong content")
+    cache = Cache(str(tmp_path / "controller-cache"), [KERNEL_2, INITRAMFS_2])
 
     def fetch_all(_client, layers):
         cache.fetch(layers[0])
@@ -356,7 +358,7 @@ def test_a_failing_fetch_removes_the_staging_directory(node, dest, tmp_path):
 
     cache.fetch_all = fetch_all
     node.puts = []
-    release = make_release(KERNEL_2, INITRAMFS_2, 'v0.4.0')
+    release = make_release(KERNEL_2, INITRAMFS_2, "v0.4.0")
     with pytest.raises(DigestMismatchError) as raised:
         delivery_of(node, dest, cache, cache_keep=3).stage(Client(), release, release.staged_layers())
     assert raised.value is mismatch
@@ -368,12 +370,13 @@ def test_a_failing_fetch_removes_the_staging_directory(node, dest, tmp_path):
 
 
 def test_a_staging_directory_the_node_did_not_create_is_an_error(dest, tmp_path):
-    cache = Cache(str(tmp_path / 'controller-cache'), [KERNEL_1, INITRAMFS_1])
-    cache.fetch_all = lambda *_args: pytest.fail('fetch called')
-    node_store = _node_store.NodeStore(lambda script: (0, 'work=/somewhere/else\n', ''),
-                                       lambda *_args: pytest.fail('put called'), dest)
+    cache = Cache(str(tmp_path / "controller-cache"), [KERNEL_1, INITRAMFS_1])
+    cache.fetch_all = lambda *_args: pytest.fail("fetch called")
+    node_store = _node_store.NodeStore(
+        lambda script: (0, "work=/somewhere/else\n", ""), lambda *_args: pytest.fail("put called"), dest
+    )
     release = make_release(KERNEL_1, INITRAMFS_1)
     with pytest.raises(_node_store.NodeCommandError) as raised:
         ControllerDelivery(node_store, cache, cache_keep=0).stage(Client(), release, release.staged_layers())
-    assert str(raised.value) == 'the node did not create a staging directory in %s' % store_of(dest)
-    assert raised.value.code == 'node_command_failed'
+    assert str(raised.value) == f"the node did not create a staging directory in {store_of(dest)}"
+    assert raised.value.code == "node_command_failed"

@@ -49,29 +49,28 @@ from ansible_collections.kubesolo.fleet.tests.unit.plugins.plugin_utils.node_fak
     store_of,
 )
 
-
 # -- Staging ---------------------------------------------------------------
 
 
 def test_the_store_steps_publish_the_release_behind_a_symlink(node, dest, tmp_path):
     release, record = stage_first(node, dest, tmp_path)
     assert_holds(dest, release, record, KERNEL_1, INITRAMFS_1)
-    assert record['files'] == expected_files(KERNEL_1, INITRAMFS_1)
+    assert record["files"] == expected_files(KERNEL_1, INITRAMFS_1)
     release_dir = os.path.join(store_of(dest), release_dir_of(release))
-    assert sorted(os.listdir(release_dir)) == ['kubesolo-os.gz', 'release.json', 'vmlinuz']
+    assert sorted(os.listdir(release_dir)) == ["kubesolo-os.gz", "release.json", "vmlinuz"]
     assert stat.S_IMODE(os.stat(store_of(dest)).st_mode) == 0o755
     assert stat.S_IMODE(os.stat(release_dir).st_mode) == 0o755
-    for name in ('vmlinuz', 'kubesolo-os.gz', 'release.json'):
+    for name in ("vmlinuz", "kubesolo-os.gz", "release.json"):
         assert stat.S_IMODE(os.stat(os.path.join(release_dir, name)).st_mode) == 0o644
-    assert [os.path.basename(path) for path in node.puts] == ['vmlinuz', 'kubesolo-os.gz', 'release.json']
+    assert [os.path.basename(path) for path in node.puts] == ["vmlinuz", "kubesolo-os.gz", "release.json"]
     # The record is written as host delivery writes it.
-    assert read(os.path.join(dest, 'release.json')) == _store.record_bytes(record)
+    assert read(os.path.join(dest, "release.json")) == _store.record_bytes(record)
 
 
 def test_current_release_returns_the_staged_record(node, dest, tmp_path):
     _release, record = stage_first(node, dest, tmp_path)
     assert node.store(dest).current_release() == record
-    assert node.store(dest + '/').current_release() == record
+    assert node.store(dest + "/").current_release() == record
 
 
 def test_an_absent_dest_holds_nothing(node, dest):
@@ -81,8 +80,8 @@ def test_an_absent_dest_holds_nothing(node, dest):
 
 def test_restaging_a_damaged_release_repairs_it(node, dest, tmp_path):
     release, _record = stage_first(node, dest, tmp_path)
-    with open(os.path.join(dest, 'vmlinuz'), 'ab') as handle:
-        handle.write(b'garbage')
+    with open(os.path.join(dest, "vmlinuz"), "ab") as handle:
+        handle.write(b"garbage")
     assert node.store(dest).current_release() is None
     again, record = stage_first(node, dest, tmp_path)
     assert again.manifest_digest == release.manifest_digest
@@ -94,17 +93,17 @@ def test_a_rerun_compares_sizes_and_reads_no_staged_byte(node, dest, tmp_path):
     _release, record = stage_first(node, dest, tmp_path)
     node.scripts.clear()
     assert node.store(dest).current_release() == record
-    assert 'sha256sum' not in node.scripts[-1] and 'wc -c' in node.scripts[-1]
+    assert "sha256sum" not in node.scripts[-1] and "wc -c" in node.scripts[-1]
 
 
 def test_a_dest_with_spaces_and_quotes_is_quoted(node, tmp_path):
-    dest = str(tmp_path / "it's a dir" / 'sta ged $HOME')
+    dest = str(tmp_path / "it's a dir" / "sta ged $HOME")
     os.makedirs(os.path.dirname(dest))
     assert store_of(dest).endswith("/it's a dir/.sta ged $HOME.kubesolo-fleet")
     release, record = stage_first(node, dest, tmp_path)
     assert_holds(dest, release, record, KERNEL_1, INITRAMFS_1)
     assert node.store(dest).current_release() == record
-    second, record = stage(node, dest, tmp_path, KERNEL_2, INITRAMFS_2, 'v0.4.0')
+    second, record = stage(node, dest, tmp_path, KERNEL_2, INITRAMFS_2, "v0.4.0")
     assert_holds(dest, second, record, KERNEL_2, INITRAMFS_2)
 
 
@@ -112,7 +111,7 @@ def test_prepare_makes_a_work_directory_in_the_store_and_remove_work_removes_it(
     store = node.store(dest)
     work = store.prepare(len(KERNEL_1))
     assert os.path.dirname(work) == store_of(dest)
-    assert os.path.basename(work).startswith('tmp-')
+    assert os.path.basename(work).startswith("tmp-")
     assert os.path.isdir(work)
     assert stat.S_IMODE(os.stat(store_of(dest)).st_mode) == 0o755
     assert not os.path.lexists(dest)
@@ -122,23 +121,25 @@ def test_prepare_makes_a_work_directory_in_the_store_and_remove_work_removes_it(
 
 def test_publish_refuses_a_file_that_arrived_other_than_recorded(node, dest, tmp_path):
     first, first_record = stage_first(node, dest, tmp_path)
-    release = make_release(KERNEL_2, INITRAMFS_2, 'v0.4.0')
+    release = make_release(KERNEL_2, INITRAMFS_2, "v0.4.0")
     store = node.store(dest)
     work = store.prepare(len(KERNEL_2) + len(INITRAMFS_2))
     files = {}
     for name, layer in release.staged_layers():
-        data = KERNEL_2 if name == 'vmlinuz' else INITRAMFS_2
+        data = KERNEL_2 if name == "vmlinuz" else INITRAMFS_2
         arrived = tmp_path / name
-        arrived.write_bytes(data[:-1] + b'!' if name == 'kubesolo-os.gz' else data)
+        arrived.write_bytes(data[:-1] + b"!" if name == "kubesolo-os.gz" else data)
         store.put(str(arrived), work, name)
         files[name] = _store.file_entry(layer, sha256_hex(data))
     store.put_record(work, _store.build_record(release, REPOSITORY, files))
     with pytest.raises(StageError) as raised:
         store.publish(work, release.manifest_digest, files)
     assert str(raised.value) == (
-        'publishing the release at %s failed on the node (exit 3): kubesolo-os.gz arrived with sha256 %s, '
-        'expected %s; the previous release is kept' % (dest, sha256_hex(INITRAMFS_2[:-1] + b'!'),
-                                                       sha256_hex(INITRAMFS_2)))
+        "publishing the release at {} failed on the node (exit 3): kubesolo-os.gz arrived with sha256 {}, "
+        "expected {}; the previous release is kept".format(
+            dest, sha256_hex(INITRAMFS_2[:-1] + b"!"), sha256_hex(INITRAMFS_2)
+        )
+    )
     assert not os.path.exists(work)
     assert_holds(dest, first, first_record, KERNEL_1, INITRAMFS_1)
 
@@ -154,15 +155,16 @@ def test_an_empty_directory_dest_is_accepted_and_replaced(node, dest, tmp_path):
     assert_holds(dest, release, record, KERNEL_1, INITRAMFS_1)
 
 
-@pytest.mark.parametrize('make_foreign, expected', FOREIGN_DESTS, ids=FOREIGN_IDS)
+@pytest.mark.parametrize("make_foreign, expected", FOREIGN_DESTS, ids=FOREIGN_IDS)
 def test_a_dest_not_made_by_the_collection_is_refused_before_anything_is_written(
-        node, dest, tmp_path, make_foreign, expected):
+    node, dest, tmp_path, make_foreign, expected
+):
     user_file = make_foreign(dest)
     with pytest.raises(StageError) as raised:
         stage_first(node, dest, tmp_path)
     assert str(raised.value) == expected.format(dest=dest)
     assert node.puts == []
-    assert read(user_file) == b'the user kernel'
+    assert read(user_file) == b"the user kernel"
     assert not os.path.lexists(store_of(dest))
 
 
@@ -185,7 +187,7 @@ def test_stage_never_removes_anything_outside_its_store(node, dest, tmp_path):
         store.publish(work, release.manifest_digest, files)
     except StageError:
         pass
-    assert read(user_file) == b'the user kernel'
+    assert read(user_file) == b"the user kernel"
 
 
 # -- Integrity of a managed dest -------------------------------------------
@@ -193,9 +195,9 @@ def test_stage_never_removes_anything_outside_its_store(node, dest, tmp_path):
 
 def test_a_same_size_change_on_the_node_is_only_found_by_rehashing(node, dest, tmp_path):
     _release, record = stage_first(node, dest, tmp_path)
-    path = os.path.join(dest, 'kubesolo-os.gz')
-    with open(path, 'wb') as handle:
-        handle.write(b'I' + INITRAMFS_1[1:])
+    path = os.path.join(dest, "kubesolo-os.gz")
+    with open(path, "wb") as handle:
+        handle.write(b"I" + INITRAMFS_1[1:])
     assert os.path.getsize(path) == len(INITRAMFS_1)
     assert node.store(dest).current_release() == record  # sizes alone do not show it
     assert node.store(dest).current_release(rehash=True) is None
@@ -203,38 +205,41 @@ def test_a_same_size_change_on_the_node_is_only_found_by_rehashing(node, dest, t
 
 def test_a_changed_size_on_the_node_means_nothing_is_staged(node, dest, tmp_path):
     stage_first(node, dest, tmp_path)
-    os.truncate(os.path.join(dest, 'vmlinuz'), len(KERNEL_1) - 1)
+    os.truncate(os.path.join(dest, "vmlinuz"), len(KERNEL_1) - 1)
     assert node.store(dest).current_release() is None
 
 
 def test_a_missing_file_means_nothing_is_staged(node, dest, tmp_path):
     stage_first(node, dest, tmp_path)
-    os.unlink(os.path.join(dest, 'vmlinuz'))
+    os.unlink(os.path.join(dest, "vmlinuz"))
     assert node.store(dest).current_release() is None
 
 
 def _set_record(dest, content):
-    with open(os.path.join(dest, 'release.json'), 'wb') as handle:
+    with open(os.path.join(dest, "release.json"), "wb") as handle:
         handle.write(content)
 
 
 def _edited_record(dest, **changes):
-    record = json.loads(read(os.path.join(dest, 'release.json')))
+    record = json.loads(read(os.path.join(dest, "release.json")))
     record.update(changes)
-    return json.dumps(record).encode('utf-8')
+    return json.dumps(record).encode("utf-8")
 
 
-@pytest.mark.parametrize('corrupt', [
-    lambda dest: os.unlink(os.path.join(dest, 'release.json')),
-    lambda dest: _set_record(dest, b'{"schema": 1, "files": {'),
-    lambda dest: _set_record(dest, b''),
-    lambda dest: _set_record(dest, b'\xff\xfe'),
-    lambda dest: _set_record(dest, b'[1]'),
-    lambda dest: _set_record(dest, _edited_record(dest, schema=2)),
-    lambda dest: _set_record(dest, _edited_record(dest, files={'vmlinuz': 'size'})),
-    lambda dest: _set_record(dest, b' ' * (_store.MAX_RECORD_BYTES + 1)),
-], ids=['missing', 'truncated', 'empty', 'not-utf8', 'not-an-object', 'other-schema', 'entry-not-a-dict',
-        'too-large'])
+@pytest.mark.parametrize(
+    "corrupt",
+    [
+        lambda dest: os.unlink(os.path.join(dest, "release.json")),
+        lambda dest: _set_record(dest, b'{"schema": 1, "files": {'),
+        lambda dest: _set_record(dest, b""),
+        lambda dest: _set_record(dest, b"\xff\xfe"),
+        lambda dest: _set_record(dest, b"[1]"),
+        lambda dest: _set_record(dest, _edited_record(dest, schema=2)),
+        lambda dest: _set_record(dest, _edited_record(dest, files={"vmlinuz": "size"})),
+        lambda dest: _set_record(dest, b" " * (_store.MAX_RECORD_BYTES + 1)),
+    ],
+    ids=["missing", "truncated", "empty", "not-utf8", "not-an-object", "other-schema", "entry-not-a-dict", "too-large"],
+)
 def test_a_missing_or_corrupt_record_means_nothing_is_staged(node, dest, tmp_path, corrupt):
     stage_first(node, dest, tmp_path)
     corrupt(dest)
@@ -243,15 +248,15 @@ def test_a_missing_or_corrupt_record_means_nothing_is_staged(node, dest, tmp_pat
 
 def test_a_record_naming_other_files_means_nothing_is_staged(node, dest, tmp_path):
     stage_first(node, dest, tmp_path)
-    record = json.loads(read(os.path.join(dest, 'release.json')))
-    del record['files']['kubesolo-os.gz']
-    _set_record(dest, json.dumps(record).encode('utf-8'))
+    record = json.loads(read(os.path.join(dest, "release.json")))
+    del record["files"]["kubesolo-os.gz"]
+    _set_record(dest, json.dumps(record).encode("utf-8"))
     assert node.store(dest).current_release() is None
 
 
 def test_a_dangling_managed_link_holds_nothing(node, dest):
     os.makedirs(store_of(dest))
-    os.symlink(os.path.join(STORE_NAME, 'sha256-' + '0' * 64), dest)
+    os.symlink(os.path.join(STORE_NAME, "sha256-" + "0" * 64), dest)
     assert node.store(dest).current_release() is None
 
 
@@ -260,17 +265,18 @@ def test_a_dangling_managed_link_holds_nothing(node, dest):
 
 def test_not_enough_space_on_the_node_is_refused_by_prepare(node, dest, tmp_path, monkeypatch):
     first, first_record = stage_first(node, dest, tmp_path)
-    monkeypatch.setattr(_store, 'SPACE_MARGIN', 10.0 ** 12)  # asks for far more than any disk holds
-    monkeypatch.setattr(_node_store, 'SPACE_MARGIN', 10.0 ** 12)
+    monkeypatch.setattr(_store, "SPACE_MARGIN", 10.0**12)  # asks for far more than any disk holds
     total = len(KERNEL_2) + len(INITRAMFS_2)
     node.puts = []
     with pytest.raises(StageError) as raised:
         node.store(dest).prepare(total)
-    needed = int(total * (1 + 10.0 ** 12) / 1024) + 1
-    assert re.fullmatch(r'not enough space on the node for %s: \d+ KiB free, %d KiB needed \(the release is %d '
-                        r'bytes, plus \d+%% margin\); nothing was transferred' % (re.escape(dest), needed, total),
-                        str(raised.value)), str(raised.value)
-    assert raised.value.code == 'stage_failed'
+    needed = int(total * (1 + 10.0**12) / 1024) + 1
+    assert re.fullmatch(
+        rf"not enough space on the node for {re.escape(dest)}: \d+ KiB free, {needed} KiB needed \(the release is "
+        rf"{total} bytes, plus \d+% margin\); nothing was transferred",
+        str(raised.value),
+    ), str(raised.value)
+    assert raised.value.code == "stage_failed"
     assert node.puts == []
     assert_holds(dest, first, first_record, KERNEL_1, INITRAMFS_1)
 
@@ -278,54 +284,65 @@ def test_not_enough_space_on_the_node_is_refused_by_prepare(node, dest, tmp_path
 def test_the_node_hashes_the_layers_at_the_same_time(dest, tmp_path):
     # Each sha256sum waits until both have started: hashed one after the other, the first one
     # would give up after 10 s and the check would fail.
-    started = tmp_path / 'started'
+    started = tmp_path / "started"
     started.mkdir()
-    node = node_with_tools(tmp_path, sha256sum=(
-        'touch %(started)s/$$\n'
-        'i=0\n'
-        'while [ "$(ls %(started)s | wc -l)" -lt 2 ]; do\n'
-        '  i=$((i + 1)); [ $i -le 1000 ] || exit 1; sleep 0.01\n'
-        'done\n'
-        'exec %(real)s "$@"\n') % {'started': started, 'real': shutil.which('sha256sum')})
+    node = node_with_tools(
+        tmp_path,
+        sha256sum=(
+            "touch {started}/$$\n"
+            "i=0\n"
+            'while [ "$(ls {started} | wc -l)" -lt 2 ]; do\n'
+            "  i=$((i + 1)); [ $i -le 1000 ] || exit 1; sleep 0.01\n"
+            "done\n"
+            'exec {real} "$@"\n'
+        ).format(started=started, real=shutil.which("sha256sum")),
+    )
     release, record = stage_first(node, dest, tmp_path)
     assert_holds(dest, release, record, KERNEL_1, INITRAMFS_1)
     assert len(os.listdir(str(started))) == 2
 
 
 def test_the_layers_reach_the_disk_before_dest_points_at_them(dest, tmp_path):
-    log = tmp_path / 'sync.log'
-    node = node_with_tools(tmp_path, sync='readlink %s >> %s || echo none >> %s\nexec %s "$@"\n' % (
-        shlex.quote(dest), log, log, shutil.which('sync')))
+    log = tmp_path / "sync.log"
+    node = node_with_tools(
+        tmp_path,
+        sync=f'readlink {shlex.quote(dest)} >> {log} || echo none >> {log}\nexec {shutil.which("sync")} "$@"\n',
+    )
     first = stage_first(node, dest, tmp_path)[0]
-    log.write_text('')
-    second, record = stage(node, dest, tmp_path, KERNEL_2, INITRAMFS_2, 'v0.4.0')
+    log.write_text("")
+    second, record = stage(node, dest, tmp_path, KERNEL_2, INITRAMFS_2, "v0.4.0")
     assert_holds(dest, second, record, KERNEL_2, INITRAMFS_2)
     # The first sync ran while dest still held the first release; the second after the swap.
-    assert log.read_text().split() == [os.path.join(STORE_NAME, release_dir_of(first)),
-                                       os.path.join(STORE_NAME, release_dir_of(second))]
+    assert log.read_text().split() == [
+        os.path.join(STORE_NAME, release_dir_of(first)),
+        os.path.join(STORE_NAME, release_dir_of(second)),
+    ]
 
 
 def test_a_node_whose_df_fails_is_not_prepared_without_a_space_check(dest, tmp_path):
     # busybox df fails without /proc/mounts, for one; the free space must then count as unknown,
     # not as enough.
     node = node_with_tools(tmp_path, df='echo "df: /proc/mounts: No such file or directory" >&2\nexit 1\n')
-    assert node.run('df -Pk /')[0] == 1
+    assert node.run("df -Pk /")[0] == 1
     with pytest.raises(FleetError) as raised:
         node.store(dest).prepare(len(KERNEL_1) + len(INITRAMFS_1))
-    assert str(raised.value) == ('preparing %s failed on the node (exit 5): cannot read the free space of %s '
-                                 'with df' % (store_of(dest), store_of(dest)))
+    assert str(raised.value) == (
+        f"preparing {store_of(dest)} failed on the node (exit 5): cannot read the free space of {store_of(dest)} "
+        "with df"
+    )
     assert node.puts == []
     assert not os.path.lexists(dest)
     assert leftovers(store_of(dest)) == []
 
 
 def test_a_staging_directory_the_node_did_not_create_is_an_error(dest):
-    store = _node_store.NodeStore(lambda script: (0, 'work=/somewhere/else\n', ''),
-                                  lambda *_args: pytest.fail('put called'), dest)
+    store = _node_store.NodeStore(
+        lambda script: (0, "work=/somewhere/else\n", ""), lambda *_args: pytest.fail("put called"), dest
+    )
     with pytest.raises(_node_store.NodeCommandError) as raised:
         store.prepare(len(KERNEL_1) + len(INITRAMFS_1))
-    assert str(raised.value) == 'the node did not create a staging directory in %s' % store_of(dest)
-    assert raised.value.code == 'node_command_failed'
+    assert str(raised.value) == f"the node did not create a staging directory in {store_of(dest)}"
+    assert raised.value.code == "node_command_failed"
 
 
 # -- Node commands -----------------------------------------------------------
@@ -333,54 +350,55 @@ def test_a_staging_directory_the_node_did_not_create_is_an_error(dest):
 
 def test_architecture_is_uname_m(node, dest):
     assert node.store(dest).architecture() == os.uname().machine
-    assert node.scripts == ['uname -m']
+    assert node.scripts == ["uname -m"]
 
 
 def test_architecture_strips_the_output():
-    store = _node_store.NodeStore(lambda script: (0, '  aarch64 \r\n', ''), None, '/var/lib/kubesolo/staged')
-    assert store.architecture() == 'aarch64'
+    store = _node_store.NodeStore(lambda script: (0, "  aarch64 \r\n", ""), None, "/var/lib/kubesolo/staged")
+    assert store.architecture() == "aarch64"
 
 
 def test_a_failing_node_command_names_its_last_stderr_line():
     store = _node_store.NodeStore(
-        lambda script: (127, 'out\n', 'sh: warning\nsh: uname: not found\n'), None, '/var/lib/kubesolo/staged')
+        lambda script: (127, "out\n", "sh: warning\nsh: uname: not found\n"), None, "/var/lib/kubesolo/staged"
+    )
     with pytest.raises(_node_store.NodeCommandError) as raised:
         store.architecture()
-    assert str(raised.value) == 'reading the architecture failed on the node (exit 127): sh: uname: not found'
-    assert raised.value.code == 'node_command_failed'
+    assert str(raised.value) == "reading the architecture failed on the node (exit 127): sh: uname: not found"
+    assert raised.value.code == "node_command_failed"
 
 
 def test_a_failing_node_command_without_stderr_names_stdout_or_nothing():
     with pytest.raises(_node_store.NodeCommandError) as raised:
-        _node_store.NodeStore(lambda script: (1, 'only stdout\n', ''), None, '/x/staged').architecture()
-    assert str(raised.value) == 'reading the architecture failed on the node (exit 1): only stdout'
+        _node_store.NodeStore(lambda script: (1, "only stdout\n", ""), None, "/x/staged").architecture()
+    assert str(raised.value) == "reading the architecture failed on the node (exit 1): only stdout"
     with pytest.raises(_node_store.NodeCommandError) as raised:
-        _node_store.NodeStore(lambda script: (1, '', ''), None, '/x/staged').architecture()
-    assert str(raised.value) == 'reading the architecture failed on the node (exit 1)'
+        _node_store.NodeStore(lambda script: (1, "", ""), None, "/x/staged").architecture()
+    assert str(raised.value) == "reading the architecture failed on the node (exit 1)"
 
 
 def test_a_failing_real_command_reports_the_shell_error(node, dest):
     store = node.store(dest)
     with pytest.raises(_node_store.NodeCommandError) as raised:
-        store.run('echo first >&2; echo "it broke" >&2; exit 4', 'testing')
-    assert str(raised.value) == 'testing failed on the node (exit 4): it broke'
+        store.run('echo first >&2; echo "it broke" >&2; exit 4', "testing")
+    assert str(raised.value) == "testing failed on the node (exit 4): it broke"
 
 
 # -- Script output -------------------------------------------------------------
 
 
 def test_error_reason_prefers_the_marked_line_over_chatter():
-    stderr = '%sthe real reason\nShared connection to node1 closed.\n' % _node_scripts.ERROR_MARKER
-    assert _node_scripts.error_reason('', stderr) == 'the real reason'
-    assert _node_scripts.error_reason('%sfrom stdout\n' % _node_scripts.ERROR_MARKER, 'noise\n') == 'from stdout'
-    assert _node_scripts.error_reason('out\n', 'sh: warning\nsh: uname: not found\n') == 'sh: uname: not found'
-    assert _node_scripts.error_reason('only stdout\n', '') == 'only stdout'
-    assert _node_scripts.error_reason('', '') == ''
-    assert _node_scripts.error_reason(None, None) == ''
-    assert _node_scripts.error_reason('', 'x' * 500) == 'x' * 300
+    stderr = f"{_node_scripts.ERROR_MARKER}the real reason\nShared connection to node1 closed.\n"
+    assert _node_scripts.error_reason("", stderr) == "the real reason"
+    assert _node_scripts.error_reason(f"{_node_scripts.ERROR_MARKER}from stdout\n", "noise\n") == "from stdout"
+    assert _node_scripts.error_reason("out\n", "sh: warning\nsh: uname: not found\n") == "sh: uname: not found"
+    assert _node_scripts.error_reason("only stdout\n", "") == "only stdout"
+    assert _node_scripts.error_reason("", "") == ""
+    assert _node_scripts.error_reason(None, None) == ""
+    assert _node_scripts.error_reason("", "x" * 500) == "x" * 300
 
 
 def test_parse_fields_keeps_key_value_lines_in_order_and_skips_chatter():
-    stdout = 'link=a=b\nShared connection to node1 closed.\nsize=vmlinuz 4200\n=nokey\nnot a=field\nsize=x 1\n'
-    assert _node_scripts.parse_fields(stdout) == [('link', 'a=b'), ('size', 'vmlinuz 4200'), ('size', 'x 1')]
+    stdout = "link=a=b\nShared connection to node1 closed.\nsize=vmlinuz 4200\n=nokey\nnot a=field\nsize=x 1\n"
+    assert _node_scripts.parse_fields(stdout) == [("link", "a=b"), ("size", "vmlinuz 4200"), ("size", "x 1")]
     assert _node_scripts.parse_fields(None) == []
