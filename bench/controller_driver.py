@@ -49,7 +49,9 @@ def main() -> int:
     params["architecture"] = params["architecture"] or "amd64"
     try:
         node = NodeStore(_sh, shutil.copyfile, _options.stage_dest(params["dest"]))
-        store = ControllerDelivery(node, BlobCache(params["controller_cache"]), params["controller_cache_keep"])
+        store = ControllerDelivery(
+            node, BlobCache(params["controller_cache"], params["lock_timeout"]), params["controller_cache_keep"]
+        )
         client = _options.mirrored_client_from_params(params)
         outcome = _staging.stage_release(client, params, store)
     except FleetError as exc:

@@ -29,7 +29,6 @@ class ActionModule(ActionBase):
         # controller (requests alone costs a tenth of a second per task).
         # pylint: disable=import-outside-toplevel
         from ansible_collections.kubesolo.fleet.plugins.module_utils import _options, _staging
-        from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import FleetError
         from ansible_collections.kubesolo.fleet.plugins.module_utils._oci._transport import (
             HAS_REQUESTS,
             REQUESTS_IMPORT_ERROR,
@@ -54,13 +53,13 @@ class ActionModule(ActionBase):
             dest = _options.stage_dest(params["dest"])
             store = ControllerDelivery(
                 NodeStore(self._node_shell, self._connection.put_file, dest),
-                BlobCache(params["controller_cache"] or default_cache_root()),
+                BlobCache(params["controller_cache"] or default_cache_root(), params["lock_timeout"]),
                 cache_keep=params["controller_cache_keep"],
             )
             client = _options.mirrored_client_from_params(params)
             outcome = _staging.stage_release(client, params, store, check_mode=self._task.check_mode)
             result.update(stage_result(outcome, dest, store.delivery, client, self._task.diff))
-        except FleetError as exc:
+        except Exception as exc:  # pylint: disable=broad-except  # a result with an error_code, never a traceback
             result.update(failure_result(exc, client))
         return result
 

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import os
 import shutil
 import subprocess
 
 from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import AuthenticationError, ParameterError
+from ansible_collections.kubesolo.fleet.plugins.module_utils._json import parse_json
 
 # docker's name for Docker Hub in config.json and for its credential helpers.
 _DOCKER_HUB_KEYS = ("docker.io", "index.docker.io", "registry-1.docker.io")
@@ -60,8 +60,8 @@ def load_docker_config(path, required=False):
     if len(data) > _MAX_CONFIG_BYTES:
         raise ParameterError(f"registry_config {path} is larger than 1 MiB")
     try:
-        config = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
+        config = parse_json(data)
+    except ValueError as exc:
         raise ParameterError(f"registry_config {path} is not valid JSON: {exc}")
     if not isinstance(config, dict):
         raise ParameterError(f"registry_config {path} is not a JSON object")
@@ -142,9 +142,9 @@ def run_credential_helper(name, registry):
             f"credential helper {program} failed for {registry} (exit {done.returncode}): {last_line}"
         )
     try:
-        answer = json.loads(done.stdout.decode("utf-8"))
+        answer = parse_json(done.stdout)
         username, secret = answer["Username"], answer["Secret"]
-    except (UnicodeDecodeError, ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError):
         raise AuthenticationError(
             f'credential helper {program} gave an answer for {registry} that is not {{"Username": ..., "Secret": ...}}'
         )

@@ -104,6 +104,16 @@ class LayerMissingError(FleetError):
     code = "layer_missing"
 
 
+class InternalError(FleetError):
+    """Anything that went wrong in a way no other error describes: a bug, reported without a traceback."""
+
+    code = "internal_error"
+
+    @classmethod
+    def from_exception(cls, exc):
+        return cls(f"unexpected {type(exc).__name__}: {str(exc)[:300]} (please report this as a bug)")
+
+
 class StageError(FleetError):
     """The destination cannot be written or is not ours to replace."""
 

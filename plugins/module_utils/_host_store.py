@@ -17,12 +17,10 @@ runs under the store's lock, so concurrent runs on one node take turns.
 from __future__ import annotations
 
 import errno
-import fcntl
 import functools
 import os
 import platform
 import shutil
-import time
 
 from ansible_collections.kubesolo.fleet.plugins.module_utils._blobfile import BlobFile, download_in_parallel
 from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import (
@@ -31,6 +29,8 @@ from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import (
     StageError,
 )
 from ansible_collections.kubesolo.fleet.plugins.module_utils._io import (
+    FileLock,
+    LockTimeout,
     discard_dir,
     file_digest,
     file_sha256,
@@ -263,31 +263,21 @@ def _remove_leftovers(store, keep):
         remove_path(os.path.join(store, entry))
 
 
-class StoreLock:
-    """An exclusive flock on the store; released by the kernel if the holder dies."""
+class StoreLock(FileLock):
+    """The store's lock (_io.FileLock): runs on one node take turns, for at most ``timeout`` seconds."""
 
     def __init__(self, store, timeout):
-        self.path = os.path.join(store, LOCK_NAME)
-        self.timeout = timeout
-        self._handle = None
+        super().__init__(os.path.join(store, LOCK_NAME), timeout)
 
     def __enter__(self):
-        self._handle = open(self.path, "a")
-        deadline = time.monotonic() + self.timeout
-        while True:
-            try:
-                fcntl.flock(self._handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return self
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    self._handle.close()
-                    raise StageError(
-                        f"another run is staging into {os.path.dirname(self.path)} (lock {self.path} held for over {self.timeout}s)"
-                    )
-                time.sleep(0.2)
-
-    def __exit__(self, *_exc_info):
-        self._handle.close()
+        try:
+            return super().__enter__()
+        except LockTimeout:
+            raise StageError(
+                f"another run is staging into {os.path.dirname(self.path)} (lock {self.path} held for over {self.timeout}s)"
+            )
+        except OSError as exc:
+            raise StageError(f"cannot lock {self.path}: {exc.strerror}")
 
 
 def _publish(dest, release_dir, store):

@@ -8,12 +8,16 @@
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import os
 import shutil
 import tempfile
+import time
 
 _HASH_CHUNK_BYTES = 1024 * 1024
+_LOCK_POLL_SECONDS = 0.2
 
 
 def write_atomic(path, data, mode=0o644):
@@ -77,3 +81,47 @@ def discard_dir(path, scratch_parent):
     trash = tempfile.mkdtemp(prefix="trash-", dir=scratch_parent)
     os.rename(path, os.path.join(trash, "old"))
     shutil.rmtree(trash, ignore_errors=True)
+
+
+class LockTimeout(Exception):
+    """FileLock waited ``timeout`` seconds and the lock was still held."""
+
+
+class FileLock:
+    """An exclusive ``flock`` on the file at ``path``, waited for at most ``timeout`` seconds.
+
+    The file is created 0600 (so no other user can take the lock and hold it) and never opened
+    through a symbolic link. The kernel releases the lock if its holder dies. Raises LockTimeout
+    when another holder keeps it, OSError when the file cannot be opened.
+    """
+
+    def __init__(self, path, timeout):
+        self.path = path
+        self.timeout = timeout
+        self._fd = None
+
+    def __enter__(self):
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+        try:
+            self._fd = os.open(self.path, flags, 0o600)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise OSError(errno.ELOOP, "the lock file is a symbolic link; refusing to follow it", self.path)
+            raise
+        if os.fstat(self._fd).st_uid == os.geteuid():
+            os.fchmod(self._fd, 0o600)  # a lock file of an older release may be 0644
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return self
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    os.close(self._fd)
+                    self._fd = None
+                    raise LockTimeout(self.path)
+                time.sleep(_LOCK_POLL_SECONDS)
+
+    def __exit__(self, *_exc_info):
+        os.close(self._fd)
+        self._fd = None

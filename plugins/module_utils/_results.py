@@ -12,14 +12,19 @@ import os
 
 from ansible.module_utils.basic import missing_required_lib
 
+from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import FleetError, InternalError
 from ansible_collections.kubesolo.fleet.plugins.module_utils._oci._transport import HAS_REQUESTS, REQUESTS_IMPORT_ERROR
 
 
 def failure_result(error, client=None):
     """A failed result for a FleetError: its message, its stable code and its details.
 
-    With the ``client`` that was in use, the transfer summary too. Never a traceback.
+    Any other exception is a bug; it becomes an InternalError, so that even then the task fails
+    with an error_code and no traceback. With the ``client`` that was in use, the transfer
+    summary too.
     """
+    if not isinstance(error, FleetError):
+        error = InternalError.from_exception(error)
     result = dict(failed=True, msg=str(error), error_code=error.code, **error.details())
     if client is not None:
         result["transfer"] = client.transfer_summary()
@@ -68,5 +73,6 @@ def stage_result(outcome, dest, delivery, client, diff):
 def _diff_view(state):
     if not state:
         return {}
-    version = state.get("version") or state.get("metadata", {}).get("version", "")
-    return {"version": version, "manifest_digest": state["manifest_digest"]}
+    metadata = state.get("metadata")
+    version = state.get("version") or (metadata.get("version", "") if isinstance(metadata, dict) else "")
+    return {"version": version, "manifest_digest": state.get("manifest_digest", "")}

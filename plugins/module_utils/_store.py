@@ -30,7 +30,9 @@ from ansible_collections.kubesolo.fleet.plugins.module_utils._about import (
     COLLECTION_NAME,
     COLLECTION_VERSION,
 )
-from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import StageError
+from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import InvalidReferenceError, StageError
+from ansible_collections.kubesolo.fleet.plugins.module_utils._json import parse_json
+from ansible_collections.kubesolo.fleet.plugins.module_utils._reference import parse_digest
 
 RECORD_NAME = "release.json"
 RECORD_SCHEMA = 1
@@ -77,12 +79,17 @@ def refuse_foreign(dest):
 def parse_record(data):
     """A release.json record from its bytes, or None when it is not one."""
     try:
-        record = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+        record = parse_json(data)
+    except ValueError:
         return None
     if not isinstance(record, dict) or record.get("schema") != RECORD_SCHEMA:
         return None
     if not isinstance(record.get("files"), dict):
+        return None
+    try:
+        # What the changed rule and diff mode compare: without it the record names no release.
+        parse_digest(record.get("manifest_digest"))
+    except InvalidReferenceError:
         return None
     return record
 

@@ -133,7 +133,9 @@ error_code:
   description:
     - On failure, a stable code for the kind of error, for example C(architecture_not_shipped),
       C(not_found), C(registry_unreachable), C(authentication_failed), C(invalid_manifest),
-      C(digest_mismatch), C(invalid_reference).
+      C(digest_mismatch), C(invalid_reference), C(registry_error) (for example a redirect from HTTPS to
+      plain HTTP, which is refused).
+    - C(internal_error) is an unexpected failure (a bug); it is reported like any other, never as a traceback.
   returned: failure
   type: str
   sample: architecture_not_shipped
@@ -144,7 +146,6 @@ import platform
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.kubesolo.fleet.plugins.module_utils import _options
-from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import FleetError
 from ansible_collections.kubesolo.fleet.plugins.module_utils._results import fail_module, fail_without_requests
 
 
@@ -159,7 +160,7 @@ def main():
     try:
         client = _options.mirrored_client_from_params(module.params)
         release = _options.resolve_from_params(client, module.params, platform.machine())
-    except FleetError as exc:
+    except Exception as exc:  # pylint: disable=broad-except  # a result with an error_code, never a traceback
         fail_module(module, exc, client)
     module.exit_json(changed=False, sources=client.sources, mirror_errors=client.mirror_errors, **release.summary())
 

@@ -133,7 +133,6 @@ error_code:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import FleetError
 from ansible_collections.kubesolo.fleet.plugins.module_utils._options import (
     client_from_params,
     connection_argument_spec,
@@ -172,7 +171,7 @@ def main():
         client = client_from_params(params)
         plan = plan_release(params["artifacts"], dict((key, params[key]) for key in METADATA_OPTIONS), params["tags"])
         pushed = publish(client, plan, check_mode=module.check_mode)
-    except FleetError as exc:
+    except Exception as exc:  # pylint: disable=broad-except  # a result with an error_code, never a traceback
         fail_module(module, exc)
     module.exit_json(
         changed=any(pushed.values()),

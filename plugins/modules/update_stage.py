@@ -68,11 +68,15 @@ options:
     description:
       - Directory on the controller for the content-addressed blob cache of O(delivery=controller).
       - Defaults to C(kubesolo-fleet) in C($XDG_CACHE_HOME), else in C(~/.cache).
+      - The cache is private to the user that runs Ansible (directories C(0700), files C(0600)). For sha256
+        layers the node checks the copied files against the manifest's digest, whatever the cache holds.
     type: path
   lock_timeout:
     description:
       - Seconds to wait for another run that is staging into the same O(dest) (a lock in the store serializes
-        them); then the task fails. A lock of a dead process is released by the kernel.
+        them), and with O(delivery=controller) for another run fetching the same blob into the controller
+        cache; then the task fails, naming the lock. A lock of a dead process is released by the kernel.
+      - Lock files are private to the user (mode C(0600)), so another user cannot hold them.
     type: float
     default: 300
   controller_cache_keep:
@@ -246,7 +250,6 @@ error_code:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.kubesolo.fleet.plugins.module_utils import _options, _staging
-from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import FleetError
 from ansible_collections.kubesolo.fleet.plugins.module_utils._host_store import HostStore
 from ansible_collections.kubesolo.fleet.plugins.module_utils._results import (
     fail_module,
@@ -268,7 +271,7 @@ def main():
         fail_without_requests(module)
         client = _options.mirrored_client_from_params(params)
         outcome = _staging.stage_release(client, params, store, check_mode=module.check_mode)
-    except FleetError as exc:
+    except Exception as exc:  # pylint: disable=broad-except  # a result with an error_code, never a traceback
         fail_module(module, exc, client)
     module.exit_json(**stage_result(outcome, store.dest, store.delivery, client, module._diff))
 

@@ -10,7 +10,7 @@ Layout under the cache root::
 
     blobs/sha256/<hex>           verified blob bytes
     blobs/sha256/<hex>.sha256    sha256 hex of the bytes (also for sha512 blobs)
-    locks/sha256-<hex>.lock      flock()ed while the blob is fetched
+    locks/sha256-<hex>.lock      flock()ed while the blob is fetched (waits end after lock_timeout)
     releases/sha256-<hex>.json   the layers of a staged manifest, touched on use
 
 Forks staging the same release take the blob's lock in turn: the first
@@ -22,7 +22,6 @@ transferred bytes are checked against the layer's sha256.
 
 from __future__ import annotations
 
-import fcntl
 import functools
 import json
 import os
@@ -30,9 +29,18 @@ import tempfile
 
 from ansible_collections.kubesolo.fleet.plugins.module_utils._blobfile import BlobFile, download_in_parallel
 from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import StageError
-from ansible_collections.kubesolo.fleet.plugins.module_utils._io import unlink_if_present, write_atomic
+from ansible_collections.kubesolo.fleet.plugins.module_utils._io import (
+    FileLock,
+    LockTimeout,
+    unlink_if_present,
+    write_atomic,
+)
+from ansible_collections.kubesolo.fleet.plugins.module_utils._json import parse_json
 from ansible_collections.kubesolo.fleet.plugins.module_utils._reference import parse_digest
 from ansible_collections.kubesolo.fleet.plugins.module_utils._store import digest_name
+
+# A release note (releases/*.json) lists a few digests; anything far larger is not one.
+MAX_NOTE_BYTES = 64 * 1024
 
 
 def default_cache_root():
@@ -50,10 +58,29 @@ class CachedBlob:
 
 
 class BlobCache:
-    """The cache under ``root`` (see the layout above)."""
+    """The cache under ``root`` (see the layout above).
 
-    def __init__(self, root):
+    Private to the user that runs Ansible: directories 0700, files 0600, so nobody else can read
+    a private release or plant a blob. Every lock wait ends after ``lock_timeout`` seconds.
+    """
+
+    def __init__(self, root, lock_timeout=300):
         self.root = root
+        self.lock_timeout = lock_timeout
+
+    def _private_dir(self, path):
+        """``path`` (below the root) made, and the root and it kept 0700."""
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        # makedirs gives only the last directory the mode; the ones between get the umask's.
+        directory = root = os.path.normpath(self.root)
+        for part in [""] + os.path.relpath(path, root).split(os.sep):
+            directory = os.path.join(directory, part) if part and part != "." else directory
+            if os.stat(directory).st_uid == os.geteuid():
+                os.chmod(directory, 0o700)
+
+    def _lock(self, lock_path, holder):
+        """A FileLock of the cache; StageError naming ``holder`` and the lock after lock_timeout."""
+        return _CacheLock(lock_path, self.lock_timeout, holder)
 
     def _blob_path(self, digest):
         algorithm, encoded = parse_digest(digest)
@@ -72,11 +99,10 @@ class BlobCache:
         path = self._blob_path(digest)
         lock_path = self._lock_path(digest)
         try:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            os.makedirs(os.path.dirname(lock_path), exist_ok=True)
-            with open(lock_path, "a") as lock:
-                fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
-                cached = self._cached_sha256(path, size)
+            self._private_dir(os.path.dirname(path))
+            self._private_dir(os.path.dirname(lock_path))
+            with self._lock(lock_path, f"another run is fetching blob {digest} into the controller cache"):
+                cached = self._cached_sha256(path, digest, size)
                 if cached:
                     return CachedBlob(path, cached, 0)
                 return CachedBlob(path, self._download(client, digest, size, path, cancel), size)
@@ -87,14 +113,24 @@ class BlobCache:
         return os.path.join(self.root, "locks", digest_name(digest) + ".lock")
 
     @staticmethod
-    def _cached_sha256(path, size):
+    def _cached_sha256(path, digest, size):
+        """The sha256 hex the node checks the blob against, or None when it must be fetched (again).
+
+        For a sha256 layer that is the manifest's digest itself, never what the cache says: an
+        entry whose side file disagrees is fetched again, and bytes changed in place fail the
+        node's check. Only a sha512 layer needs the sha256 the download computed.
+        """
+        algorithm, encoded = parse_digest(digest)
         try:
             if os.path.getsize(path) != size:
                 return None
             with open(path + ".sha256") as handle:
-                return handle.read(64).strip() or None
+                recorded = handle.read(64).strip()
         except OSError:
             return None
+        if algorithm == "sha256":
+            return encoded if recorded == encoded else None
+        return recorded or None
 
     @staticmethod
     def _download(client, digest, size, path, cancel):
@@ -104,25 +140,21 @@ class BlobCache:
             with BlobFile(tmp, cancel) as handle:
                 sha256 = client.download_blob(digest, size, handle)
                 handle.sync()
-            os.chmod(tmp, 0o644)
+            os.chmod(tmp, 0o600)
             os.rename(tmp, path)
         except BaseException:
             if os.path.exists(tmp):
                 os.unlink(tmp)
             raise
-        write_atomic(path + ".sha256", sha256.encode("ascii"))
+        write_atomic(path + ".sha256", sha256.encode("ascii"), mode=0o600)
         return sha256
 
     def remember(self, manifest_digest, layers):
         """Note that a release was used (for prune)."""
         path = os.path.join(self.root, "releases", digest_name(manifest_digest) + ".json")
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        write_atomic(
-            path,
-            json.dumps({"manifest_digest": manifest_digest, "blobs": [layer["digest"] for layer in layers]}).encode(
-                "utf-8"
-            ),
-        )
+        self._private_dir(os.path.dirname(path))
+        note = {"manifest_digest": manifest_digest, "blobs": [layer["digest"] for layer in layers]}
+        write_atomic(path, json.dumps(note).encode("utf-8"), mode=0o600)
 
     def prune(self, keep):
         """Keep the blobs of the ``keep`` most recently used releases; remove the rest.
@@ -132,9 +164,8 @@ class BlobCache:
         """
         if not os.path.isdir(self.root):
             return []
-        os.makedirs(os.path.join(self.root, "locks"), exist_ok=True)
-        with open(os.path.join(self.root, "locks", "prune.lock"), "a") as prune_lock:
-            fcntl.flock(prune_lock.fileno(), fcntl.LOCK_EX)
+        self._private_dir(os.path.join(self.root, "locks"))
+        with self._lock(os.path.join(self.root, "locks", "prune.lock"), "another run is pruning the controller cache"):
             return self._prune(keep)
 
     def _prune(self, keep):
@@ -143,8 +174,8 @@ class BlobCache:
         for name in os.listdir(releases_dir) if os.path.isdir(releases_dir) else []:
             path = os.path.join(releases_dir, name)
             try:
-                with open(path) as handle:
-                    blobs = json.load(handle)["blobs"]
+                with open(path, "rb") as handle:
+                    blobs = parse_json(handle.read(MAX_NOTE_BYTES))["blobs"]
                 releases.append((os.path.getmtime(path), path, blobs))
             except (OSError, ValueError, KeyError, TypeError):
                 continue
@@ -162,10 +193,20 @@ class BlobCache:
                 if entry.startswith(".") or entry.endswith(".sha256") or digest in wanted:
                     continue
                 path = os.path.join(blobs_dir, algorithm, entry)
-                lock_path = self._lock_path(digest)
-                with open(lock_path, "a") as lock:
-                    fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+                with self._lock(self._lock_path(digest), f"another run is fetching blob {digest}"):
                     unlink_if_present(path)
                     unlink_if_present(path + ".sha256")
                 removed.append(digest)
         return sorted(removed)
+
+
+class _CacheLock(FileLock):
+    def __init__(self, path, timeout, holder):
+        super().__init__(path, timeout)
+        self.holder = holder
+
+    def __enter__(self):
+        try:
+            return super().__enter__()
+        except LockTimeout:
+            raise StageError(f"{self.holder} (lock {self.path} held for over {self.timeout}s)")

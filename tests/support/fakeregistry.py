@@ -3,7 +3,8 @@
 :class:`FakeRegistry` serves ``GET /v2/`` (200) and every path in its ``routes`` table (the path
 without its query) with an :class:`Answer`; anything else gets a 404 with an OCI error body.  An
 answer can announce a wrong length, close early, never end, drip, redirect...  Header values may
-contain ``{base}``, replaced with the server's URL (for token realms and redirects to itself).
+contain ``{base}``, replaced with the server's URL (for token realms and redirects to itself), and
+``{port}``, its port (``http://localhost:{port}/...`` is the same server under another origin).
 Every request is in :attr:`FakeRegistry.log`.
 """
 
@@ -79,7 +80,7 @@ class FakeRegistry(LocalServer):
     def _answer(self, handler: BaseHTTPRequestHandler, answer: Answer) -> None:
         handler.send_response(answer.status)
         for name, value in answer.headers.items():
-            handler.send_header(name, value.replace("{base}", self.url))
+            handler.send_header(name, value.replace("{base}", self.url).replace("{port}", str(self.port)))
         chunked = not answer.close and (answer.endless or answer.length is None)
         if answer.close:
             handler.send_header("Connection", "close")

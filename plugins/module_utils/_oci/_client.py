@@ -27,6 +27,10 @@ from ansible_collections.kubesolo.fleet.plugins.module_utils._oci._transport imp
 from ansible_collections.kubesolo.fleet.plugins.module_utils._retry import RetryPolicy
 
 
+def _origin_text(parsed):
+    return f"{parsed[0]}://{parsed[1]}:{parsed[2]}" if parsed else "a malformed address"
+
+
 class RegistryClient:
     """Reads manifests and blobs of one repository, and pushes them for update_publish.
 
@@ -95,6 +99,14 @@ class RegistryClient:
             return response
         challenge = response.headers.get("WWW-Authenticate", "")
         response.close()
+        answered_at = origin(getattr(response, "url", None) or url)
+        if answered_at != origin(self.base_url):
+            # A redirect led elsewhere (a CDN, an object store) and that origin asks for
+            # credentials: they are only ever sent to the registry itself.
+            raise AuthenticationError(
+                f"{_origin_text(answered_at)} asked for authentication after registry {self.repository.registry} "
+                f"redirected there; credentials are only sent to the registry itself"
+            )
         headers["Authorization"] = self.auth.answer(challenge, rejected=headers.get("Authorization"))
         if hasattr(data, "seek"):
             data.seek(0)

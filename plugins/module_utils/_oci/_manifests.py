@@ -9,13 +9,13 @@
 from __future__ import annotations
 
 import hashlib
-import json
 
 from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import (
     DigestMismatchError,
     ManifestError,
     NotFoundError,
 )
+from ansible_collections.kubesolo.fleet.plugins.module_utils._json import parse_json
 from ansible_collections.kubesolo.fleet.plugins.module_utils._oci._transport import check_status, read_capped
 from ansible_collections.kubesolo.fleet.plugins.module_utils._reference import parse_digest
 
@@ -89,8 +89,8 @@ def verify_bytes(data, digest, what):
 
 def parse_manifest_json(data, reference):
     try:
-        document = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
+        document = parse_json(data)
+    except ValueError as exc:
         raise ManifestError(f"manifest {reference} is not valid JSON: {exc}")
     if not isinstance(document, dict):
         raise ManifestError(f"manifest {reference} is not a JSON object")

@@ -12,7 +12,6 @@ fetched anew once when the registry rejects a cached one.
 
 from __future__ import annotations
 
-import json
 import re
 import threading
 
@@ -21,6 +20,7 @@ from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import (
     AuthenticationError,
     RegistryConnectionError,
 )
+from ansible_collections.kubesolo.fleet.plugins.module_utils._json import parse_json
 from ansible_collections.kubesolo.fleet.plugins.module_utils._oci._transport import (
     MAX_SMALL_BODY_BYTES,
     exception_reason,
@@ -60,6 +60,8 @@ class TokenAuth:
         self.credentials = credentials
         self.authorization = None
         self._tokens = {}
+        # The token service the registry named first: credentials never go to another one.
+        self._realm_origin = None
         # Layers download in parallel threads: one refresh of a rejected token serves them all.
         self._lock = threading.Lock()
 
@@ -111,6 +113,13 @@ class TokenAuth:
         realm_origin = origin(realm) if realm else None
         if not realm_origin or realm_origin[0] not in ("http", "https") or not realm_origin[1]:
             raise AuthenticationError(f"registry {registry} sent a bearer challenge without a usable realm")
+        if self._realm_origin is None:
+            self._realm_origin = realm_origin
+        elif realm_origin != self._realm_origin and self.credentials:
+            raise AuthenticationError(
+                f"registry {registry} named the token service {realm} after another one; refusing to send "
+                f"credentials to a second token service"
+            )
         if client.scheme == "https" and realm_origin[0] == "http":
             raise AuthenticationError(
                 f"registry {registry} sent a plain-HTTP token realm {realm}; refusing to "
@@ -155,7 +164,7 @@ class TokenAuth:
             if response.status_code != 200:
                 raise AuthenticationError(f"the token service of {registry} answered HTTP {response.status_code}")
         try:
-            document = json.loads(body)
+            document = parse_json(body)
         except ValueError:
             document = None
         token = document.get("token") or document.get("access_token") if isinstance(document, dict) else None

@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import json
 import traceback
 
 try:
@@ -29,6 +28,7 @@ from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import (
     RegistryConnectionError,
     RegistryResponseError,
 )
+from ansible_collections.kubesolo.fleet.plugins.module_utils._json import parse_json
 from ansible_collections.kubesolo.fleet.plugins.module_utils._retry import RETRY_STATUSES, retry_after_seconds
 
 USER_AGENT = f"{COLLECTION_NAME}/{COLLECTION_VERSION}"
@@ -47,8 +47,19 @@ class OriginBoundSession(requests.Session if HAS_REQUESTS else object):
     """
 
     def rebuild_auth(self, prepared_request, response):
-        if origin(prepared_request.url) is None or origin(prepared_request.url) != origin(response.request.url):
+        target, source = origin(prepared_request.url), origin(response.request.url)
+        if target is None or target != source:
             prepared_request.headers.pop("Authorization", None)
+        if source and source[0] == "https" and (target is None or target[0] != "https"):
+            # A downgrade would let anyone on the path answer for the registry (or freeze it).
+            raise RedirectRefused(
+                f"{source[1]}:{source[2]} redirected an HTTPS request to {(prepared_request.url or '')[:200]}; "
+                f"refusing to leave HTTPS"
+            )
+
+
+class RedirectRefused(requests.exceptions.RequestException if HAS_REQUESTS else Exception):
+    """A redirect the client must not follow (set by OriginBoundSession)."""
 
 
 def origin(url):
@@ -106,6 +117,8 @@ def send(client, method, url, headers=None, stream=False, data=None):
             response = client.session.request(
                 method, url, headers=headers, stream=stream, data=data, timeout=client.timeout, verify=client.verify
             )
+        except RedirectRefused as exc:
+            raise RegistryResponseError(str(exc))
         except requests.exceptions.SSLError as exc:
             reason = exception_reason(exc)
             raise RegistryConnectionError(
@@ -160,7 +173,7 @@ def registry_error_message(response):
     """': <message>' of the first error in a registry's error body, size-capped and printable only."""
     try:
         body = read_capped(response, MAX_SMALL_BODY_BYTES, "error body")
-        errors = json.loads(body).get("errors") or []
+        errors = parse_json(body).get("errors") or []
         message = errors[0].get("message") or errors[0].get("code")
     except Exception:  # pylint: disable=broad-except
         return ""

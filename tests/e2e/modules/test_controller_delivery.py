@@ -9,6 +9,7 @@ not exist on the nodes.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -387,6 +388,58 @@ def test_a_corrupted_cache_entry_is_caught_on_the_node(registry, ssh_node_factor
         f"publishing the release at {DEST} failed on the node (exit 3): vmlinuz arrived with sha256 "
         f"{tampered_hex}, expected {kernel_hex}; the previous release is kept"
     ), result
+
+
+def test_a_poisoned_cache_entry_with_a_matching_record_is_fetched_again(
+    registry, ssh_node_factory, run_playbook, tmp_path
+):
+    """Planted bytes plus a sha256 record that matches them: the node must still get the layer the
+    manifest names, never what the cache says about itself."""
+    repo = "controller/poisoned"
+    repository = f"{registry.host}/{repo}"
+    release = artifacts.push_release(registry, repo, "stable", "v0.3.0", release_arches())
+    first_node, second_node = ssh_node_factory(names=["first", "second"])
+    cache = tmp_path / "cache"
+    manifest = release.manifests[machine_goarch()]
+    first = run_playbook(play(stage_task(repository, cache)), inventory=node_inventory([first_node]))
+    assert first.rc == 0, first
+    kernel_digest = manifest.layer_digests[artifacts.KERNEL_MEDIA_TYPE]
+    cached = cache / "blobs" / "sha256" / kernel_digest.split(":", 1)[1]
+    planted = artifacts.deterministic_bytes("planted kernel", len(manifest.kernel))
+    cached.write_bytes(planted)
+    cached.with_name(cached.name + ".sha256").write_text(hashlib.sha256(planted).hexdigest())
+    mark = registry.mark()
+
+    run = run_playbook(play(stage_task(repository, cache)), inventory=node_inventory([second_node]))
+
+    assert run.status(STAGE, second_node.name) == "changed", run
+    assert_node_holds(second_node, manifest, repository)
+    assert [entry.path.rsplit("/", 1)[1] for entry in registry.blob_gets(since=mark)] == [kernel_digest]
+    assert cached.read_bytes() == manifest.kernel
+
+
+def test_a_held_cache_lock_is_waited_for_lock_timeout_only(registry, ssh_node_factory, run_playbook, tmp_path):
+    repo = "controller/locked"
+    repository = f"{registry.host}/{repo}"
+    release = artifacts.push_release(registry, repo, "stable", "v0.3.0", release_arches())
+    (node,) = ssh_node_factory(names=["locked"])
+    cache = tmp_path / "cache"
+    kernel_digest = release.manifests[machine_goarch()].layer_digests[artifacts.KERNEL_MEDIA_TYPE]
+    lock_path = cache / "locks" / (kernel_digest.replace(":", "-") + ".lock")
+    lock_path.parent.mkdir(parents=True)
+    with open(lock_path, "a") as holder:
+        fcntl.flock(holder.fileno(), fcntl.LOCK_EX)  # another run that never lets go
+        run = run_playbook(play(stage_task(repository, cache, lock_timeout=2)), inventory=node_inventory([node]))
+
+    result = run.result(STAGE, node.name)
+    assert run.status(STAGE, node.name) == "failed", result
+    assert result["error_code"] == "stage_failed", result
+    assert result["msg"] == (
+        f"another run is fetching blob {kernel_digest} into the controller cache (lock {lock_path} held for over 2.0s)"
+    ), result
+    assert leftovers(node) == []
+    assert lock_path.stat().st_mode & 0o777 == 0o600
+    assert (cache.stat().st_mode & 0o777) == 0o700
 
 
 # ----------------------------------------------------------------------------------------------

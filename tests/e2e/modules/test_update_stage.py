@@ -281,6 +281,31 @@ def test_newer_release_under_the_same_tag_replaces_the_staged_one(registry, run_
     assert not old_dir.exists()
 
 
+@pytest.mark.parametrize("damage", ["no-manifest-digest", "nested-too-deeply"])
+def test_a_record_that_names_no_release_is_restaged_with_a_diff(registry, run_playbook, tmp_path, damage):
+    """A release.json without its manifest digest (or not parsable at all) holds nothing: diff mode
+    shows an empty before, and the release is staged again, never a traceback."""
+    repository = f"{registry.host}/record/os"
+    dest = tmp_path / "node" / "staged"
+    manifest = artifacts.push_release(registry, "record/os", "stable", "v0.3.0", ("amd64",)).manifests["amd64"]
+    task = stage("stage stable", repository, dest, diff=True, tag="stable", architecture="amd64")
+    assert run_playbook([task]).status("stage stable") == "changed"
+    record_path = dest / "release.json"
+    if damage == "no-manifest-digest":
+        record = json.loads(record_path.read_text(encoding="utf-8"))
+        del record["manifest_digest"]
+        record_path.write_text(json.dumps(record), encoding="utf-8")
+    else:
+        record_path.write_bytes(b"[" * 100000 + b"]" * 100000)
+
+    again = run_playbook([task])
+    result = again.result("stage stable")
+
+    assert again.status("stage stable") == "changed", result
+    assert result["diff"] == {"before": {}, "after": {"version": "v0.3.0", "manifest_digest": manifest.digest}}
+    assert_staged(dest, manifest)
+
+
 # ----------------------------------------------------------------------------------------------
 # Releases that must not be staged, tried over a good one: one playbook.
 

@@ -263,6 +263,8 @@ def redirects(pki, leaks, tmp_path_factory):
                 "store": Redirector(basic),
                 "controller": Redirector(basic),
                 "other scheme": Redirector(basic, mode="other-scheme", tls=pki.server_context()),
+                # Asked over HTTPS, it redirects blobs to plain HTTP: a downgrade.
+                "downgrade": Redirector(basic, mode="other-scheme", tls=pki.server_context()),
                 "other host": Redirector(basic, target_host="localhost", store_tls=pki.server_context()),
                 "token": Redirector(token_reg),
                 "loop": Redirector(basic, mode="loop"),
@@ -277,6 +279,7 @@ def redirects(pki, leaks, tmp_path_factory):
                         "store",
                         "controller",
                         "other scheme",
+                        "downgrade",
                         "other host",
                         "token",
                         "loop",
@@ -294,6 +297,9 @@ def redirects(pki, leaks, tmp_path_factory):
                         "stage controller", via("controller"), dests["controller"], cache=tmp / "cache-1", **creds
                     ),
                     stage_task("stage other scheme", via("other scheme"), dests["other scheme"], **creds),
+                    stage_task(
+                        "stage downgrade", via("downgrade"), dests["downgrade"], **dict(creds, plain_http=False)
+                    ),
                     stage_task("stage other host", via("other host"), dests["other host"], **creds),
                     stage_task("stage token", via("token", "private/os"), dests["token"], **creds),
                     # dest holds a release when the redirect loop is met: it must keep it.
@@ -363,6 +369,20 @@ def test_redirect_to_the_other_scheme_on_the_same_port_drops_authorization(redir
     blob_gets = [seen for seen in front.requests_to("front") if "/blobs/sha256:" in seen.path]
     assert [seen.scheme for seen in blob_gets] == ["http", "http"]
     assert all(seen.authorization and seen.authorization.startswith("Basic ") for seen in blob_gets)
+
+
+def test_a_redirect_from_https_to_plain_http_is_refused(redirects):
+    front = redirects.fronts["downgrade"]
+    result = assert_failed(redirects.run, "stage downgrade", "registry_error")
+    assert (
+        f"{front.host} redirected an HTTPS request to http://127.0.0.1:{front.front.port}/_blobs/sha256:"
+        in result["msg"]
+    )
+    assert result["msg"].endswith("; refusing to leave HTTPS"), result["msg"]
+    assert not os.path.lexists(redirects.dests["downgrade"])
+    # The manifests came over HTTPS; the plain-HTTP leg was never requested.
+    assert {seen.scheme for seen in front.requests_to("front") if "/manifests/" in seen.path} == {"https"}
+    assert [seen for seen in front.requests_to("front") if seen.path.startswith("/_blobs/")] == []
 
 
 def test_redirect_from_a_token_registry_drops_the_bearer_token(redirects):

@@ -36,6 +36,7 @@ MIB = 1024 * 1024
 TIME_LIMIT = 6.0  # seconds any one case may take, module start-up included (the slowest takes about 1.5)
 # A file the path-traversal digest of an index entry would name (in the temp dir); it must never appear.
 ESCAPE_NAME = f"kubesolo-hostile-{uuid.uuid4().hex}"
+HOSTILE_PASSWORD = "s3cret-hostile-pw"
 
 
 def digest(data: bytes) -> str:
@@ -347,6 +348,38 @@ CASES = [
         "the token service of 127.0.0.1:{port} answered without a token",
     ),
     Case(
+        "redirect-then-401-elsewhere",
+        {
+            "manifests/t": Answer(
+                307, b"", {"Location": "http://localhost:{port}/elsewhere/redirect-then-401-elsewhere"}
+            ),
+            "/elsewhere/redirect-then-401-elsewhere": Answer(
+                401,
+                b"{}",
+                {"WWW-Authenticate": 'Bearer realm="http://localhost:{port}/token/redirect-then-401-elsewhere"'},
+            ),
+        },
+        "authentication_failed",
+        "http://localhost:{port} asked for authentication after registry 127.0.0.1:{port} redirected there; "
+        "credentials are only sent to the registry itself",
+        args={"username": "robot", "password": HOSTILE_PASSWORD},
+    ),
+    Case(
+        "manifest-nested-too-deeply",
+        {"manifests/t": served(b'{"schemaVersion": 2, "layers": ' + b"[" * 100000 + b"]" * 100000 + b"}")},
+        "invalid_manifest",
+        "manifest t is not valid JSON: the document is nested too deeply",
+    ),
+    Case(
+        "token-nested-too-deeply",
+        {
+            "manifests/t": bearer("token-nested-too-deeply"),
+            "/token/token-nested-too-deeply": served(b"[" * 20000 + b"]" * 20000, "application/json"),
+        },
+        "authentication_failed",
+        "the token service of 127.0.0.1:{port} answered without a token",
+    ),
+    Case(
         "bearer-without-realm",
         {"manifests/t": Answer(401, b"{}", {"WWW-Authenticate": 'Bearer service="fake"'})},
         "authentication_failed",
@@ -481,6 +514,15 @@ def test_nothing_was_written_outside_the_node_directories(hostile):
 def test_the_module_never_asked_for_a_path_it_was_fed(hostile):
     # Digests with path characters are refused before they reach a URL.
     assert [r.path for r in hostile.log if ".." in r.path or "md5:" in r.path] == []
+
+
+def test_credentials_never_went_to_the_origin_a_redirect_led_to(hostile):
+    # It asked for authentication with a token service of its own: nothing was sent there at all.
+    assert [r for r in hostile.log if "redirect-then-401-elsewhere" in r.path and r.path.startswith("/token/")] == []
+    asked = [r for r in hostile.log if r.path == "/elsewhere/redirect-then-401-elsewhere"]
+    assert len(asked) == 1
+    assert "Authorization" not in asked[0].headers
+    assert all(HOSTILE_PASSWORD not in json.dumps(run.results) for run in hostile.runs)
 
 
 def test_the_redirect_loop_was_followed_ten_times_only(hostile):

@@ -846,3 +846,19 @@ def test_a_dangling_managed_link_holds_nothing(dest):
     os.makedirs(store)
     os.symlink(os.path.join(os.path.basename(store), "sha256-" + "0" * 64), dest)
     assert current_release(dest) is None
+
+
+def test_the_store_lock_is_private(dest):
+    stage_first(dest)
+    assert stat.S_IMODE(os.stat(os.path.join(store_of(dest), LOCK)).st_mode) == 0o600
+
+
+def test_a_symbolic_link_planted_as_the_store_lock_is_refused(dest, tmp_path):
+    store = store_of(dest)
+    os.makedirs(store)
+    target = tmp_path / "planted"
+    os.symlink(str(target), os.path.join(store, LOCK))
+    with pytest.raises(StageError, match="cannot lock .*: the lock file is a symbolic link; refusing to follow it"):
+        stage(FakeBlobClient([KERNEL_1, INITRAMFS_1]), make_release(KERNEL_1, INITRAMFS_1), dest)
+    assert not target.exists()
+    assert not os.path.lexists(dest)

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import stat
 
@@ -67,3 +68,43 @@ def test_write_atomic_leaves_no_temporary_file_when_fsync_fails(tmp_path, monkey
     monkeypatch.undo()
     assert raised.value.errno == errno.ENOSPC
     assert os.listdir(str(tmp_path)) == []
+
+
+def test_a_file_lock_is_private_and_exclusive(tmp_path):
+
+    path = str(tmp_path / "lock")
+    with _io.FileLock(path, timeout=5):
+        assert os.stat(path).st_mode & 0o777 == 0o600
+        with open(path, "a") as other:
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(other.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    with open(path, "a") as other:
+        fcntl.flock(other.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)  # released on exit
+
+
+def test_a_file_lock_of_an_older_release_becomes_private(tmp_path):
+    path = tmp_path / "lock"
+    path.write_bytes(b"")
+    path.chmod(0o644)
+    with _io.FileLock(str(path), timeout=5):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_a_held_file_lock_times_out(tmp_path):
+
+    path = str(tmp_path / "lock")
+    with open(path, "a") as holder:
+        fcntl.flock(holder.fileno(), fcntl.LOCK_EX)
+        with pytest.raises(_io.LockTimeout):
+            with _io.FileLock(path, timeout=0.3):
+                pass
+
+
+def test_a_file_lock_never_follows_a_symbolic_link(tmp_path):
+    target = tmp_path / "elsewhere"
+    os.symlink(str(target), str(tmp_path / "lock"))
+    with pytest.raises(OSError) as raised:
+        with _io.FileLock(str(tmp_path / "lock"), timeout=1):
+            pass
+    assert raised.value.errno == errno.ELOOP
+    assert not target.exists()

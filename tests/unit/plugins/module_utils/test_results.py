@@ -91,3 +91,18 @@ def test_the_diff_shows_version_and_digest_before_and_after():
     }
     result = _results.stage_result(outcome(), "/staged", "host", FakeBlobClient([]), diff=True)
     assert result["diff"]["before"] == {}
+
+
+def test_any_other_exception_is_an_internal_error_without_a_traceback():
+    result = _results.failure_result(KeyError("manifest_digest"))
+    assert result == {
+        "failed": True,
+        "error_code": "internal_error",
+        "msg": "unexpected KeyError: 'manifest_digest' (please report this as a bug)",
+    }
+
+
+def test_the_diff_of_a_record_without_a_digest_or_version():
+    done = outcome(current={"metadata": "not a dict"})
+    result = _results.stage_result(done, "/staged", "host", FakeBlobClient([]), diff=True)
+    assert result["diff"]["before"] == {"version": "", "manifest_digest": ""}

@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from ansible_collections.kubesolo.fleet.plugins.module_utils import _store
@@ -29,3 +31,17 @@ def test_digest_name():
 @pytest.mark.parametrize("data", [b"", b"\xff", b"[]", b'{"schema": 2, "files": {}}', b'{"schema": 1}'])
 def test_parse_record_refuses_what_is_not_a_record(data):
     assert _store.parse_record(data) is None
+
+
+@pytest.mark.parametrize("digest", [None, "", "sha256:short", 42])
+def test_a_record_without_a_manifest_digest_is_not_a_record(digest):
+    record = {"schema": 1, "files": {}, "manifest_digest": digest}
+    if digest is None:
+        del record["manifest_digest"]
+    assert _store.parse_record(json.dumps(record).encode()) is None
+    record["manifest_digest"] = "sha256:" + "a" * 64
+    assert _store.parse_record(json.dumps(record).encode()) == record
+
+
+def test_a_record_nested_too_deeply_is_not_a_record():
+    assert _store.parse_record(b"[" * 100000 + b"]" * 100000) is None

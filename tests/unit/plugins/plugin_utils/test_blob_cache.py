@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import multiprocessing
@@ -431,3 +432,64 @@ def test_default_cache_root_falls_back_to_the_home_cache(monkeypatch, tmp_path, 
         monkeypatch.setenv("XDG_CACHE_HOME", xdg)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert _blob_cache.default_cache_root() == os.path.join(str(tmp_path / "home"), ".cache", "kubesolo-fleet")
+
+
+def mode_of(path):
+    return os.stat(path).st_mode & 0o777
+
+
+def test_the_cache_is_private_to_its_user(tmp_path):
+    root = tmp_path / "cache"
+    root.mkdir(mode=0o755)
+    cache = _blob_cache.BlobCache(str(root))
+    path = cache.fetch(FakeBlobClient([KERNEL_1]), layer(KERNEL_1)).path
+    cache.remember(manifest_digest(1), [layer(KERNEL_1)])
+    cache.prune(1)
+    for directory, _dirs, files in os.walk(str(root)):
+        assert mode_of(directory) == 0o700, directory
+        for name in files:
+            assert mode_of(os.path.join(directory, name)) == 0o600, name
+    assert read(path) == KERNEL_1
+
+
+def test_a_sha256_record_that_disagrees_with_the_digest_is_fetched_again(tmp_path):
+    """A planted blob with a matching side file must not pass as the layer: the node checks the copy
+    against the manifest's digest, and the cache never hands out another value for it."""
+    cache = _blob_cache.BlobCache(str(tmp_path / "cache"))
+    path = cache.fetch(FakeBlobClient([KERNEL_1]), layer(KERNEL_1)).path
+    planted = b"K" + KERNEL_1[1:]
+    with open(path, "wb") as handle:
+        handle.write(planted)
+    with open(path + ".sha256", "w") as handle:
+        handle.write(sha256_hex(planted))
+    client = FakeBlobClient([KERNEL_1])
+    assert as_tuple(cache.fetch(client, layer(KERNEL_1))) == (path, sha256_hex(KERNEL_1), len(KERNEL_1))
+    assert client.downloaded == [sha256_digest(KERNEL_1)]
+    assert read(path) == KERNEL_1
+
+
+def test_a_planted_blob_with_the_right_record_is_handed_out_with_the_manifest_digest(tmp_path):
+    cache = _blob_cache.BlobCache(str(tmp_path / "cache"))
+    path = cache.fetch(FakeBlobClient([KERNEL_1]), layer(KERNEL_1)).path
+    with open(path, "wb") as handle:
+        handle.write(b"K" + KERNEL_1[1:])
+    # The side file still names the real digest: the node's check is against exactly that.
+    assert cache.fetch(FakeBlobClient([KERNEL_1]), layer(KERNEL_1)).sha256 == sha256_hex(KERNEL_1)
+
+
+def test_a_held_blob_lock_is_waited_for_only_lock_timeout_seconds(tmp_path):
+
+    cache = _blob_cache.BlobCache(str(tmp_path / "cache"), lock_timeout=0.5)
+    cache.fetch(FakeBlobClient([KERNEL_1]), layer(KERNEL_1))
+    lock_path = os.path.join(str(tmp_path / "cache"), "locks", sha256_digest(KERNEL_1).replace(":", "-") + ".lock")
+    with open(lock_path, "a") as holder:
+        fcntl.flock(holder.fileno(), fcntl.LOCK_EX)
+        started = time.monotonic()
+        with pytest.raises(StageError) as raised:
+            cache.fetch(FakeBlobClient([KERNEL_1]), layer(KERNEL_1))
+        waited = time.monotonic() - started
+    assert str(raised.value) == (
+        f"another run is fetching blob {sha256_digest(KERNEL_1)} into the controller cache "
+        f"(lock {lock_path} held for over 0.5s)"
+    )
+    assert 0.4 < waited < 5

@@ -21,6 +21,7 @@ from ansible_collections.kubesolo.fleet.tests.unit.plugins.module_utils._oci.reg
     MANIFEST_DIGEST,
     REPOSITORY,
     ROBOT,
+    authorizations,
     client_with_a_token,
     make_client,
     manifest_response,
@@ -201,3 +202,26 @@ def test_the_same_origin_written_otherwise_gets_the_authorization(url):
     client.session.responses.append(FakeResponse(200))
     client.request("GET", url)
     assert client.session.sent[-1].headers["Authorization"] == "Bearer tok"
+
+
+def test_a_401_from_another_origin_after_a_redirect_is_not_answered():
+    """A redirect to a CDN that then asks for credentials must not get them (nor a token fetched for it)."""
+    challenge = unauthorized('Bearer realm="https://attacker.example/token",service="x"')
+    challenge.url = "https://cdn.example.net/blobs/x?sig=1"
+    client = make_client([challenge], credentials=ROBOT)
+    with pytest.raises(AuthenticationError) as raised:
+        client.get_manifest("stable")
+    assert str(raised.value) == (
+        "https://cdn.example.net:443 asked for authentication after registry registry.example.com redirected "
+        "there; credentials are only sent to the registry itself"
+    )
+    assert client.session.token_gets == [] and client.session.token_posts == []
+    assert authorizations(client) == [None]
+
+
+def test_a_401_from_the_registry_itself_is_answered():
+    challenge = unauthorized()
+    challenge.url = f"{BASE_URL}/manifests/stable"
+    client = make_client([challenge, manifest_response()], [json_response({"token": "tok"})], credentials=ROBOT)
+    client.get_manifest("stable")
+    assert authorizations(client) == [None, "Bearer tok"]

@@ -308,3 +308,9 @@ def test_get_manifest_rejects_invalid_json():
     client = make_client([manifest_response(b"<html>login</html>", content_type="text/html")])
     with pytest.raises(ManifestError, match="manifest stable is not valid JSON"):
         client.get_manifest("stable")
+
+
+def test_a_manifest_nested_too_deeply_is_an_invalid_manifest():
+    data = b'{"schemaVersion": 2, "layers": ' + b"[" * 100000 + b"]" * 100000 + b"}"
+    with pytest.raises(ManifestError, match="manifest stable is not valid JSON: the document is nested too deeply"):
+        _manifests.parse_manifest_json(data, "stable")

@@ -565,3 +565,19 @@ def test_a_token_body_of_exactly_the_cap_is_accepted():
 
 
 # -- Secrets ---------------------------------------------------------------
+
+
+def test_credentials_never_go_to_a_second_token_service():
+    client = make_client(
+        [
+            unauthorized(bearer(PULL)),
+            manifest_response(),
+            unauthorized(bearer(PULL, realm="https://auth2.example/token")),
+        ],
+        [json_response({"token": "first"})],
+        credentials=ROBOT,
+    )
+    client.get_manifest("stable")
+    with pytest.raises(AuthenticationError, match="refusing to send credentials to a second token service"):
+        client.get_manifest("stable")
+    assert [sent.url for sent in client.session.token_gets] == ["https://auth.example/token"]

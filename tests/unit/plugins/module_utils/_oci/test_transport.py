@@ -284,7 +284,6 @@ def redirected(from_url, to_url, authorization="Bearer tok"):
     "from_url, to_url",
     [
         ("http://registry.example.com/v2/x", "https://registry.example.com/v2/x"),
-        ("https://registry.example.com/v2/x", "http://registry.example.com/v2/x"),
         ("https://registry.example.com/v2/x", "https://cdn.example.net/blob?sig=1"),
         ("https://registry.example.com/v2/x", "https://registry.example.com:8443/v2/x"),
         ("http://registry.example.com:5000/v2/x", "http://registry.example.com:5001/v2/x"),
@@ -295,6 +294,18 @@ def test_rebuild_auth_drops_authorization_for_another_origin(from_url, to_url):
     target, response = redirected(from_url, to_url)
     session = _transport.OriginBoundSession()
     session.rebuild_auth(target, response)
+    assert "Authorization" not in target.headers
+
+
+@pytest.mark.parametrize(
+    "to_url",
+    ["http://registry.example.com/v2/x", "http://cdn.example.net/blob?sig=1", "ftp://registry.example.com/x"],
+)
+def test_rebuild_auth_refuses_to_leave_https(to_url):
+    target, response = redirected("https://registry.example.com/v2/x", to_url)
+    session = _transport.OriginBoundSession()
+    with pytest.raises(_transport.RedirectRefused, match="redirected an HTTPS request to .*; refusing to leave HTTPS"):
+        session.rebuild_auth(target, response)
     assert "Authorization" not in target.headers
 
 
