@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import threading
 
 import requests
@@ -401,3 +402,34 @@ class FakePushRegistry:
     def pushes(self):
         """The calls that changed the repository."""
         return [call for call in self.calls if call[0] in ("upload_blob", "put_manifest")]
+
+
+# -- Staged records ----------------------------------------------------------
+
+
+def set_record(dest, content):
+    """Replace the release.json of the release ``dest`` holds with ``content``."""
+    path = os.path.join(str(dest), "release.json")
+    os.chmod(path, 0o644)
+    with open(path, "wb") as handle:
+        handle.write(content)
+
+
+def edited_record(dest, **changes):
+    """The release.json of ``dest`` with ``changes``, as bytes."""
+    with open(os.path.join(str(dest), "release.json"), "rb") as handle:
+        record = json.loads(handle.read())
+    record.update(changes)
+    return json.dumps(record).encode("utf-8")
+
+
+# Ways a staged record can be missing or broken, which both stores must read as "holds nothing".
+CORRUPT_RECORDS = {
+    "missing": lambda dest: os.unlink(os.path.join(str(dest), "release.json")),
+    "truncated": lambda dest: set_record(dest, b'{"schema": 1, "files": {'),
+    "empty": lambda dest: set_record(dest, b""),
+    "not-utf8": lambda dest: set_record(dest, b"\xff\xfe"),
+    "not-an-object": lambda dest: set_record(dest, b"[1]"),
+    "other-schema": lambda dest: set_record(dest, edited_record(dest, schema=2)),
+    "entry-not-a-dict": lambda dest: set_record(dest, edited_record(dest, files={"vmlinuz": "size"})),
+}

@@ -32,15 +32,18 @@ from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import (
     StageError,
 )
 from ansible_collections.kubesolo.fleet.tests.unit.plugins.module_utils.fakes import (
+    CORRUPT_RECORDS,
     KERNEL,
     FakeBlobClient,
     FakeManifestClient,
     RendezvousBlobClient,
     descriptor,
+    edited_record,
     fetched,
     image_manifest,
     make_release,
     release_annotations,
+    set_record,
     sha256_digest,
 )
 
@@ -797,44 +800,14 @@ def test_a_same_size_change_is_only_found_by_rehashing(dest):
     assert current_release(dest, rehash=True) is None
 
 
-def _set_record(dest, content):
-    path = os.path.join(dest, "release.json")
-    os.chmod(path, 0o644)
-    with open(path, "wb") as handle:
-        handle.write(content)
+CORRUPT = {
+    **CORRUPT_RECORDS,
+    "files-not-a-dict": lambda dest: set_record(dest, edited_record(dest, files=["vmlinuz"])),
+    "file-outside": lambda dest: set_record(dest, edited_record(dest, files={"../vmlinuz": {"size": 1}})),
+}
 
 
-def _edited_record(dest, **changes):
-    record = json.loads(read(os.path.join(dest, "release.json")))
-    record.update(changes)
-    return json.dumps(record).encode("utf-8")
-
-
-@pytest.mark.parametrize(
-    "corrupt",
-    [
-        lambda dest: os.unlink(os.path.join(dest, "release.json")),
-        lambda dest: _set_record(dest, b'{"schema": 1, "files": {'),
-        lambda dest: _set_record(dest, b""),
-        lambda dest: _set_record(dest, b"\xff\xfe"),
-        lambda dest: _set_record(dest, b"[1]"),
-        lambda dest: _set_record(dest, _edited_record(dest, schema=2)),
-        lambda dest: _set_record(dest, _edited_record(dest, files=["vmlinuz"])),
-        lambda dest: _set_record(dest, _edited_record(dest, files={"../vmlinuz": {"size": 1}})),
-        lambda dest: _set_record(dest, _edited_record(dest, files={"vmlinuz": "size"})),
-    ],
-    ids=[
-        "missing",
-        "truncated",
-        "empty",
-        "not-utf8",
-        "not-an-object",
-        "other-schema",
-        "files-not-a-dict",
-        "file-outside",
-        "entry-not-a-dict",
-    ],
-)
+@pytest.mark.parametrize("corrupt", list(CORRUPT.values()), ids=list(CORRUPT))
 def test_a_missing_or_corrupt_record_means_nothing_is_staged(dest, corrupt):
     stage_first(dest)
     corrupt(dest)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 
@@ -239,3 +240,14 @@ def node_with_tools(tmp_path, **scripts):
         (fake_bin / command).write_text("#!/bin/sh\n" + body)
         os.chmod(str(fake_bin / command), 0o755)
     return Node(["/bin/sh", "-c"], env=dict(os.environ, PATH="{}:{}".format(fake_bin, os.environ.get("PATH", ""))))
+
+
+def assert_space_refused(error, dest, total, margin):
+    """``error`` is the node's refusal of a release of ``total`` bytes at ``dest``, with the
+    KiB that ``margin`` (the patched _store.SPACE_MARGIN) asks for."""
+    needed = int(total * (1 + margin) / 1024) + 1
+    assert re.fullmatch(
+        rf"not enough space on the node for {re.escape(dest)}: \d+ KiB free, {needed} KiB needed \(the release is "
+        rf"{total} bytes, plus \d+% margin\); nothing was transferred",
+        str(error),
+    ), str(error)

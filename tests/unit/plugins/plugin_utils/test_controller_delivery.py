@@ -42,6 +42,7 @@ from ansible_collections.kubesolo.fleet.tests.unit.plugins.plugin_utils.node_fak
     KERNEL_2,
     REPOSITORY,
     assert_holds,
+    assert_space_refused,
     expected_files,
     leftovers,
     node_with_tools,
@@ -297,12 +298,7 @@ def test_not_enough_space_on_the_node_is_refused_before_fetching_or_copying(node
     with pytest.raises(StageError) as raised:
         delivery_of(node, dest, cache, cache_keep=3).stage(Client(), release, release.staged_layers())
     total = len(KERNEL_2) + len(INITRAMFS_2)
-    needed = int(total * (1 + 10.0**12) / 1024) + 1
-    assert re.fullmatch(
-        rf"not enough space on the node for {re.escape(dest)}: \d+ KiB free, {needed} KiB needed \(the release is "
-        rf"{total} bytes, plus \d+% margin\); nothing was transferred",
-        str(raised.value),
-    ), str(raised.value)
+    assert_space_refused(raised.value, dest, total, margin=10.0**12)
     assert raised.value.code == "stage_failed"
     assert cache.fetched == []
     assert cache.pruned() == []

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shlex
 import shutil
 import stat
@@ -25,7 +24,9 @@ from ansible_collections.kubesolo.fleet.plugins.module_utils import _store
 from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import FleetError, StageError
 from ansible_collections.kubesolo.fleet.plugins.plugin_utils import _node_scripts, _node_store
 from ansible_collections.kubesolo.fleet.tests.unit.plugins.module_utils.fakes import (
+    CORRUPT_RECORDS,
     make_release,
+    set_record,
 )
 from ansible_collections.kubesolo.fleet.tests.unit.plugins.plugin_utils.node_fakes import (
     FOREIGN_DESTS,
@@ -37,6 +38,7 @@ from ansible_collections.kubesolo.fleet.tests.unit.plugins.plugin_utils.node_fak
     REPOSITORY,
     STORE_NAME,
     assert_holds,
+    assert_space_refused,
     expected_files,
     foreign_symlink,
     leftovers,
@@ -215,31 +217,13 @@ def test_a_missing_file_means_nothing_is_staged(node, dest, tmp_path):
     assert node.store(dest).current_release() is None
 
 
-def _set_record(dest, content):
-    with open(os.path.join(dest, "release.json"), "wb") as handle:
-        handle.write(content)
+CORRUPT = {
+    **CORRUPT_RECORDS,
+    "too-large": lambda dest: set_record(dest, b" " * (_store.MAX_RECORD_BYTES + 1)),
+}
 
 
-def _edited_record(dest, **changes):
-    record = json.loads(read(os.path.join(dest, "release.json")))
-    record.update(changes)
-    return json.dumps(record).encode("utf-8")
-
-
-@pytest.mark.parametrize(
-    "corrupt",
-    [
-        lambda dest: os.unlink(os.path.join(dest, "release.json")),
-        lambda dest: _set_record(dest, b'{"schema": 1, "files": {'),
-        lambda dest: _set_record(dest, b""),
-        lambda dest: _set_record(dest, b"\xff\xfe"),
-        lambda dest: _set_record(dest, b"[1]"),
-        lambda dest: _set_record(dest, _edited_record(dest, schema=2)),
-        lambda dest: _set_record(dest, _edited_record(dest, files={"vmlinuz": "size"})),
-        lambda dest: _set_record(dest, b" " * (_store.MAX_RECORD_BYTES + 1)),
-    ],
-    ids=["missing", "truncated", "empty", "not-utf8", "not-an-object", "other-schema", "entry-not-a-dict", "too-large"],
-)
+@pytest.mark.parametrize("corrupt", list(CORRUPT.values()), ids=list(CORRUPT))
 def test_a_missing_or_corrupt_record_means_nothing_is_staged(node, dest, tmp_path, corrupt):
     stage_first(node, dest, tmp_path)
     corrupt(dest)
@@ -250,7 +234,7 @@ def test_a_record_naming_other_files_means_nothing_is_staged(node, dest, tmp_pat
     stage_first(node, dest, tmp_path)
     record = json.loads(read(os.path.join(dest, "release.json")))
     del record["files"]["kubesolo-os.gz"]
-    _set_record(dest, json.dumps(record).encode("utf-8"))
+    set_record(dest, json.dumps(record).encode("utf-8"))
     assert node.store(dest).current_release() is None
 
 
@@ -270,12 +254,7 @@ def test_not_enough_space_on_the_node_is_refused_by_prepare(node, dest, tmp_path
     node.puts = []
     with pytest.raises(StageError) as raised:
         node.store(dest).prepare(total)
-    needed = int(total * (1 + 10.0**12) / 1024) + 1
-    assert re.fullmatch(
-        rf"not enough space on the node for {re.escape(dest)}: \d+ KiB free, {needed} KiB needed \(the release is "
-        rf"{total} bytes, plus \d+% margin\); nothing was transferred",
-        str(raised.value),
-    ), str(raised.value)
+    assert_space_refused(raised.value, dest, total, margin=10.0**12)
     assert raised.value.code == "stage_failed"
     assert node.puts == []
     assert_holds(dest, first, first_record, KERNEL_1, INITRAMFS_1)
