@@ -55,6 +55,7 @@ class ActionModule(ActionBase):
                 NodeStore(self._node_shell, self._connection.put_file, dest),
                 BlobCache(params["controller_cache"] or default_cache_root(), params["lock_timeout"]),
                 cache_keep=params["controller_cache_keep"],
+                lock_timeout=params["lock_timeout"],
             )
             client = _options.mirrored_client_from_params(params)
             outcome = _staging.stage_release(client, params, store, check_mode=self._task.check_mode)

@@ -38,6 +38,7 @@ BUFFERS = 2
 
 _O_DIRECT = getattr(os, "O_DIRECT", 0)
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 
 class TransferCancelled(Exception):
@@ -79,10 +80,12 @@ class BlobFile:
     raise TransferCancelled; what was written before stays in the file.
     """
 
-    def __init__(self, path, cancel=None):
+    def __init__(self, path, cancel=None, new=False):
         self.path = path
         self._cancel = cancel
-        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | _O_CLOEXEC, 0o644)
+        # Never through a symbolic link; ``new`` refuses a file that appeared since the caller looked.
+        flags = os.O_RDWR | os.O_CREAT | _O_CLOEXEC | _O_NOFOLLOW | (os.O_EXCL if new else 0)
+        self._fd = os.open(path, flags, 0o644)
         self._direct_fd = _open_direct(path)
         self._end = os.fstat(self._fd).st_size  # where the next byte lands, written or buffered
         self._pos = 0
@@ -269,7 +272,7 @@ def _open_direct(path):
     if not _O_DIRECT:
         return None
     try:
-        return os.open(path, os.O_WRONLY | _O_DIRECT | _O_CLOEXEC)
+        return os.open(path, os.O_WRONLY | _O_DIRECT | _O_CLOEXEC | _O_NOFOLLOW)
     except OSError:
         return None
 

@@ -118,3 +118,9 @@ class StageError(FleetError):
     """The destination cannot be written or is not ours to replace."""
 
     code = "stage_failed"
+
+
+class UnsafePathError(StageError):
+    """A directory on the way to ``dest`` (or the store beside it) another account could change."""
+
+    code = "unsafe_path"

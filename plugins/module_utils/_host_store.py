@@ -29,8 +29,6 @@ from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import (
     StageError,
 )
 from ansible_collections.kubesolo.fleet.plugins.module_utils._io import (
-    FileLock,
-    LockTimeout,
     discard_dir,
     file_digest,
     file_sha256,
@@ -38,15 +36,20 @@ from ansible_collections.kubesolo.fleet.plugins.module_utils._io import (
     remove_path,
     write_atomic,
 )
+from ansible_collections.kubesolo.fleet.plugins.module_utils._node_lock import LOCK_NAME, StoreLock
 from ansible_collections.kubesolo.fleet.plugins.module_utils._reference import parse_digest
 from ansible_collections.kubesolo.fleet.plugins.module_utils._staging import StagedRelease
 from ansible_collections.kubesolo.fleet.plugins.module_utils._store import (
     MAX_RECORD_BYTES,
     RECORD_NAME,
     SPACE_MARGIN_PERCENT,
+    PathFacts,
+    ancestors,
     build_record,
+    check_location,
     digest_name,
     file_entry,
+    file_expectations,
     managed_release_dir,
     parse_record,
     record_bytes,
@@ -55,7 +58,6 @@ from ansible_collections.kubesolo.fleet.plugins.module_utils._store import (
     store_dir,
 )
 
-LOCK_NAME = ".lock"
 PARTIAL_PREFIX = "partial-"
 
 
@@ -73,21 +75,44 @@ class HostStore:
     def default_architecture():
         return platform.machine()
 
-    def current_release(self, rehash=False):
+    def current_release(self, rehash=False, layers=None):
         """The record of the release ``dest`` holds, or None when it holds none.
 
         Refuses (StageError) a ``dest`` that exists and was not made by this
-        collection, so nothing of the user's is ever replaced. A managed ``dest``
-        whose files no longer match their record counts as holding nothing.
-        ``rehash`` compares sha256 digests instead of sizes.
+        collection, so nothing of the user's is ever replaced, and
+        (UnsafePathError) a store another account could change. A managed
+        ``dest`` whose files no longer match counts as holding nothing.
+        ``rehash`` compares digests instead of sizes: for the release being
+        staged (``layers``), the manifest's (see _store.file_expectations).
         """
+        self.check_location()
         if os.path.islink(self.dest):
-            return intact_record(managed_release_dir(self.dest, os.readlink(self.dest)), rehash)
+            return intact_record(managed_release_dir(self.dest, os.readlink(self.dest)), rehash, layers)
         if not os.path.lexists(self.dest):
             return None
         if os.path.isdir(self.dest) and not os.listdir(self.dest):
             return None
         refuse_foreign(self.dest)
+
+    def check_location(self):
+        """Refuse a store that another account could change (see _store.check_location)."""
+        parent = os.path.dirname(os.path.abspath(self.dest))
+        chain = []
+        try:
+            for path in dict.fromkeys(ancestors(parent) + ancestors(os.path.realpath(parent))):
+                try:
+                    facts = os.lstat(path)
+                except (FileNotFoundError, NotADirectoryError):
+                    continue
+                chain.append(PathFacts(path, facts.st_uid, facts.st_mode))
+            try:
+                facts = os.lstat(self.store)
+                store_facts = PathFacts(self.store, facts.st_uid, facts.st_mode)
+            except (FileNotFoundError, NotADirectoryError):
+                store_facts = None
+        except OSError as exc:
+            raise StageError(f"cannot inspect {exc.filename or parent}: {exc.strerror}")
+        check_location(self.store, chain, store_facts, os.geteuid())
 
     def stage(self, client, release, layers):
         """Download, verify and publish ``release`` (``layers``: its staged_layers()) at ``dest``.
@@ -101,15 +126,20 @@ class HostStore:
         name = digest_name(release.manifest_digest)
         final = os.path.join(store, name)
         work = os.path.join(store, PARTIAL_PREFIX + name)
+        self.check_location()
         try:
-            os.makedirs(store, mode=0o755, exist_ok=True)
-            os.chmod(store, 0o755)  # makedirs' mode is reduced by the umask
+            os.makedirs(os.path.dirname(store), exist_ok=True)
+            os.mkdir(store, 0o755)
+            os.chmod(store, 0o755)  # mkdir's mode is reduced by the umask
+        except FileExistsError:
+            pass
         except OSError as exc:
             raise StageError(f"cannot create the staging directory {store}: {exc.strerror}")
+        self.check_location()  # again: the store exists now, made by whoever came first
         with StoreLock(store, self.lock_timeout):
             previous = os.path.realpath(dest) if os.path.islink(dest) else None
             _remove_leftovers(store, keep=(os.path.basename(work), name, os.path.basename(previous or "")))
-            record = _verified_release(final, release.manifest_digest)
+            record = _verified_release(final, release.manifest_digest, layers)
             downloaded = 0
             if record is None:
                 record, downloaded = _download_release(client, release, layers, dest, work, final)
@@ -128,28 +158,29 @@ class HostStore:
         return StagedRelease(record, downloaded)
 
 
-def intact_record(release_dir, rehash=False):
-    """The record of ``release_dir`` when its files match it, else None."""
+def intact_record(release_dir, rehash=False, layers=None):
+    """The record of ``release_dir`` when its files match it (or ``layers``), else None."""
     try:
         with open(os.path.join(release_dir, RECORD_NAME), "rb") as handle:
             record = parse_record(handle.read(MAX_RECORD_BYTES))
     except OSError:
         return None
-    if record and files_intact(release_dir, record, rehash):
+    if record and files_intact(release_dir, record, rehash, layers):
         return record
     return None
 
 
-def files_intact(release_dir, record, rehash=False):
-    """Whether every file of the record is present with its size (and sha256)."""
-    for name, entry in record["files"].items():
+def files_intact(release_dir, record, rehash=False, layers=None):
+    """Whether every file of the record is a regular file with its size (and digest)."""
+    expected = file_expectations(record, layers)
+    if expected is None:
+        return False
+    for name, (size, algorithm, hexdigest) in expected.items():
         path = os.path.join(release_dir, name)
-        if os.path.basename(name) != name or not isinstance(entry, dict):
-            return False
         try:
-            if not os.path.isfile(path) or os.path.getsize(path) != entry.get("size"):
+            if os.path.islink(path) or not os.path.isfile(path) or os.path.getsize(path) != size:
                 return False
-            if rehash and file_sha256(path) != entry.get("sha256"):
+            if rehash and file_digest(path, algorithm) != hexdigest:
                 return False
         except OSError:
             return False
@@ -163,14 +194,18 @@ def _download_release(client, release, layers, dest, work, final):
     """
     store = os.path.dirname(work)
     try:
-        os.makedirs(work, mode=0o755, exist_ok=True)
+        if os.path.islink(work) or (os.path.lexists(work) and not os.path.isdir(work)):
+            os.unlink(work)  # never follow what a dead run (or anyone) left under this name
+        if not os.path.isdir(work):
+            os.mkdir(work, 0o755)
         os.chmod(work, 0o755)
         # Only the layers (whole or partial) carry over from a killed run; a
         # half-written record or anything else would end up in the release.
         wanted = set(name for file_name, _layer in layers for name in (file_name, file_name + ".part"))
         for entry in os.listdir(work):
-            if entry not in wanted:
-                remove_path(os.path.join(work, entry))
+            path = os.path.join(work, entry)
+            if entry not in wanted or os.path.islink(path) or not os.path.isfile(path):
+                remove_path(path)
         _check_space(work, layers, dest)
         downloads = download_in_parallel(
             functools.partial(_download, client), [(layer, os.path.join(work, name)) for name, layer in layers]
@@ -214,7 +249,7 @@ def _download(client, layer, path, cancel):
     for attempt in (1, 2):
         resumed = os.path.getsize(part) if os.path.exists(part) else 0
         try:
-            with BlobFile(part, cancel) as handle:
+            with BlobFile(part, cancel, new=not os.path.exists(part)) as handle:
                 sha256 = client.download_blob(layer["digest"], layer["size"], handle)
                 handle.sync()
                 fetched = handle.appended
@@ -229,9 +264,11 @@ def _download(client, layer, path, cancel):
     return _LayerFile(sha256, fetched)
 
 
-def _verified_release(final, manifest_digest):
+def _verified_release(final, manifest_digest, layers):
     """The record of a complete, verified release directory left by an earlier run, or None."""
-    record = intact_record(final, rehash=True)
+    if os.path.islink(final):
+        return None
+    record = intact_record(final, rehash=True, layers=layers)
     return record if record and record.get("manifest_digest") == manifest_digest else None
 
 
@@ -261,23 +298,6 @@ def _remove_leftovers(store, keep):
         if entry in keep or entry == LOCK_NAME:
             continue
         remove_path(os.path.join(store, entry))
-
-
-class StoreLock(FileLock):
-    """The store's lock (_io.FileLock): runs on one node take turns, for at most ``timeout`` seconds."""
-
-    def __init__(self, store, timeout):
-        super().__init__(os.path.join(store, LOCK_NAME), timeout)
-
-    def __enter__(self):
-        try:
-            return super().__enter__()
-        except LockTimeout:
-            raise StageError(
-                f"another run is staging into {os.path.dirname(self.path)} (lock {self.path} held for over {self.timeout}s)"
-            )
-        except OSError as exc:
-            raise StageError(f"cannot lock {self.path}: {exc.strerror}")
 
 
 def _publish(dest, release_dir, store):

@@ -12,7 +12,8 @@ between the deliveries is the store, an object with
 
 - ``delivery``: ``'host'`` or ``'controller'``, for the result;
 - ``default_architecture()``: the architecture to stage when none is given;
-- ``current_release(rehash)``: the record of the release ``dest`` holds, or None;
+- ``current_release(rehash, layers)``: the record of the release ``dest`` holds, or
+  None; its files are checked against ``layers`` (the manifest's) when it is this release;
 - ``stage(client, release, layers)``: download, verify and publish; a StagedRelease.
 
 HostStore (module_utils/_host_store.py) writes on the machine the module runs
@@ -70,7 +71,7 @@ def stage_release(client, params, store, check_mode=False):
     """
     release = _options.resolve_from_params(client, params, params["architecture"] or store.default_architecture())
     layers = release.staged_layers()
-    current = store.current_release(rehash=params["verify_existing"])
+    current = store.current_release(rehash=params["verify_existing"], layers=layers)
     staged = None
     if needs_staging(current, release) and not check_mode:
         staged = store.stage(client, release, layers)

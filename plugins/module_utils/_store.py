@@ -24,13 +24,19 @@ from __future__ import annotations
 
 import json
 import os
+import posixpath
+import stat
 import time
 
 from ansible_collections.kubesolo.fleet.plugins.module_utils._about import (
     COLLECTION_NAME,
     COLLECTION_VERSION,
 )
-from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import InvalidReferenceError, StageError
+from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import (
+    InvalidReferenceError,
+    StageError,
+    UnsafePathError,
+)
 from ansible_collections.kubesolo.fleet.plugins.module_utils._json import parse_json
 from ansible_collections.kubesolo.fleet.plugins.module_utils._reference import parse_digest
 
@@ -46,6 +52,69 @@ def store_dir(dest):
     """The hidden sibling directory that holds the releases behind ``dest``."""
     parent, name = os.path.split(dest.rstrip("/"))
     return os.path.join(parent, f".{name}.kubesolo-fleet")
+
+
+def ancestors(directory):
+    """``directory`` and each directory above it up to ``/``, nearest first (by name, not resolved)."""
+    chain = [posixpath.normpath(directory)]
+    while chain[-1] != "/":
+        chain.append(posixpath.dirname(chain[-1]))
+    return chain
+
+
+class PathFacts:
+    """What ``lstat`` says of one path: its owner and mode (type bits included)."""
+
+    def __init__(self, path, uid, mode):
+        self.path = path
+        self.uid = uid
+        self.mode = mode
+
+
+def check_location(store, chain, store_facts, euid):
+    """Refuse (UnsafePathError) a store that another account could change or replace.
+
+    ``chain``: PathFacts of the existing directories above the store (both by
+    name and resolved: see ancestors()); ``store_facts``: the store's, or None
+    when it does not exist yet. Each directory above must belong to root or to
+    the running user (``euid``) and be writable by its owner alone, unless it
+    is root's and sticky, like /tmp (there nobody can rename another's entry).
+    The store must be a real directory of the running user that only it can
+    write. A symbolic link on the way is judged by the directory holding it.
+    """
+    for facts in chain:
+        if stat.S_ISLNK(facts.mode):
+            continue
+        if not stat.S_ISDIR(facts.mode):
+            raise StageError(f"{facts.path} is not a directory; cannot stage below it")
+        if facts.uid not in (0, euid):
+            raise UnsafePathError(
+                f"{facts.path} belongs to user {facts.uid}, who could replace what is staged below it; "
+                f"stage into a directory owned by root or the staging user"
+            )
+        shared = facts.mode & (stat.S_IWGRP | stat.S_IWOTH)
+        if shared and not (facts.mode & stat.S_ISVTX and facts.uid == 0):
+            raise UnsafePathError(
+                f"{facts.path} is writable by other users (mode {stat.S_IMODE(facts.mode):04o}), who could "
+                f"replace what is staged below it; stage elsewhere or remove group/other write access"
+            )
+    if store_facts is None:
+        return
+    if stat.S_ISLNK(store_facts.mode) or not stat.S_ISDIR(store_facts.mode):
+        raise UnsafePathError(
+            f"{store} is not a real directory (a symbolic link or another file); refusing to stage "
+            f"through it (remove it if it is not yours)"
+        )
+    if store_facts.uid != euid:
+        raise UnsafePathError(
+            f"{store} belongs to user {store_facts.uid}, not to the staging user {euid}; refusing to use "
+            f"a store another account controls"
+        )
+    if store_facts.mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise UnsafePathError(
+            f"{store} is writable by other users (mode {stat.S_IMODE(store_facts.mode):04o}); refusing "
+            f"to use it (chmod go-w it after checking its contents)"
+        )
 
 
 def digest_name(digest):
@@ -92,6 +161,29 @@ def parse_record(data):
     except InvalidReferenceError:
         return None
     return record
+
+
+def file_expectations(record, layers=None):
+    """What each file of ``record`` must be on disk: name -> (size, algorithm, hex digest).
+
+    ``layers`` (StagedLayer, from the manifest being staged): when the record
+    names exactly these layers, their manifest digests are what the files are
+    checked against, so a record rewritten to match other content proves
+    nothing. For any other release, its record's sha256 is all there is.
+    None for a record whose file entries are malformed.
+    """
+    files = record["files"]
+    if not all(isinstance(entry, dict) and os.path.basename(name) == name for name, entry in files.items()):
+        return None
+    if layers and {name: entry.get("digest") for name, entry in files.items()} == {
+        staged.name: staged.layer["digest"] for staged in layers
+    }:
+        expected = {}
+        for staged in layers:
+            algorithm, hexdigest = parse_digest(staged.layer["digest"])
+            expected[staged.name] = (staged.layer["size"], algorithm, hexdigest)
+        return expected
+    return {name: (entry.get("size"), "sha256", entry.get("sha256")) for name, entry in files.items()}
 
 
 def file_entry(layer, sha256):

@@ -38,13 +38,20 @@ options:
   dest:
     description:
       - Absolute path where the release is staged. The parent directories are created.
+      - The releases live in the hidden sibling directory C(.<name>.kubesolo-fleet) beside it. Before
+        anything is read or written there, every directory above it must belong to root or the staging
+        user and be writable by its owner alone (unless it is root's and sticky, like C(/tmp)), and the
+        store must be a real directory of the staging user that only it can write; otherwise the task
+        fails with C(error_code=unsafe_path) naming the path, since another account could swap what a
+        node boots.
     type: path
     required: true
   verify_existing:
     description:
-      - Re-hash an already staged release against its record instead of comparing sizes, to find
-        files that were changed in place. Costs a full read of the staged files (with
-        O(delivery=controller), C(sha256sum) on the node). A new release is always checked with
+      - Re-hash an already staged release instead of comparing sizes, to find files that were changed
+        in place. When it is the release being staged, its files are checked against the manifest's layer
+        digests, not against its record (which whoever changed a file could have rewritten too). Costs a
+        full read of the staged files (with O(delivery=controller), C(sha256sum) on the node). A new release is always checked with
         C(sha256sum) on the node after it was copied there, whatever this option says.
     type: bool
     default: false
@@ -74,8 +81,13 @@ options:
   lock_timeout:
     description:
       - Seconds to wait for another run that is staging into the same O(dest) (a lock in the store serializes
-        them), and with O(delivery=controller) for another run fetching the same blob into the controller
-        cache; then the task fails, naming the lock. A lock of a dead process is released by the kernel.
+        them, host and controller delivery alike), and with O(delivery=controller) for another run fetching
+        the same blob into the controller cache; then the task fails, naming the holder.
+      - The store's lock is a directory C(.lock) naming its holder (process id, start time, boot id), as a
+        node may have no C(flock). A lock whose holder is gone, or was taken in an earlier boot, is taken
+        over at once. With O(delivery=controller) a keeper process on the node holds it for the controller
+        and its lease is renewed at every step; a controller killed without releasing it blocks a node
+        for at most 30 minutes, and not at all for the next run from the same controller machine.
       - Lock files are private to the user (mode C(0600)), so another user cannot hold them.
     type: float
     default: 300
@@ -241,7 +253,7 @@ delivery:
   sample: controller
 error_code:
   description: On failure, a stable code for the kind of error (see M(kubesolo.fleet.update_info)),
-    plus C(layer_missing), C(size_mismatch) and C(stage_failed).
+    plus C(layer_missing), C(size_mismatch), C(stage_failed) and C(unsafe_path) (see O(dest)).
   returned: failure
   type: str
   sample: digest_mismatch

@@ -24,41 +24,46 @@ class ControllerDelivery:
     """Stages into a _node_store.NodeStore from a _blob_cache.BlobCache.
 
     ``cache_keep``: after staging, keep the blobs of this many most recently
-    used releases in the cache (0 never prunes).
+    used releases in the cache (0 never prunes). ``lock_timeout``: how long
+    to wait for the node's store lock (another run staging there).
     """
 
     delivery = "controller"
 
-    def __init__(self, node, cache, cache_keep=3):
+    def __init__(self, node, cache, cache_keep=3, lock_timeout=300):
         self.node = node
         self.cache = cache
         self.cache_keep = cache_keep
+        self.lock_timeout = lock_timeout
 
     def default_architecture(self):
         return self.node.architecture()
 
-    def current_release(self, rehash=False):
-        return self.node.current_release(rehash)
+    def current_release(self, rehash=False, layers=None):
+        return self.node.current_release(rehash, layers)
 
     def stage(self, client, release, layers):
-        """Copy the verified layers to the node and publish them; a StagedRelease."""
+        """Copy the verified layers to the node and publish them, holding the node's lock; a StagedRelease."""
         self.cache.remember(release.manifest_digest, release.layers)
         total = sum(staged.layer["size"] for staged in layers)
-        work = self.node.prepare(total)
-        try:
-            cached = self.cache.fetch_all(client, [staged.layer for staged in layers])
-            files = {}
-            for staged, blob in zip(layers, cached):
-                files[staged.name] = file_entry(staged.layer, blob.sha256)
-                self.node.put(blob.path, work, staged.name)
-            record = build_record(release, client.repository, files)
-            self.node.put_record(work, record)
-        except BaseException as exc:
-            self.node.remove_work(work)
-            if isinstance(exc, FleetError) or not isinstance(exc, Exception):
-                raise
-            raise StageError(f"copying the release to the node failed: {exc}")
-        self.node.publish(work, release.manifest_digest, files)
+        with self.node.lock(self.lock_timeout) as lock:
+            work = self.node.prepare(total)
+            try:
+                cached = self.cache.fetch_all(client, [staged.layer for staged in layers])
+                files = {}
+                for staged, blob in zip(layers, cached):
+                    files[staged.name] = file_entry(staged.layer, blob.sha256)
+                    lock.renew()
+                    self.node.put(blob.path, work, staged.name)
+                record = build_record(release, client.repository, files)
+                self.node.put_record(work, record)
+                lock.renew()
+            except BaseException as exc:
+                self.node.remove_work(work)
+                if isinstance(exc, FleetError) or not isinstance(exc, Exception):
+                    raise
+                raise StageError(f"copying the release to the node failed: {exc}")
+            self.node.publish(work, release.manifest_digest, files)
         if self.cache_keep > 0:
             self.cache.prune(self.cache_keep)
         return StagedRelease(record, sum(blob.downloaded for blob in cached), bytes_transferred=total)

@@ -7,7 +7,7 @@
 """The sh scripts controller delivery runs on a node, as templates, and the parser of their output.
 
 They need a POSIX sh and busybox tools only (sha256sum, mkdir, mktemp, mv -T,
-ln, rm, df, awk, readlink, base64, wc). Placeholders are ``@name``; every
+ln, rm, df, awk, sed, readlink, base64, wc, stat, id, kill, sleep, date). Placeholders are ``@name``; every
 value that comes from a path or a digest is shell-quoted by the caller.
 Scripts report with ``key=value`` lines on stdout, and mark their own error
 lines with ERROR_MARKER: over SSH with a terminal, stderr and stdout arrive
@@ -56,14 +56,32 @@ def error_reason(stdout, stderr):
 
 ARCHITECTURE = "uname -m"
 
-# What dest holds: link=<target>, record=<base64 of release.json>, and a
-# @key=<file> <value> line per staged file (its size, or its sha256 with rehash).
-INSPECT_DEST = r"""d=@dest
+# Facts for _store.check_location: euid=<uid>, a stat=<uid> <hex mode> <path> line for each
+# existing directory above the store (by name and resolved), and store=<uid> <hex mode>.
+# ``stat`` without -L describes a symbolic link itself.
+_LOCATION_FACTS = r"""echo "euid=$(id -u)"
+facts() { if [ -e "$1" ] || [ -L "$1" ]; then printf 'stat=%s %s\n' "$(stat -c '%u %f' "$1")" "$1"; fi; }
+chain() { p=$1; while :; do facts "$p"; [ "$p" = / ] && break; p=$(dirname "$p"); done; }
+parent=$(dirname @dest)
+chain "$parent"
+real=$(cd "$parent" 2>/dev/null && pwd -P) && [ -n "$real" ] && chain "$real"
+if [ -e @store ] || [ -L @store ]; then printf 'store=%s\n' "$(stat -c '%u %f' @store)"; fi
+"""
+
+# The location facts, then what dest holds: link=<target>, record=<base64 of release.json>,
+# and per staged file (never through a link) size=<file> <bytes> and, for each of
+# @algorithms, <algorithm>=<file> <hex digest>.
+INSPECT_DEST = (
+    _LOCATION_FACTS
+    + r"""d=@dest
 if [ -L "$d" ]; then
   printf 'link=%s\n' "$(readlink "$d")"
   if [ -f "$d/@record" ]; then printf 'record='; head -c @max_record "$d/@record" | base64 | tr -d '\n'; echo; fi
   for f in @names; do
-    if [ -f "$d/$f" ]; then printf '@key=%s %s\n' "$f" "$(@measure)"; fi
+    if [ -f "$d/$f" ] && [ ! -L "$d/$f" ]; then
+      printf 'size=%s %s\n' "$f" "$(wc -c < "$d/$f")"
+      for a in @algorithms; do printf '%s=%s %s\n' "$a" "$f" "$("${a}sum" < "$d/$f" | cut -d" " -f1)"; done
+    fi
   done
 elif [ -d "$d" ]; then
   if [ -z "$(ls -A "$d")" ]; then echo state=empty; else echo state=foreign; fi
@@ -71,15 +89,104 @@ elif [ -e "$d" ]; then echo state=foreign
 else echo state=absent
 fi
 """
-MEASURE_SIZE = 'wc -c < "$d/$f"'
-MEASURE_SHA256 = 'sha256sum < "$d/$f" | cut -d" " -f1'
+)
 
-# Creates the store and a work directory in it (work=<path>) when the file
-# system has @needed_kib KiB free; else space=<free KiB>.
+# The lock (module_utils/_node_lock.py has the protocol). Its holder is a keeper process
+# that ignores the hangup of the session that started it and lives for @lease seconds
+# unless renewed. These functions are shared by the lock scripts below.
+_LOCK_FUNCTIONS = r"""store=@store; lock="$store/.lock"
+boot=$(cat /proc/sys/kernel/random/boot_id 2>/dev/null)
+start_of() { s=$(cat "/proc/$1/stat" 2>/dev/null) || return 1; s=${s##*) }; set -- $s; echo "${20}"; }
+alive() {  # pid start boot: whether that process still runs in this boot
+  case $1 in ''|*[!0-9]*) return 1 ;; esac
+  [ -z "$3" ] || [ -z "$boot" ] || [ "$3" = "$boot" ] || return 1
+  if now=$(start_of "$1"); then [ -z "$2" ] || [ "$now" = "$2" ]; else kill -0 "$1" 2>/dev/null; fi
+}
+field() { sed -n "s/^$1=//p" "$2" 2>/dev/null | head -n 1; }
+keeper() {  # starts a keeper; sets kpid and kstart
+  ( trap '' HUP INT; exec sleep @lease ) </dev/null >/dev/null 2>&1 &
+  kpid=$!; kstart=$(start_of "$kpid" || true)
+}
+owner() {  # the owner file of the keeper kpid
+  printf 'pid=%s\nstart=%s\nboot=%s\nsince=%s\nby=%s\ncontroller=%s\n' \
+    "$kpid" "$kstart" "$boot" "$(date +%s)" 'controller delivery' @controller
+}
+ours() { [ "$(field pid "$lock/owner") $(field start "$lock/owner")" = "@pid @start" ]; }
+"""
+
+# One attempt at the lock: held=<pid> <start> of our keeper; retry=now after clearing a
+# stale lock; else owner_<key>=<value> lines describing the live holder.
+ACQUIRE_LOCK = (
+    _LOCK_FUNCTIONS
+    + r"""mkdir -p "$(dirname "$store")" || { echo "@{marker}cannot create $(dirname "$store")" >&2; exit 4; }
+if mkdir "$store" 2>/dev/null; then chmod 755 "$store"; fi
+echo "euid=$(id -u)"
+if [ -e "$store" ] || [ -L "$store" ]; then printf 'store=%s\n' "$(stat -c '%u %f' "$store")"; fi
+[ -d "$store" ] && [ ! -L "$store" ] || exit 0  # the controller refuses it from these facts
+keeper
+new="$store/.lock-new-$kpid"
+rm -rf "$new"
+if mkdir -m 700 "$new" && owner > "$new/owner" && mv -fT "$new" "$lock" 2>/dev/null; then
+  echo "held=$kpid $kstart"; exit 0
+fi
+rm -rf "$new"; kill "$kpid" 2>/dev/null
+if [ -L "$lock" ] || { [ -e "$lock" ] && [ ! -d "$lock" ]; }; then rm -f "$lock"; echo retry=now; exit 0; fi
+pid=$(field pid "$lock/owner"); start=$(field start "$lock/owner")
+if [ -n "$pid" ] && ! alive "$pid" "$start" "$(field boot "$lock/owner")"; then
+  moved="$store/.lock-stale-$$"
+  if mv -fT "$lock" "$moved" 2>/dev/null; then
+    # Put it back if, in between, it became another run's.
+    if [ "$(field pid "$moved/owner") $(field start "$moved/owner")" = "$pid $start" ]; then rm -rf "$moved"
+    else mv -fT "$moved" "$lock" 2>/dev/null; fi
+  fi
+  echo retry=now; exit 0
+fi
+sed -n 's/^\([a-z]*\)=/owner_\1=/p' "$lock/owner" 2>/dev/null
+"""
+)
+
+# Moves aside the lock of @pid @start (a controller run that is gone, found by the controller).
+BREAK_LOCK = (
+    _LOCK_FUNCTIONS
+    + r"""moved="$store/.lock-stale-$$"
+if ours && mv -fT "$lock" "$moved" 2>/dev/null; then
+  if [ "$(field pid "$moved/owner") $(field start "$moved/owner")" = "@pid @start" ]; then
+    if [ "$(start_of @pid)" = "@start" ]; then kill @pid 2>/dev/null; fi
+    rm -rf "$moved"
+  else mv -fT "$moved" "$lock" 2>/dev/null; fi
+fi
+"""
+)
+
+# Renews the lease of our lock with a new keeper: held=<pid> <start>, or lost=1.
+RENEW_LOCK = (
+    _LOCK_FUNCTIONS
+    + r"""ours || { kill @pid 2>/dev/null; echo lost=1; exit 0; }
+keeper
+owner > "$lock/owner.new" && mv -f "$lock/owner.new" "$lock/owner" || { kill "$kpid"; echo "@{marker}cannot renew $lock" >&2; exit 4; }
+kill @pid 2>/dev/null
+echo "held=$kpid $kstart"
+"""
+)
+
+RELEASE_LOCK = (
+    _LOCK_FUNCTIONS
+    + r"""released="$store/.lock-stale-$$-released"
+if ours && mv -fT "$lock" "$released"; then rm -rf "$released"; fi
+kill @pid 2>/dev/null
+exit 0
+"""
+)
+
+# Under the lock: sweeps what dead controller runs left (work, trash, link and lock
+# entries; host delivery's partial downloads stay for it to resume), then creates a work
+# directory (work=<path>) when the file system has @needed_kib KiB free; else space=<free KiB>.
 PREPARE = r"""set -e
 store=@store
 mkdir -p "$store"
-chmod 755 "$store"
+for left in "$store"/tmp-* "$store"/trash-* "$store"/link-* "$store"/.lock-new-* "$store"/.lock-stale-*; do
+  if [ -e "$left" ] || [ -L "$left" ]; then rm -rf "$left"; fi
+done
 avail=$(df -Pk "$store" | awk 'NR == 2 { print $4 }')
 case "$avail" in ''|*[!0-9]*) echo "@{marker}cannot read the free space of $store with df" >&2; exit 5 ;; esac
 if [ "$avail" -lt @needed_kib ]; then echo "space=$avail"; exit 0; fi

@@ -16,15 +16,26 @@ from __future__ import annotations
 
 import base64
 import os
+import socket
 import tempfile
+import time
 
 from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import FleetError, StageError
+from ansible_collections.kubesolo.fleet.plugins.module_utils._node_lock import (
+    describe_owner,
+    owner_is_alive,
+    process_start,
+)
+from ansible_collections.kubesolo.fleet.plugins.module_utils._reference import parse_digest
 from ansible_collections.kubesolo.fleet.plugins.module_utils._release import STAGED_FILE_NAMES
 from ansible_collections.kubesolo.fleet.plugins.module_utils._store import (
     MAX_RECORD_BYTES,
     RECORD_NAME,
     SPACE_MARGIN_PERCENT,
+    PathFacts,
+    check_location,
     digest_name,
+    file_expectations,
     managed_release_dir,
     parse_record,
     record_bytes,
@@ -34,6 +45,12 @@ from ansible_collections.kubesolo.fleet.plugins.module_utils._store import (
 )
 from ansible_collections.kubesolo.fleet.plugins.plugin_utils import _node_scripts as scripts
 from ansible_collections.kubesolo.fleet.plugins.plugin_utils._node_scripts import quote
+
+# A controller run renews its lock at every step; one killed without a chance to release
+# it holds the node for at most this long (less when it reruns from the same controller).
+LOCK_LEASE_SECONDS = 1800
+_LOCK_POLL_SECONDS = 1.0
+_MAX_CLEARED_LOCKS = 5
 
 
 class NodeCommandError(FleetError):
@@ -53,6 +70,10 @@ class NodeStore:
         self.dest = dest.rstrip("/")
         self.store = store_dir(self.dest)
 
+    def shell(self, script):
+        """(rc, stdout, stderr) of ``script``, whatever its exit status."""
+        return self._shell(script)
+
     def run(self, script, what, error=NodeCommandError):
         """The stdout of ``script``; ``error`` (with the script's reason) when it fails."""
         rc, stdout, stderr = self._shell(script)
@@ -64,25 +85,28 @@ class NodeStore:
     def architecture(self):
         return self.run(scripts.ARCHITECTURE, "reading the architecture").strip()
 
-    def current_release(self, rehash=False):
+    def current_release(self, rehash=False, layers=None):
         """The record of the release dest holds on the node, or None.
 
         Its files must have their recorded sizes (``wc -c``), or with ``rehash``
-        their recorded sha256 (``sha256sum``, a full read of the release).
-        Refuses a dest that kubesolo.fleet did not create.
+        their digests (``sha256sum``, a full read of the release): for the
+        release being staged (``layers``), the manifest's. Refuses a dest that
+        kubesolo.fleet did not create, and a store another account could change.
         """
-        key, measure = ("sha256", scripts.MEASURE_SHA256) if rehash else ("size", scripts.MEASURE_SIZE)
+        algorithms = sorted({"sha256"} | {parse_digest(staged.layer["digest"])[0] for staged in layers or ()})
         script = scripts.render(
             scripts.INSPECT_DEST,
             dest=quote(self.dest),
+            store=quote(self.store),
             record=RECORD_NAME,
             max_record=MAX_RECORD_BYTES,
             names=" ".join(STAGED_FILE_NAMES),
-            key=key,
-            measure=measure,
+            algorithms=" ".join(algorithms) if rehash else "",
         )
         state, link, record, measured = None, None, None, {}
-        for field, value in scripts.parse_fields(self.run(script, f"inspecting {self.dest}")):
+        fields = scripts.parse_fields(self.run(script, f"inspecting {self.dest}"))
+        self.check_location(fields)
+        for field, value in fields:
             if field == "state":
                 state = value
             elif field == "link":
@@ -92,9 +116,9 @@ class NodeStore:
                     record = parse_record(base64.b64decode(value))
                 except ValueError:
                     record = None
-            elif field == key:
+            elif field == "size" or field in algorithms:
                 name, _sep, found = value.partition(" ")
-                measured[name] = found.strip()
+                measured[(field, name)] = found.strip()
         if state == "foreign":
             refuse_foreign(self.dest)
         if link is None:
@@ -102,15 +126,49 @@ class NodeStore:
         managed_release_dir(self.dest, link)
         if not record:
             return None
-        files = record["files"]
-        if set(files) != set(measured) or any(
-            not isinstance(entry, dict) or str(entry.get(key)) != measured[name] for name, entry in files.items()
-        ):
+        expected = file_expectations(record, layers)
+        if expected is None:
+            return None
+        for name, (size, algorithm, hexdigest) in expected.items():
+            if measured.get(("size", name)) != str(size):
+                return None
+            if rehash and measured.get((algorithm, name)) != hexdigest:
+                return None
+        if {name for _field, name in measured} != set(expected):
             return None
         return record
 
+    def check_location(self, fields):
+        """Refuse a store another account could change, from the facts a script printed."""
+        chain, store_facts, euid = [], None, None
+        for field, value in fields:
+            if field in ("stat", "store"):
+                parts = value.split(" ", 2)
+                try:
+                    uid, mode = int(parts[0]), int(parts[1], 16)
+                except (IndexError, ValueError):
+                    raise NodeCommandError(
+                        f"the node described {self.store} in a way that cannot be read: {value[:100]}"
+                    )
+                if field == "stat":
+                    chain.append(PathFacts(parts[2] if len(parts) > 2 else "?", uid, mode))
+                else:
+                    store_facts = PathFacts(self.store, uid, mode)
+            elif field == "euid" and value.strip().isdigit():
+                euid = int(value)
+        if euid is None:
+            raise NodeCommandError("the node did not say which user runs the staging commands (id -u)")
+        check_location(self.store, chain, store_facts, euid)
+
+    def lock(self, timeout):
+        """The store's lock on the node (a NodeLock), waited for at most ``timeout`` seconds."""
+        return NodeLock(self, timeout)
+
     def prepare(self, total):
-        """A new work directory in the store, after checking there is room for ``total`` bytes plus 10 %."""
+        """A new work directory in the store, after checking there is room for ``total`` bytes plus 10 %.
+
+        Call it holding the lock: it removes what dead runs left in the store.
+        """
         needed_kib = int(space_needed(total) / 1024) + 1
         script = scripts.render(scripts.PREPARE, store=quote(self.store), needed_kib=needed_kib)
         values = dict(scripts.parse_fields(self.run(script, f"preparing {self.store}")))
@@ -157,3 +215,86 @@ class NodeStore:
             storebase=quote(os.path.basename(self.store)),
         )
         self.run(script, f"publishing the release at {self.dest}", error=StageError)
+
+
+class NodeLock:
+    """The store's lock on a node (module_utils/_node_lock.py has the protocol), held by a keeper
+    process there on behalf of this controller process; ``renew()`` before every long step."""
+
+    def __init__(self, node, timeout):
+        self.node = node
+        self.timeout = timeout
+        self.keeper = None  # (pid, start) of the keeper on the node
+        pid = os.getpid()
+        self.controller = f"{socket.gethostname()} {pid} {process_start(pid) or ''}"
+
+    def _render(self, template, keeper=None):
+        pid, start = keeper or self.keeper or ("", "")
+        return scripts.render(
+            template,
+            store=quote(self.node.store),
+            lease=LOCK_LEASE_SECONDS,
+            controller=quote(self.controller),
+            # Digits or nothing (checked), so they can stand inside the scripts' double quotes.
+            pid=pid if pid.isdigit() else "",
+            start=start if start.isdigit() else "",
+        )
+
+    def _run(self, template, what, keeper=None):
+        return dict(scripts.parse_fields(self.node.run(self._render(template, keeper), what)))
+
+    def __enter__(self):
+        deadline = time.monotonic() + self.timeout
+        cleared = 0  # stale locks cleared: each is progress, but a bounded number of them
+        while True:
+            fields = self._run(scripts.ACQUIRE_LOCK, f"locking {self.node.store}")
+            if "store" not in fields:
+                raise NodeCommandError(f"the node did not create {self.node.store}")
+            self.node.check_location(fields.items())
+            if "held" in fields:
+                self.keeper = _keeper(fields["held"])
+                return self
+            owner = {key[len("owner_") :]: value for key, value in fields.items() if key.startswith("owner_")}
+            if cleared < _MAX_CLEARED_LOCKS and ("retry" in fields or _controller_gone(owner)):
+                if "retry" not in fields:
+                    what = f"clearing a stale lock in {self.node.store}"
+                    self._run(scripts.BREAK_LOCK, what, (owner["pid"], owner.get("start", "")))
+                cleared += 1
+                continue
+            if time.monotonic() >= deadline:
+                raise StageError(
+                    f"another run is staging into {self.node.store} on the node: its lock is held by "
+                    f"{describe_owner(owner)}, for over {self.timeout}s (lock_timeout)"
+                )
+            time.sleep(_LOCK_POLL_SECONDS)
+
+    def renew(self):
+        """A fresh lease for the lock; StageError when it is no longer ours."""
+        fields = self._run(scripts.RENEW_LOCK, f"renewing the lock of {self.node.store}")
+        if "held" not in fields:
+            self.keeper = None
+            raise StageError(
+                f"lost the lock of {self.node.store} on the node (not renewed for {LOCK_LEASE_SECONDS}s, "
+                f"or removed by hand); nothing was published"
+            )
+        self.keeper = _keeper(fields["held"])
+
+    def __exit__(self, *_exc_info):
+        if self.keeper:
+            self.node.shell(self._render(scripts.RELEASE_LOCK))  # best effort: a lost lock goes stale
+            self.keeper = None
+
+
+def _keeper(held):
+    pid, _sep, start = held.partition(" ")
+    return pid, start
+
+
+def _controller_gone(owner):
+    """Whether the lock's holder is a controller run on this machine that is gone: the keeper
+    it left on the node would otherwise hold the lock for the rest of its lease."""
+    host, _sep, rest = owner.get("controller", "").partition(" ")
+    pid, _sep, start = rest.partition(" ")
+    if not owner.get("pid") or host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    return not owner_is_alive({"pid": pid, "start": start})

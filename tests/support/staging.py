@@ -61,12 +61,12 @@ def store_of(dest: Path) -> Path:
     return dest.parent / f".{dest.name}.kubesolo-fleet"
 
 
-#: The lock file host delivery keeps in the store.
+#: The lock directory a run holds in the store (left behind only by a killed run).
 STORE_LOCK = ".lock"
 
 
 def store_entries(store: Path) -> list[str]:
-    """Names in ``store`` (none when it does not exist), without the lock file."""
+    """Names in ``store`` (none when it does not exist), without the lock."""
     if not store.is_dir():
         return []
     return sorted(p.name for p in store.iterdir() if p.name != STORE_LOCK)

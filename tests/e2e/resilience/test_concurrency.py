@@ -111,7 +111,7 @@ def test_two_simultaneous_runs_both_succeed_and_fetch_each_layer_once(registry, 
     for run in runs:
         assert run.status("stage b") in ("ok", "changed"), run.result("stage b")
     assert held_release(dest, {"A": a, "B": b}) == "B"
-    assert sorted(p.name for p in store_of(dest).iterdir()) == [".lock", release_dir_name(b.digest)]
+    assert sorted(p.name for p in store_of(dest).iterdir()) == [release_dir_name(b.digest)]
     # The runs overlapped: both had resolved the release before the layers were downloaded.
     blob_end = max(e.finished for e in proxied if e.is_blob)
     assert len([e for e in proxied if e.is_manifest and e.started < blob_end]) == 4, proxied
@@ -133,6 +133,7 @@ def test_a_run_that_cannot_get_the_lock_in_time_fails_clearly(registry, tmp_path
         throttle(proxy, repo, b, SLOW)
         options = {"repository": f"{proxy.host}/{repo}", "tag": "b", "dest": dest}
         first = start_driver(env, **options)
+        holder = first.pid
         wait_for((partial / "vmlinuz.part").exists)  # made under the lock: the first run holds it
         started = time.monotonic()
         second = run_driver(env, **options, lock_timeout=0.5)
@@ -142,9 +143,11 @@ def test_a_run_that_cannot_get_the_lock_in_time_fails_clearly(registry, tmp_path
 
     assert second["_rc"] == 1, second
     assert second["error_code"] == "stage_failed"
-    assert second["msg"] == (
-        f"another run is staging into {store_of(dest)} (lock {store_of(dest) / '.lock'} held for over 0.5s)"
-    )
+    assert second["msg"].startswith(
+        f"another run is staging into {store_of(dest)}: the lock {store_of(dest) / '.lock'} is held by pid "
+        f"{holder} (host delivery) since "
+    ), second
+    assert second["msg"].endswith(", for over 0.5s (lock_timeout)"), second
     assert second["transfer"]["retries"] == 0
     assert waited < 3
     assert during == "A"
@@ -169,7 +172,7 @@ def test_the_lock_of_a_killed_run_blocks_nobody(registry, tmp_path):
         # Both layers were downloading (at the same time): what each kept is resumed.
         left = size_of(partial / "vmlinuz.part") + size_of(partial / "kubesolo-os.gz.part")
         complete = size_of(partial / "vmlinuz") + size_of(partial / "kubesolo-os.gz")
-        assert (store_of(dest) / ".lock").exists()
+        assert (store_of(dest) / ".lock" / "owner").exists()  # the killed run still names itself
         assert held_release(dest, {"A": a, "B": b}) == "A"
         # lock_timeout 0: one try at the lock, no waiting at all.
         result = run_driver(env, **options, lock_timeout=0)

@@ -212,7 +212,7 @@ def succeeded(res, case: str, run: int = 1) -> dict:
     assert result["manifest_digest"] == this.new.digest
     assert held_release(this.dest, {"A": res.previous, "B": this.new}) == "B"
     # The previous release and the partial directory are gone, nothing else is in the store.
-    assert sorted(p.name for p in store_of(this.dest).iterdir()) == [".lock", release_dir_name(this.new.digest)]
+    assert sorted(p.name for p in store_of(this.dest).iterdir()) == [release_dir_name(this.new.digest)]
     return result
 
 

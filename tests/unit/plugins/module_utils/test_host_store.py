@@ -11,6 +11,7 @@ previous complete release.
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import multiprocessing
 import os
@@ -18,18 +19,20 @@ import re
 import shutil
 import signal
 import stat
+import subprocess
 import threading
 import time
 from types import SimpleNamespace
 
 import pytest
 
-from ansible_collections.kubesolo.fleet.plugins.module_utils import _about, _host_store, _release, _store
+from ansible_collections.kubesolo.fleet.plugins.module_utils import _about, _host_store, _node_lock, _release, _store
 from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import (
     DigestMismatchError,
     LayerMissingError,
     RegistryConnectionError,
     StageError,
+    UnsafePathError,
 )
 from ansible_collections.kubesolo.fleet.tests.unit.plugins.module_utils.fakes import (
     CORRUPT_RECORDS,
@@ -147,12 +150,12 @@ def leftovers(store):
 
 
 def assert_holds_first_release(dest, first, record, partial=None):
-    """``dest`` holds the first release, intact; the store holds it, the lock and maybe ``partial``'s download."""
+    """``dest`` holds the first release, intact; the store holds it and maybe ``partial``'s download."""
     assert os.readlink(dest) == os.path.join(STORE_NAME, release_dir_of(first))
     assert read(os.path.join(dest, "vmlinuz")) == KERNEL_1
     assert read(os.path.join(dest, "kubesolo-os.gz")) == INITRAMFS_1
     assert current_release(dest, rehash=True) == record
-    expected = [LOCK, release_dir_of(first)] + ([partial_of(partial)] if partial is not None else [])
+    expected = [release_dir_of(first)] + ([partial_of(partial)] if partial is not None else [])
     assert sorted(os.listdir(store_of(dest))) == sorted(expected)
     assert sorted(os.listdir(os.path.join(store_of(dest), release_dir_of(first)))) == [
         "kubesolo-os.gz",
@@ -181,7 +184,7 @@ def test_first_stage_publishes_the_release_behind_a_symlink(dest):
     assert stat.S_IMODE(os.stat(release_dir).st_mode) == 0o755
     for name in ("vmlinuz", "kubesolo-os.gz", "release.json"):
         assert stat.S_IMODE(os.stat(os.path.join(release_dir, name)).st_mode) == 0o644
-    assert sorted(os.listdir(store_of(dest))) == [LOCK, release_dir_of(release)]
+    assert sorted(os.listdir(store_of(dest))) == [release_dir_of(release)]
     assert leftovers(store_of(dest)) == []
 
 
@@ -255,7 +258,7 @@ def test_staging_a_second_release_swaps_the_link_and_removes_the_first(dest):
     assert downloaded == len(KERNEL_2) + len(INITRAMFS_2)
     assert current_release(dest)["version"] == "v0.4.0"
     assert current_release(dest) == record
-    assert sorted(os.listdir(store_of(dest))) == [LOCK, release_dir_of(second)]
+    assert sorted(os.listdir(store_of(dest))) == [release_dir_of(second)]
 
 
 @pytest.mark.parametrize("failing", [INITRAMFS_2, KERNEL_2], ids=["initramfs", "kernel"])
@@ -306,14 +309,18 @@ def test_other_write_errors_name_the_cause(dest):
     assert_resumable(dest, second_release(), SECOND_BLOBS, {"vmlinuz.part": KERNEL_2[: len(KERNEL_2) // 2]})
 
 
-def test_an_unwritable_parent_is_a_stage_error(tmp_path):
+def test_a_parent_that_is_not_a_directory_is_a_stage_error(tmp_path):
     parent = tmp_path / "not-a-directory"
     parent.write_bytes(b"")
     dest = str(parent / "staged")
-    assert current_release(dest) is None
-    with pytest.raises(StageError) as raised:
-        stage(FakeBlobClient([KERNEL_1, INITRAMFS_1]), make_release(KERNEL_1, INITRAMFS_1), dest)
-    assert str(raised.value) == f"cannot create the staging directory {store_of(dest)}: Not a directory"
+    for attempt in (
+        lambda: current_release(dest),
+        lambda: stage(FakeBlobClient([]), make_release(KERNEL_1, INITRAMFS_1), dest),
+    ):
+        with pytest.raises(StageError) as raised:
+            attempt()
+        assert str(raised.value) == f"{parent} is not a directory; cannot stage below it"
+        assert raised.value.code == "stage_failed"
 
 
 def test_a_failed_first_stage_publishes_nothing(dest):
@@ -325,7 +332,7 @@ def test_a_failed_first_stage_publishes_nothing(dest):
     assert not os.path.lexists(dest)
     assert current_release(dest) is None
     # No release directory: only the lock and the download kept for the next run.
-    assert sorted(os.listdir(store_of(dest))) == [LOCK, partial_of(release)]
+    assert sorted(os.listdir(store_of(dest))) == [partial_of(release)]
     assert_resumable(dest, release, {"vmlinuz": KERNEL_1, "kubesolo-os.gz": INITRAMFS_1}, {})
     assert leftovers(store_of(dest)) == []
 
@@ -352,7 +359,7 @@ def test_restaging_a_damaged_release_repairs_it(dest):
     assert again.manifest_digest == release.manifest_digest
     assert read(os.path.join(dest, "vmlinuz")) == KERNEL_1
     assert current_release(dest, rehash=True)["manifest_digest"] == record["manifest_digest"]
-    assert sorted(os.listdir(store_of(dest))) == [LOCK, release_dir_of(release)]
+    assert sorted(os.listdir(store_of(dest))) == [release_dir_of(release)]
     assert leftovers(store_of(dest)) == []
 
 
@@ -366,7 +373,7 @@ def test_stage_replaces_leftovers_of_an_interrupted_run(dest):
     stage(FakeBlobClient([KERNEL_1, INITRAMFS_1]), release, dest)
     assert sorted(os.listdir(stale_dir)) == ["kubesolo-os.gz", "release.json", "vmlinuz"]
     assert read(os.path.join(dest, "vmlinuz")) == KERNEL_1
-    assert sorted(os.listdir(store_of(dest))) == [LOCK, release_dir_of(release)]
+    assert sorted(os.listdir(store_of(dest))) == [release_dir_of(release)]
 
 
 def test_stage_accepts_a_trailing_slash(dest):
@@ -477,7 +484,7 @@ def test_an_interrupted_layer_is_resumed_by_the_next_run(dest):
     assert read(os.path.join(dest, "vmlinuz")) == KERNEL_2
     assert read(os.path.join(dest, "kubesolo-os.gz")) == INITRAMFS_2
     assert current_release(dest, rehash=True) == record
-    assert sorted(os.listdir(store_of(dest))) == [LOCK, release_dir_of(second)]
+    assert sorted(os.listdir(store_of(dest))) == [release_dir_of(second)]
     assert leftovers(store_of(dest)) == []
 
 
@@ -507,7 +514,7 @@ def test_a_resumed_part_with_wrong_bytes_is_fetched_again_from_the_start(dest):
     assert read(os.path.join(dest, "vmlinuz")) == KERNEL_1
     assert current_release(dest, rehash=True) == record
     assert downloaded == len(KERNEL_1) + len(INITRAMFS_1)
-    assert sorted(os.listdir(store_of(dest))) == [LOCK, release_dir_of(release)]
+    assert sorted(os.listdir(store_of(dest))) == [release_dir_of(release)]
 
 
 def test_a_resumed_part_is_fetched_again_only_once(dest):
@@ -542,7 +549,7 @@ def leave_second_unpublished(dest, tmp_path):
     shutil.copytree(saved, first_dir)
     publish_by_hand(dest, first)
     assert current_release(dest, rehash=True) == first_record
-    assert sorted(os.listdir(store_of(dest))) == sorted([LOCK, release_dir_of(first), release_dir_of(second)])
+    assert sorted(os.listdir(store_of(dest))) == sorted([release_dir_of(first), release_dir_of(second)])
     return first, first_record, second, second_record
 
 
@@ -555,7 +562,7 @@ def test_a_verified_release_left_unpublished_is_published_without_downloading(de
     assert record == second_record
     assert os.readlink(dest) == os.path.join(STORE_NAME, release_dir_of(second))
     assert current_release(dest, rehash=True) == second_record
-    assert sorted(os.listdir(store_of(dest))) == [LOCK, release_dir_of(second)]  # the first is gone
+    assert sorted(os.listdir(store_of(dest))) == [release_dir_of(second)]  # the first is gone
     assert leftovers(store_of(dest)) == []
 
 
@@ -571,7 +578,7 @@ def test_an_unpublished_release_with_damaged_bytes_is_downloaded_again(dest, tmp
     assert downloaded == len(KERNEL_2) + len(INITRAMFS_2)
     assert read(os.path.join(dest, "vmlinuz")) == KERNEL_2
     assert current_release(dest, rehash=True) == record
-    assert sorted(os.listdir(store_of(dest))) == [LOCK, release_dir_of(second)]
+    assert sorted(os.listdir(store_of(dest))) == [release_dir_of(second)]
     assert leftovers(store_of(dest)) == []
 
 
@@ -598,7 +605,7 @@ def test_stage_removes_what_dead_runs_left_in_the_store(dest):
         with open(os.path.join(unreferenced, name), "wb") as handle:
             handle.write(b"an old release")
     second, record, _downloaded, _client = stage_release(dest, KERNEL_2, INITRAMFS_2, "v0.4.0")
-    assert sorted(os.listdir(store)) == [LOCK, release_dir_of(second)]
+    assert sorted(os.listdir(store)) == [release_dir_of(second)]
     assert current_release(dest, rehash=True) == record
     assert sorted(os.listdir(os.path.dirname(dest))) == [STORE_NAME, "staged"]
 
@@ -620,7 +627,7 @@ def test_a_second_lock_fails_while_the_first_is_held_and_succeeds_after(tmp_path
     assert 0.5 <= waited < 5
     with _host_store.StoreLock(store, 0.5):
         pass
-    assert os.listdir(store) == [LOCK]
+    assert os.listdir(store) == []  # a released lock leaves nothing behind
 
 
 def test_stage_fails_while_another_run_holds_the_lock(dest):
@@ -821,17 +828,150 @@ def test_a_dangling_managed_link_holds_nothing(dest):
     assert current_release(dest) is None
 
 
-def test_the_store_lock_is_private(dest):
-    stage_first(dest)
-    assert stat.S_IMODE(os.stat(os.path.join(store_of(dest), LOCK)).st_mode) == 0o600
+def test_the_store_lock_is_private_and_names_its_holder(dest):
+    store = store_of(dest)
+    os.makedirs(store)
+    with _host_store.StoreLock(store, 5):
+        lock = os.path.join(store, LOCK)
+        assert stat.S_IMODE(os.lstat(lock).st_mode) == 0o700
+        assert stat.S_IMODE(os.lstat(os.path.join(lock, "owner")).st_mode) == 0o600
+        owner = _node_lock.read_owner(lock)
+        assert owner["pid"] == str(os.getpid()) and owner["by"] == "host delivery"
+        assert owner["start"] == _node_lock.process_start(os.getpid())
+        assert owner["boot"] == _node_lock.boot_id() != ""
 
 
-def test_a_symbolic_link_planted_as_the_store_lock_is_refused(dest, tmp_path):
+def test_a_symbolic_link_planted_as_the_store_lock_is_replaced_not_followed(dest, tmp_path):
     store = store_of(dest)
     os.makedirs(store)
     target = tmp_path / "planted"
+    target.mkdir()
     os.symlink(str(target), os.path.join(store, LOCK))
-    with pytest.raises(StageError, match="cannot lock .*: the lock file is a symbolic link; refusing to follow it"):
-        stage(FakeBlobClient([KERNEL_1, INITRAMFS_1]), make_release(KERNEL_1, INITRAMFS_1), dest)
-    assert not target.exists()
+    stage(FakeBlobClient([KERNEL_1, INITRAMFS_1]), make_release(KERNEL_1, INITRAMFS_1), dest)
+    assert list(target.iterdir()) == []
+    assert not os.path.lexists(os.path.join(store, LOCK))
+
+
+def test_a_lock_whose_holder_is_gone_is_taken_over(tmp_path):
+    store = str(tmp_path / "store")
+    os.mkdir(store)
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    os.mkdir(os.path.join(store, LOCK))
+    with open(os.path.join(store, LOCK, "owner"), "w", encoding="utf-8") as handle:
+        handle.write(_node_lock.owner_text(gone.pid, "1", "controller delivery"))
+    started = time.monotonic()
+    with _host_store.StoreLock(store, 5):
+        assert _node_lock.read_owner(os.path.join(store, LOCK))["pid"] == str(os.getpid())
+    assert time.monotonic() - started < 2
+    assert os.listdir(store) == []
+
+
+def test_a_lock_of_another_boot_is_stale(tmp_path, monkeypatch):
+    store = str(tmp_path / "store")
+    os.mkdir(store)
+    os.mkdir(os.path.join(store, LOCK))
+    with open(os.path.join(store, LOCK, "owner"), "w", encoding="utf-8") as handle:
+        # Our own pid and start time, but written in a boot that is over.
+        handle.write(_node_lock.owner_text(os.getpid(), _node_lock.process_start(os.getpid()), "host delivery"))
+    assert not _node_lock.owner_is_alive(dict(_node_lock.read_owner(os.path.join(store, LOCK)), boot="earlier-boot"))
+    assert _node_lock.owner_is_alive(_node_lock.read_owner(os.path.join(store, LOCK)))
+    monkeypatch.setattr(_node_lock, "boot_id", lambda: "a-later-boot")
+    with _host_store.StoreLock(store, 5):
+        pass
+
+
+def test_a_lock_held_by_a_live_process_names_it_when_the_wait_ends(tmp_path):
+    store = str(tmp_path / "store")
+    os.mkdir(store)
+    with _host_store.StoreLock(store, 5):
+        with pytest.raises(StageError) as raised:
+            with _host_store.StoreLock(store, 0.3):
+                pass
+    assert f"held by pid {os.getpid()} (host delivery) since " in str(raised.value)
+    assert "for over 0.3s (lock_timeout)" in str(raised.value)
+
+
+# -- A store nobody else can change ----------------------------------------------------------
+
+
+def test_a_symbolic_link_as_the_store_is_refused_and_never_followed(dest, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    os.symlink(str(elsewhere), store_of(dest))
+    for attempt in (
+        lambda: current_release(dest),
+        lambda: stage(FakeBlobClient([KERNEL_1, INITRAMFS_1]), make_release(KERNEL_1, INITRAMFS_1), dest),
+    ):
+        with pytest.raises(UnsafePathError) as raised:
+            attempt()
+        assert str(raised.value).startswith(f"{store_of(dest)} is not a real directory")
+    assert list(elsewhere.iterdir()) == []
     assert not os.path.lexists(dest)
+
+
+def test_a_store_of_another_user_is_refused(dest):
+    os.mkdir(store_of(dest), 0o755)
+    os.chown(store_of(dest), 65534, 65534)
+    with pytest.raises(UnsafePathError, match=f"belongs to user 65534, not to the staging user {os.geteuid()}"):
+        stage(FakeBlobClient([KERNEL_1, INITRAMFS_1]), make_release(KERNEL_1, INITRAMFS_1), dest)
+    assert os.listdir(store_of(dest)) == []
+
+
+@pytest.mark.parametrize("mode", [0o777, 0o775])
+def test_a_parent_others_can_write_is_refused_unless_it_is_roots_and_sticky(tmp_path, mode):
+    parent = tmp_path / "shared"
+    parent.mkdir()
+    parent.chmod(mode)
+    dest = str(parent / "staged")
+    with pytest.raises(UnsafePathError, match=f"{parent} is writable by other users"):
+        stage(FakeBlobClient([KERNEL_1, INITRAMFS_1]), make_release(KERNEL_1, INITRAMFS_1), dest)
+    assert os.listdir(str(parent)) == []
+    if os.geteuid() == 0:
+        parent.chmod(mode | stat.S_ISVTX)  # like /tmp
+        stage(FakeBlobClient([KERNEL_1, INITRAMFS_1]), make_release(KERNEL_1, INITRAMFS_1), dest)
+        assert read(os.path.join(dest, "vmlinuz")) == KERNEL_1
+
+
+def test_a_symbolic_link_planted_as_the_partial_directory_is_removed_not_followed(dest, tmp_path):
+    release = make_release(KERNEL_1, INITRAMFS_1)
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "precious").write_bytes(b"keep me")
+    os.mkdir(store_of(dest), 0o755)
+    os.symlink(str(victim), os.path.join(store_of(dest), partial_of(release)))
+    stage(FakeBlobClient([KERNEL_1, INITRAMFS_1]), release, dest)
+    assert sorted(p.name for p in victim.iterdir()) == ["precious"]
+    assert (victim / "precious").read_bytes() == b"keep me"
+    assert read(os.path.join(dest, "vmlinuz")) == KERNEL_1
+
+
+def test_a_symbolic_link_planted_as_a_layer_file_is_removed_not_followed(dest, tmp_path):
+    release = make_release(KERNEL_1, INITRAMFS_1)
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"keep me")
+    work = os.path.join(store_of(dest), partial_of(release))
+    os.makedirs(work)
+    os.symlink(str(victim), os.path.join(work, "vmlinuz.part"))
+    stage(FakeBlobClient([KERNEL_1, INITRAMFS_1]), release, dest)
+    assert victim.read_bytes() == b"keep me"
+    assert read(os.path.join(dest, "vmlinuz")) == KERNEL_1
+
+
+def test_verify_existing_checks_the_files_against_the_manifest_not_the_record(dest):
+    release, record, _downloaded, _client = stage_first(dest)
+    # Someone swaps the kernel and rewrites the record to match it.
+    planted = b"a kernel nobody published\n" * 200
+    planted = planted[: len(KERNEL_1)].ljust(len(KERNEL_1), b"!")
+    path = os.path.join(dest, "vmlinuz")
+    os.chmod(path, 0o644)
+    with open(path, "wb") as handle:
+        handle.write(planted)
+    record["files"]["vmlinuz"]["sha256"] = hashlib.sha256(planted).hexdigest()
+    with open(os.path.join(dest, "release.json"), "wb") as handle:
+        handle.write(_store.record_bytes(record))
+    store = _host_store.HostStore(dest)
+    # Judged by its own record, the release looks intact; by the manifest, it is not.
+    assert store.current_release(rehash=True) == record
+    assert store.current_release(rehash=True, layers=release.staged_layers()) is None
+    assert store.current_release(rehash=False, layers=release.staged_layers()) == record  # sizes match

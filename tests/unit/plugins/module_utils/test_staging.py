@@ -38,7 +38,7 @@ class FakeStore:
         self.calls.append("default_architecture")
         return self.architecture
 
-    def current_release(self, rehash=False):
+    def current_release(self, rehash=False, layers=None):
         self.calls.append(("current_release", rehash))
         return self.current
 

@@ -57,6 +57,14 @@ APPLETS = (
     "true",
     "cat",
     "wc",
+    "stat",
+    "id",
+    "sed",
+    "kill",
+    "sleep",
+    "date",
+    "pwd",
+    "sha512sum",
 )
 SHELLS = ["system-sh", "busybox"]
 

@@ -165,7 +165,7 @@ def test_current_release_is_the_node_stores(node, dest, tmp_path):
     assert delivery.delivery == "controller"
     assert delivery.current_release() == staged.record
     assert delivery.current_release(rehash=True) == staged.record
-    assert "sha256sum" in node.scripts[-1]
+    assert "for a in sha256; do" in node.scripts[-1]
     assert delivery.default_architecture() == os.uname().machine
     assert node.scripts[-1] == "uname -m"
 
@@ -184,8 +184,8 @@ def test_controller_delivery_takes_over_from_host_delivery(node, dest, tmp_path)
     host_record = HostStore(dest).stage(FakeBlobClient([KERNEL_1, INITRAMFS_1]), first, first.staged_layers()).record
     assert node.store(dest).current_release() == host_record
     second, staged, _cache = stage(node, dest, tmp_path, KERNEL_2, INITRAMFS_2, "v0.4.0")
-    # The lock file of host delivery stays in the store (controller delivery does not use it).
-    assert_holds(dest, second, staged.record, KERNEL_2, INITRAMFS_2, also_in_store=[".lock"])
+    # Both deliveries take the same lock, and a released lock leaves nothing in the store.
+    assert_holds(dest, second, staged.record, KERNEL_2, INITRAMFS_2)
 
 
 def test_restaging_a_damaged_release_repairs_it(node, dest, tmp_path):
@@ -255,10 +255,13 @@ def test_the_release_is_remembered_fetched_and_the_cache_pruned_after_publishing
     digests = [sha256_digest(KERNEL_1), sha256_digest(INITRAMFS_1)]
     assert cache.calls == [("remember", release.manifest_digest, digests), ("fetch_all", client, digests), ("prune", 2)]
     assert cache.calls[0][2] == [layer["digest"] for layer in release.layers]
-    # Remembered before the node is prepared, fetched after; pruned once the release is published.
-    prepare, publish = events[0], events[-1]
-    assert prepare[1].startswith("set -e") and prepare[2] == 1
-    assert publish[1].startswith("work=") and publish[2] == 2
+    # Remembered before the node is prepared, fetched after; pruned once the release is published
+    # and the lock released.
+    (prepare,) = [event for event in events if event[1].startswith("set -e")]
+    (publish,) = [event for event in events if event[1].startswith("work=")]
+    assert prepare[2] == 1 and publish[2] == 2
+    assert events.index(prepare) > 0 and events[0][1].startswith("store=")  # the lock comes first
+    assert events[-1][2] == 2 and "lock" in events[-1][1]
     assert_holds(dest, release, staged.record, KERNEL_1, INITRAMFS_1)
 
 
@@ -368,9 +371,13 @@ def test_a_failing_fetch_removes_the_staging_directory(node, dest, tmp_path):
 def test_a_staging_directory_the_node_did_not_create_is_an_error(dest, tmp_path):
     cache = Cache(str(tmp_path / "controller-cache"), [KERNEL_1, INITRAMFS_1])
     cache.fetch_all = lambda *_args: pytest.fail("fetch called")
-    node_store = _node_store.NodeStore(
-        lambda script: (0, "work=/somewhere/else\n", ""), lambda *_args: pytest.fail("put called"), dest
-    )
+
+    def shell(script):
+        if script.startswith("store="):  # the lock scripts: our keeper holds it
+            return 0, f"euid={os.geteuid()}\nstore={os.geteuid()} 41ed\nheld=1 1\n", ""
+        return 0, "work=/somewhere/else\n", ""
+
+    node_store = _node_store.NodeStore(shell, lambda *_args: pytest.fail("put called"), dest)
     release = make_release(KERNEL_1, INITRAMFS_1)
     with pytest.raises(_node_store.NodeCommandError) as raised:
         ControllerDelivery(node_store, cache, cache_keep=0).stage(Client(), release, release.staged_layers())

@@ -16,12 +16,15 @@ import json
 import os
 import shlex
 import shutil
+import socket
 import stat
+import subprocess
+import time
 
 import pytest
 
-from ansible_collections.kubesolo.fleet.plugins.module_utils import _store
-from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import FleetError, StageError
+from ansible_collections.kubesolo.fleet.plugins.module_utils import _node_lock, _store
+from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import FleetError, StageError, UnsafePathError
 from ansible_collections.kubesolo.fleet.plugins.plugin_utils import _node_scripts, _node_store
 from ansible_collections.kubesolo.fleet.tests.unit.plugins.module_utils.fakes import (
     CORRUPT_RECORDS,
@@ -381,3 +384,144 @@ def test_parse_fields_keeps_key_value_lines_in_order_and_skips_chatter():
     stdout = "link=a=b\nShared connection to node1 closed.\nsize=vmlinuz 4200\n=nokey\nnot a=field\nsize=x 1\n"
     assert _node_scripts.parse_fields(stdout) == [("link", "a=b"), ("size", "vmlinuz 4200"), ("size", "x 1")]
     assert _node_scripts.parse_fields(None) == []
+
+
+# -- A store nobody else can change ----------------------------------------------------------
+
+
+def test_a_symbolic_link_as_the_store_is_refused_before_anything_is_written(node, dest, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    os.symlink(str(elsewhere), store_of(dest))
+    with pytest.raises(UnsafePathError) as raised:
+        node.store(dest).current_release()
+    assert str(raised.value).startswith(f"{store_of(dest)} is not a real directory")
+    with pytest.raises(UnsafePathError):
+        with node.store(dest).lock(5):
+            pytest.fail("locked through a symbolic link")
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_a_store_of_another_user_is_refused(node, dest):
+    os.mkdir(store_of(dest), 0o755)
+    os.chown(store_of(dest), 65534, 65534)
+    with pytest.raises(UnsafePathError, match=f"belongs to user 65534, not to the staging user {os.geteuid()}"):
+        node.store(dest).current_release()
+
+
+def test_a_parent_others_can_write_is_refused(node, tmp_path):
+    parent = tmp_path / "shared"
+    parent.mkdir()
+    parent.chmod(0o777)
+    with pytest.raises(UnsafePathError, match=f"{parent} is writable by other users"):
+        node.store(str(parent / "staged")).current_release()
+
+
+def test_verify_existing_checks_the_files_against_the_manifest_not_the_record(node, dest, tmp_path):
+    release, record = stage_first(node, dest, tmp_path)
+    planted = b"k" * len(KERNEL_1)
+    with open(os.path.join(dest, "vmlinuz"), "wb") as handle:
+        handle.write(planted)
+    record["files"]["vmlinuz"]["sha256"] = sha256_hex(planted)
+    set_record(dest, _store.record_bytes(record))
+    store = node.store(dest)
+    assert store.current_release(rehash=True) == record  # by its own record
+    assert store.current_release(rehash=True, layers=release.staged_layers()) is None  # by the manifest
+
+
+# -- The lock on the node ------------------------------------------------------------------
+
+
+def lock_owner(dest):
+    return _node_lock.read_owner(os.path.join(store_of(dest), ".lock"))
+
+
+def test_the_lock_is_held_by_a_keeper_process_and_released_without_a_trace(node, dest):
+    with node.store(dest).lock(5) as lock:
+        owner = lock_owner(dest)
+        pid, start = lock.keeper
+        assert owner["pid"] == pid and owner["start"] == start == _node_lock.process_start(pid)
+        assert owner["by"] == "controller delivery"
+        assert owner["controller"] == f"{socket.gethostname()} {os.getpid()} {_node_lock.process_start(os.getpid())}"
+        assert _node_lock.owner_is_alive(owner)
+        lock.renew()
+        assert lock.keeper != (pid, start) and lock_owner(dest)["pid"] == lock.keeper[0]
+        wait_until_gone(pid)  # the old keeper is stopped
+        keeper = lock.keeper[0]
+    assert os.listdir(store_of(dest)) == []
+    wait_until_gone(keeper)
+
+
+def wait_until_gone(pid, timeout=5):
+    deadline = time.monotonic() + timeout
+    while _node_lock.owner_is_alive({"pid": pid}):
+        assert time.monotonic() < deadline, f"process {pid} is still running"
+        time.sleep(0.05)
+
+
+def test_a_live_holder_is_waited_for_lock_timeout_and_named(node, dest):
+    with _node_lock.StoreLock(store_of_made(dest), 5):  # host delivery, in this process
+        started = time.monotonic()
+        with pytest.raises(StageError) as raised:
+            with node.store(dest).lock(1.5):
+                pytest.fail("two runs held the lock")
+    assert 1.5 <= time.monotonic() - started < 5
+    assert f"its lock is held by pid {os.getpid()} (host delivery) since " in str(raised.value)
+    assert str(raised.value).endswith("for over 1.5s (lock_timeout)")
+
+
+def store_of_made(dest):
+    os.makedirs(store_of(dest), mode=0o755, exist_ok=True)
+    return store_of(dest)
+
+
+def test_a_lock_whose_keeper_is_gone_is_taken_over(node, dest):
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    lock = os.path.join(store_of_made(dest), ".lock")
+    os.mkdir(lock)
+    with open(os.path.join(lock, "owner"), "w", encoding="utf-8") as handle:
+        handle.write(_node_lock.owner_text(gone.pid, "", "controller delivery") + "controller=elsewhere 1 1\n")
+    with node.store(dest).lock(0) as held:
+        assert lock_owner(dest)["pid"] == held.keeper[0]
+
+
+def test_the_lock_of_a_controller_run_that_died_is_cleared_although_its_keeper_lives(node, dest):
+    controller = subprocess.Popen(["true"])
+    controller.wait()
+    keeper = subprocess.Popen(["sleep", "60"])
+    try:
+        lock = os.path.join(store_of_made(dest), ".lock")
+        os.mkdir(lock)
+        with open(os.path.join(lock, "owner"), "w", encoding="utf-8") as handle:
+            handle.write(
+                _node_lock.owner_text(keeper.pid, _node_lock.process_start(keeper.pid), "controller delivery")
+                + f"controller={socket.gethostname()} {controller.pid} 1\n"
+            )
+        with node.store(dest).lock(0) as held:
+            assert held.keeper[0] != str(keeper.pid)
+        assert keeper.wait(5) is not None  # the dead run's keeper was stopped
+    finally:
+        keeper.kill()
+        keeper.wait()
+
+
+def test_a_lock_taken_over_meanwhile_is_lost_and_nothing_is_published(node, dest, tmp_path):
+    with node.store(dest).lock(5) as lock:
+        lock_dir = os.path.join(store_of(dest), ".lock")
+        with open(os.path.join(lock_dir, "owner"), "w", encoding="utf-8") as handle:
+            handle.write(_node_lock.owner_text(os.getpid(), "", "another run"))
+        with pytest.raises(StageError, match="lost the lock of .* on the node"):
+            lock.renew()
+    assert lock_owner(dest)["by"] == "another run"  # not released: it is not ours
+
+
+def test_prepare_sweeps_what_dead_runs_left(node, dest):
+    store = store_of_made(dest)
+    for name in ("tmp-dead1", "trash-dead2", "link-3", ".lock-new-4", ".lock-stale-5"):
+        os.mkdir(os.path.join(store, name))
+        open(os.path.join(store, name, "data"), "wb").close()
+    os.mkdir(os.path.join(store, "partial-sha256-" + "0" * 64))  # host delivery resumes these
+    with node.store(dest).lock(5):
+        work = node.store(dest).prepare(10)
+    assert sorted(os.listdir(store)) == ["partial-sha256-" + "0" * 64, os.path.basename(work)]
