@@ -4,7 +4,7 @@
 #
 # PRIVATE to kubesolo.fleet: not a public API, it may change in any release.
 # Other collections and standalone plugins must not import it.
-"""HTTP plumbing for one registry: the session, TLS, retries, size-capped bodies, error messages."""
+"""HTTP plumbing for one registry: the session, TLS, redirects, retries, small bodies, error messages."""
 
 from __future__ import annotations
 
