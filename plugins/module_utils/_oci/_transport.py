@@ -132,7 +132,7 @@ def send(client, method, url, headers=None, data=None):
                 f"the last to {location[:200]}"
             )
         hops += 1
-        target = _next_hop(client, method, url, response.status_code, location)
+        target = _next_hop(method, url, response.status_code, location)
         if origin(target) != origin(url):
             headers.pop("Authorization", None)
         if hasattr(data, "seek"):
@@ -140,7 +140,7 @@ def send(client, method, url, headers=None, data=None):
         url = target
 
 
-def _next_hop(client, method, url, status, location):
+def _next_hop(method, url, status, location):
     """The URL a redirect leads to, or RegistryResponseError when it must not be followed."""
     target = requests.compat.urljoin(url, location)
     source, goes_to = origin(url), origin(target)
