@@ -38,6 +38,8 @@ options:
     description:
       - A PEM client certificate for registries that require mutual TLS; with O(client_key) unless the file
         holds the key too.
+      - It is presented to the registry's own scheme, host and port only, never to a host a redirect leads to
+        or to a token service elsewhere.
     type: path
   client_key:
     description: The PEM private key of O(client_cert).
@@ -45,6 +47,9 @@ options:
   timeout:
     description:
       - Seconds to wait for a connection or for the next bytes of an answer.
+      - A manifest, index, token or error answer must also arrive whole within three times this, counted from
+        the request; a slower one fails as unreachable (and a mirror is left for the next source). A blob
+        download that delivers less than 64 KiB within this many seconds is a stall, resumed within O(retries).
     type: float
     default: 30
   retries:
@@ -89,8 +94,9 @@ notes:
   - Public registries that hand out anonymous bearer tokens for pulls (such as C(ghcr.io))
     work without credentials. Bearer tokens are cached per scope for the run and fetched again once when
     the registry rejects one; a token realm over plain HTTP is refused for an HTTPS registry.
-  - Redirects (CDN or object-store blob locations) are followed, but C(Authorization) is never sent to
-    another scheme, host or port. Proxies from the standard C(HTTPS_PROXY), C(HTTP_PROXY) and C(NO_PROXY)
+  - Redirects (CDN or object-store blob locations) are followed up to 10 hops, but C(Authorization) and the
+    client certificate are never sent to another scheme, host or port, and a redirect from HTTPS to plain HTTP
+    is refused. Proxies from the standard C(HTTPS_PROXY), C(HTTP_PROXY) and C(NO_PROXY)
     environment variables are used.
 """
 

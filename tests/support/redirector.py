@@ -15,7 +15,8 @@ points depends on ``mode``:
 ``target_host="localhost"`` makes the redirect name another host for the same machine.  The blob
 bytes come from the registry's storage directory, so the store needs no credentials.  Every
 request to the front and the store is in :attr:`Redirector.log` with all its headers: assert
-that no ``Authorization`` reached the store.
+that no ``Authorization`` reached the store (and, with a store context that asks for one, which
+client certificate it was offered).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class SeenRequest:
     path: str
     query: str
     headers: dict[str, str]
+    client_certificate: str | None = None  # the common name of a TLS client certificate presented
 
     @property
     def authorization(self) -> str | None:
@@ -66,11 +68,29 @@ class _Recorder(LocalServer):
     def handle(self, handler: BaseHTTPRequestHandler) -> None:
         path, _sep, query = handler.path.partition("?")
         seen = SeenRequest(
-            self.origin, request_scheme(handler), handler.command, path, query, dict(handler.headers.items())
+            self.origin,
+            request_scheme(handler),
+            handler.command,
+            path,
+            query,
+            dict(handler.headers.items()),
+            client_certificate_name(handler),
         )
         with self.owner.lock:
             self.owner.log.append(seen)
         self.owner.answer(self, handler, seen)
+
+
+def client_certificate_name(handler: BaseHTTPRequestHandler) -> str | None:
+    """The common name of the client certificate the connection presented (needs a server
+    context that asks for one, see PKI.server_context), or None."""
+    connection = handler.connection
+    peer = connection.getpeercert() if isinstance(connection, ssl.SSLSocket) else None
+    for rdn in (peer or {}).get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                return value
+    return None
 
 
 class BlobStore(_Recorder):

@@ -179,12 +179,13 @@ class PKI:
         """Issue one more certificate from the CA (keyword arguments as :func:`issue`)."""
         return issue(self.ca, self.directory, name, **kwargs)
 
-    def server_context(self, *, client_ca: bool = False) -> ssl.SSLContext:
-        """Server-side context with the server certificate; ``client_ca``: require a client cert."""
+    def server_context(self, *, client_ca: bool = False, ask_client_cert: bool = False) -> ssl.SSLContext:
+        """Server-side context with the server certificate; ``client_ca``: require a client cert;
+        ``ask_client_cert``: ask for one but accept a client without (to see who offers one)."""
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(*self.server.pair)
-        if client_ca:
-            context.verify_mode = ssl.CERT_REQUIRED
+        if client_ca or ask_client_cert:
+            context.verify_mode = ssl.CERT_REQUIRED if client_ca else ssl.CERT_OPTIONAL
             context.load_verify_locations(cafile=str(self.ca.cert))
         return context
 

@@ -7,7 +7,7 @@
 """The OCI distribution protocol, and nothing about KubeSolo OS releases (see _release.py).
 
 - _client.py: RegistryClient, the one client of the collection; it composes the rest.
-- _transport.py: the HTTP session, TLS, retries, size-capped bodies, error messages.
+- _transport.py: the HTTP session, TLS, redirects, retries, size-capped bodies within their deadline, error messages.
 - _token_auth.py: answering Basic and Bearer challenges, token caching.
 - _manifests.py: media types, fetching and validating manifests and indexes.
 - _blobs.py: streaming a blob into a file with resume, verification and stall detection.

@@ -19,6 +19,7 @@ from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import (
     SizeMismatchError,
 )
 from ansible_collections.kubesolo.fleet.plugins.module_utils._oci._transport import (
+    arrived_reader,
     check_status,
     exception_reason,
     requests,
@@ -111,7 +112,7 @@ class BlobDownload:
         headers = {"Accept-Encoding": "identity"}
         if self.received:
             headers["Range"] = f"bytes={self.received}-"
-        response = client.request("GET", f"{client.base_url}/blobs/{self.digest}", headers=headers, stream=True)
+        response = client.request("GET", f"{client.base_url}/blobs/{self.digest}", headers=headers)
         with response:
             if response.status_code == 404:
                 raise NotFoundError(f"blob {self.digest} of {client.repository} was not found in the registry")
@@ -125,7 +126,7 @@ class BlobDownload:
             if resumed:
                 client.count_bytes(resumed=self.received)
             else:
-                check_status(response, f"blob {self.digest}")
+                check_status(client, response, f"blob {self.digest}")
                 if self.received:
                     # The server ignored Range and sends the whole blob: start the file again.
                     self._restart()
@@ -142,8 +143,8 @@ class BlobDownload:
         """Copy the body into the file up to the blob's size, counting what arrives in the client."""
         fileobj, size, digest = self.fileobj, self.size, self.digest
         framed = _framed_response(raw, size - self.received) if hasattr(fileobj, "reserve") else None
-        # read1 returns what has arrived, so a stall is noticed; urllib3 1.26 lacks it.
-        read = getattr(raw, "read1", None) or raw.read
+        # What has arrived comes back at once, so a stall is noticed; blob bytes are never decoded.
+        read = arrived_reader(raw, decode_content=False)
         timeout = self.client.timeout
         window_start, window_bytes = time.monotonic(), 0
         while self.received < size:

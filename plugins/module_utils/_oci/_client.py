@@ -23,7 +23,12 @@ from ansible_collections.kubesolo.fleet.plugins.module_utils._oci._manifests imp
     fetch_manifest,
 )
 from ansible_collections.kubesolo.fleet.plugins.module_utils._oci._token_auth import TokenAuth
-from ansible_collections.kubesolo.fleet.plugins.module_utils._oci._transport import new_session, origin, send
+from ansible_collections.kubesolo.fleet.plugins.module_utils._oci._transport import (
+    client_certificate,
+    new_session,
+    origin,
+    send,
+)
 from ansible_collections.kubesolo.fleet.plugins.module_utils._retry import RetryPolicy
 
 
@@ -58,7 +63,9 @@ class RegistryClient:
         # Passed with every request: a session-level value loses to
         # REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE in the environment.
         self.verify = (ca_path or True) if validate_certs else False
-        self.session = new_session(client_cert, client_key)
+        self.session = new_session()
+        # requests' ``cert=`` for mutual TLS; see certificate_for.
+        self.client_cert = client_certificate(client_cert, client_key)
         self.auth = TokenAuth(self, credentials)
         self.resumed_bytes = 0
         self.fetched_bytes = 0
@@ -73,6 +80,15 @@ class RegistryClient:
     def base_url(self):
         return f"{self.scheme}://{self.repository.api_host}/v2/{self.repository.path}"
 
+    @property
+    def registry_origin(self):
+        return origin(self.base_url)
+
+    def certificate_for(self, url):
+        """The client certificate for a request to ``url``: only the registry's own origin gets
+        it, never a host a redirect or a token realm leads to."""
+        return self.client_cert if origin(url) == self.registry_origin else None
+
     def count_bytes(self, fetched=0, resumed=0):
         with self._count_lock:
             self.fetched_bytes += fetched
@@ -82,25 +98,25 @@ class RegistryClient:
         """Retries and resumed bytes of this client, for module results."""
         return dict(self.retry.summary(), resumed_bytes=self.resumed_bytes, fetched_bytes=self.fetched_bytes)
 
-    def request(self, method, url, headers=None, stream=False, data=None):
-        """Send a request, answering one authentication challenge if needed.
+    def request(self, method, url, headers=None, data=None):
+        """Send a request (the response is streamed), answering one authentication challenge if needed.
 
         A file-like ``data`` is rewound before a retry.
         """
         headers = dict(headers or {})
         # Credentials go to the registry itself only, never to an upload or
         # blob location on another host.
-        if origin(url) != origin(self.base_url):
-            return send(self, method, url, headers=headers, stream=stream, data=data)
+        if origin(url) != self.registry_origin:
+            return send(self, method, url, headers=headers, data=data)
         if self.auth.authorization:
             headers["Authorization"] = self.auth.authorization
-        response = send(self, method, url, headers=headers, stream=stream, data=data)
+        response = send(self, method, url, headers=headers, data=data)
         if response.status_code != 401:
             return response
         challenge = response.headers.get("WWW-Authenticate", "")
         response.close()
         answered_at = origin(getattr(response, "url", None) or url)
-        if answered_at != origin(self.base_url):
+        if answered_at != self.registry_origin:
             # A redirect led elsewhere (a CDN, an object store) and that origin asks for
             # credentials: they are only ever sent to the registry itself.
             raise AuthenticationError(
@@ -110,7 +126,7 @@ class RegistryClient:
         headers["Authorization"] = self.auth.answer(challenge, rejected=headers.get("Authorization"))
         if hasattr(data, "seek"):
             data.seek(0)
-        response = send(self, method, url, headers=headers, stream=stream, data=data)
+        response = send(self, method, url, headers=headers, data=data)
         if response.status_code == 401:
             response.close()
             raise AuthenticationError(self.auth.refused_message())

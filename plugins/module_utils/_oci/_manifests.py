@@ -57,13 +57,13 @@ def fetch_manifest(client, reference, accept=ANY_MANIFEST_MEDIA_TYPES):
     registry's Docker-Content-Digest header when it uses the same algorithm.
     """
     url = f"{client.base_url}/manifests/{reference}"
-    response = client.request("GET", url, headers={"Accept": ", ".join(accept)}, stream=True)
+    response = client.request("GET", url, headers={"Accept": ", ".join(accept)})
     with response:
         if response.status_code == 404:
             separator = "@" if ":" in reference else ":"
             raise NotFoundError(f"{client.repository}{separator}{reference} was not found in the registry")
-        check_status(response, f"manifest {reference} of {client.repository}")
-        data = read_capped(response, MAX_MANIFEST_BYTES, f"manifest {reference}", error=ManifestError)
+        check_status(client, response, f"manifest {reference} of {client.repository}")
+        data = read_capped(client, response, MAX_MANIFEST_BYTES, f"manifest {reference}", error=ManifestError)
         content_type = media_type_of(response.headers.get("Content-Type"))
         header_digest = response.headers.get("Docker-Content-Digest", "")
     if ":" in reference:

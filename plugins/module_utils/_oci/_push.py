@@ -25,7 +25,7 @@ def exists(client, kind, reference):
     with response:
         if response.status_code == 404:
             return None
-        check_status(response, f"{kind[:-1]} {reference}")
+        check_status(client, response, f"{kind[:-1]} {reference}")
         return response.headers.get("Docker-Content-Digest", "")
 
 
@@ -35,7 +35,7 @@ def upload_blob(client, digest, size, fileobj):
     with response:
         if response.status_code != 202 or not response.headers.get("Location"):
             raise RegistryResponseError(
-                f"the registry answered HTTP {response.status_code} to an upload request for {client.repository}{registry_error_message(response)}"
+                f"the registry answered HTTP {response.status_code} to an upload request for {client.repository}{registry_error_message(client, response)}"
             )
         location = response.headers["Location"]
     url = requests.compat.urljoin(f"{client.scheme}://{client.repository.api_host}/", location)
@@ -45,7 +45,7 @@ def upload_blob(client, digest, size, fileobj):
     with response:
         if response.status_code != 201:
             raise RegistryResponseError(
-                f"the registry answered HTTP {response.status_code} when uploading blob {digest}{registry_error_message(response)}"
+                f"the registry answered HTTP {response.status_code} when uploading blob {digest}{registry_error_message(client, response)}"
             )
 
 
@@ -56,5 +56,5 @@ def put_manifest(client, reference, data, media_type):
     with response:
         if response.status_code != 201:
             raise RegistryResponseError(
-                f"the registry answered HTTP {response.status_code} when pushing manifest {reference}{registry_error_message(response)}"
+                f"the registry answered HTTP {response.status_code} when pushing manifest {reference}{registry_error_message(client, response)}"
             )

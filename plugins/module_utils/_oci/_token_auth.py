@@ -138,7 +138,13 @@ class TokenAuth:
                     client_id=COLLECTION_NAME,
                 )
                 response = client.session.post(
-                    realm, data=form, timeout=client.timeout, stream=True, allow_redirects=False, verify=client.verify
+                    realm,
+                    data=form,
+                    timeout=client.timeout,
+                    stream=True,
+                    allow_redirects=False,
+                    verify=client.verify,
+                    cert=client.certificate_for(realm),
                 )
             else:
                 auth = (credentials.username, credentials.password) if credentials else None
@@ -150,12 +156,13 @@ class TokenAuth:
                     stream=True,
                     allow_redirects=False,
                     verify=client.verify,
+                    cert=client.certificate_for(realm),
                 )
         except requests.exceptions.RequestException as exc:
             raise RegistryConnectionError(f"cannot reach the token service of {registry}: {exception_reason(exc)}")
         with response:
             body = read_capped(
-                response, MAX_SMALL_BODY_BYTES, f"token response of {registry}", error=AuthenticationError
+                client, response, MAX_SMALL_BODY_BYTES, f"token response of {registry}", error=AuthenticationError
             )
             if response.status_code in (401, 403):
                 raise AuthenticationError(

@@ -4,15 +4,16 @@
 #
 # PRIVATE to kubesolo.fleet: not a public API, it may change in any release.
 # Other collections and standalone plugins must not import it.
-"""HTTP plumbing for one registry: the session, TLS, retries, size-capped bodies, error messages."""
+"""HTTP plumbing for one registry: the session, TLS, redirects, retries, small bodies, error messages."""
 
 from __future__ import annotations
 
+import time
 import traceback
 
 try:
     import requests
-    import urllib3  # pylint: disable=unused-import  # _blobs catches its exceptions
+    import urllib3
 except ImportError:
     requests = urllib3 = None
     HAS_REQUESTS = False
@@ -36,30 +37,15 @@ USER_AGENT = f"{COLLECTION_NAME}/{COLLECTION_VERSION}"
 # Token and error bodies are read only this far.
 MAX_SMALL_BODY_BYTES = 64 * 1024
 MAX_REDIRECTS = 10
-
-
-class OriginBoundSession(requests.Session if HAS_REQUESTS else object):
-    """A session that drops Authorization on any redirect to another origin.
-
-    requests keeps it across an http -> https upgrade of the same host and may
-    add netrc credentials for the new host; neither is wanted for registries
-    whose blobs redirect to a CDN or object store.
-    """
-
-    def rebuild_auth(self, prepared_request, response):
-        target, source = origin(prepared_request.url), origin(response.request.url)
-        if target is None or target != source:
-            prepared_request.headers.pop("Authorization", None)
-        if source and source[0] == "https" and (target is None or target[0] != "https"):
-            # A downgrade would let anyone on the path answer for the registry (or freeze it).
-            raise RedirectRefused(
-                f"{source[1]}:{source[2]} redirected an HTTPS request to {(prepared_request.url or '')[:200]}; "
-                f"refusing to leave HTTPS"
-            )
-
-
-class RedirectRefused(requests.exceptions.RequestException if HAS_REQUESTS else Exception):
-    """A redirect the client must not follow (set by OriginBoundSession)."""
+REDIRECT_STATUSES = (301, 302, 303, 307, 308)
+# The only redirects that keep a write's method and body (RFC 9110); a write is not turned into a GET.
+METHOD_KEEPING_REDIRECTS = (307, 308)
+# A small answer (manifest, index, token, error body) must arrive whole within this many times
+# `timeout`, counted from sending the request: the timeout bounds each read only, so a registry
+# dripping a byte now and then would otherwise hold a run (and a mirror its fallback) for hours.
+SMALL_BODY_DEADLINE_TIMEOUTS = 3
+# Small bodies are read at most this much at a time, so the deadline is checked between reads.
+SMALL_READ_BYTES = 16 * 1024
 
 
 def origin(url):
@@ -78,17 +64,35 @@ def _no_netrc(request):
     return request
 
 
-def new_session(client_cert=None, client_key=None):
-    """The session of one registry client: origin-bound auth, no netrc, our User-Agent."""
+class RegistrySession(requests.Session if HAS_REQUESTS else object):
+    """A session that sees no redirects: send() follows them by the origin rules.
+
+    requests, even told not to follow a redirect, reads its whole body to prepare the next
+    request, and one that it follows keeps the client certificate for any host.
+    """
+
+    def get_redirect_target(self, resp):
+        return None
+
+
+def new_session():
+    """The session of one registry client: no redirects, no netrc, our User-Agent.
+
+    It holds no client certificate: that is passed per request, to the registry's own origin only.
+    """
+    session = RegistrySession()
+    session.headers["User-Agent"] = USER_AGENT
+    session.auth = _no_netrc
+    return session
+
+
+def client_certificate(client_cert=None, client_key=None):
+    """What requests takes as ``cert=`` for the client_cert and client_key options (None without)."""
     if client_key and not client_cert:
         raise ParameterError("client_key needs client_cert")
-    session = OriginBoundSession()
-    session.headers["User-Agent"] = USER_AGENT
-    session.max_redirects = MAX_REDIRECTS
-    session.auth = _no_netrc
-    if client_cert:
-        session.cert = (client_cert, client_key) if client_key else client_cert
-    return session
+    if not client_cert:
+        return None
+    return (client_cert, client_key) if client_key else client_cert
 
 
 def tls_hint(reason, has_client_cert):
@@ -106,8 +110,56 @@ def tls_hint(reason, has_client_cert):
     )
 
 
-def send(client, method, url, headers=None, stream=False, data=None):
-    """One request through client's session; reads (GET, HEAD) are tried again on faults worth it."""
+def send(client, method, url, headers=None, data=None):
+    """One request through client's session, streamed, with its redirects followed by the origin
+    rules (see _next_hop); reads (GET, HEAD) are tried again on faults worth it.
+
+    The client certificate goes only to the registry's own origin, Authorization only as far as
+    the first hop to another origin.
+    """
+    headers = dict(headers or {})
+    hops = 0
+    while True:
+        response = _send_with_retries(client, method, url, headers, data)
+        location = response.headers.get("Location")
+        if response.status_code not in REDIRECT_STATUSES or not location:
+            return response
+        # Unread: a redirect's body is never wanted, and a hostile one may never end.
+        response.close()
+        if hops == MAX_REDIRECTS:
+            raise RegistryConnectionError(
+                f"cannot reach registry {client.repository.registry}: more than {MAX_REDIRECTS} redirects, "
+                f"the last to {location[:200]}"
+            )
+        hops += 1
+        target = _next_hop(method, url, response.status_code, location)
+        if origin(target) != origin(url):
+            headers.pop("Authorization", None)
+        if hasattr(data, "seek"):
+            data.seek(0)
+        url = target
+
+
+def _next_hop(method, url, status, location):
+    """The URL a redirect leads to, or RegistryResponseError when it must not be followed."""
+    target = requests.compat.urljoin(url, location)
+    source, goes_to = origin(url), origin(target)
+    where = f"{source[1]}:{source[2]}"
+    if goes_to is None or goes_to[0] not in ("http", "https") or not goes_to[1]:
+        raise RegistryResponseError(f"{where} redirected a request to {target[:200]}, which is not an HTTP(S) address")
+    if source[0] == "https" and goes_to[0] != "https":
+        # A downgrade would let anyone on the path answer for the registry (or freeze it).
+        raise RegistryResponseError(f"{where} redirected an HTTPS request to {target[:200]}; refusing to leave HTTPS")
+    if method not in ("GET", "HEAD") and status not in METHOD_KEEPING_REDIRECTS:
+        raise RegistryResponseError(
+            f"{where} answered a {method} with HTTP {status} to {target[:200]}; only 307 and 308 keep the "
+            f"method and body of a write"
+        )
+    return target
+
+
+def _send_with_retries(client, method, url, headers, data):
+    """One hop of send(): the request, tried again (GET, HEAD) on faults worth it."""
     registry = client.repository.registry
     retryable = method in ("GET", "HEAD")
     attempt = 0
@@ -115,14 +167,20 @@ def send(client, method, url, headers=None, stream=False, data=None):
         attempt += 1
         try:
             response = client.session.request(
-                method, url, headers=headers, stream=stream, data=data, timeout=client.timeout, verify=client.verify
+                method,
+                url,
+                headers=headers,
+                stream=True,
+                data=data,
+                timeout=client.timeout,
+                verify=client.verify,
+                cert=client.certificate_for(url),
+                allow_redirects=False,
             )
-        except RedirectRefused as exc:
-            raise RegistryResponseError(str(exc))
         except requests.exceptions.SSLError as exc:
             reason = exception_reason(exc)
             raise RegistryConnectionError(
-                f"TLS with {registry} failed: {reason} ({tls_hint(reason, bool(client.session.cert))})"
+                f"TLS with {registry} failed: {reason} ({tls_hint(reason, bool(client.client_cert))})"
             )
         except (requests.exceptions.Timeout, requests.exceptions.ConnectionError) as exc:
             if isinstance(exc, requests.exceptions.Timeout):
@@ -142,37 +200,86 @@ def send(client, method, url, headers=None, stream=False, data=None):
         return response
 
 
-def read_capped(response, limit, what, error=RegistryResponseError):
-    """Read a (streamed) response body, refusing more than ``limit`` bytes."""
+class SmallBodyDeadline:
+    """The monotonic moment by which the small answer to one request must have arrived whole.
+
+    Counted from sending the request: requests measures ``elapsed`` up to the parsed headers.
+    """
+
+    def __init__(self, client, response):
+        self.timeout = client.timeout
+        self.seconds = SMALL_BODY_DEADLINE_TIMEOUTS * client.timeout
+        elapsed = getattr(response, "elapsed", None)
+        self.ends = time.monotonic() - (elapsed.total_seconds() if elapsed else 0) + self.seconds
+        # Who sends the body: the registry, its token service or where a redirect led.
+        url = getattr(response, "url", None)
+        answered_at = origin(url) if url else None
+        self.sender = f"{answered_at[1]}:{answered_at[2]}" if answered_at else str(client.repository.registry)
+
+    def check(self, what):
+        if time.monotonic() > self.ends:
+            raise RegistryConnectionError(
+                f"{what} did not arrive whole from {self.sender} within {self.seconds:g}s "
+                f"({SMALL_BODY_DEADLINE_TIMEOUTS} times timeout={self.timeout:g}); a registry this slow counts as unreachable"
+            )
+
+
+def arrived_reader(raw, decode_content):
+    """``read(amount)`` on a streamed body that returns what has arrived, at most ``amount`` bytes.
+
+    urllib3 2 has read1 (requests' responses do not decode unless asked to). urllib3 1.26 lacks
+    it and its read waits for all ``amount`` bytes, so there a body it need not decode is read
+    through the standard library's response underneath.
+    """
+    if hasattr(raw, "read1"):
+        if decode_content:
+            return lambda amount: raw.read1(amount, decode_content=True)
+        return raw.read1
+    underneath = getattr(raw, "_fp", None)
+    encoding = (getattr(raw, "headers", None) or {}).get("Content-Encoding", "").strip().lower()
+    if hasattr(underneath, "read1") and (not decode_content or encoding in ("", "identity")):
+        return underneath.read1
+    return lambda amount: raw.read(amount, decode_content=decode_content)
+
+
+def read_capped(client, response, limit, what, error=RegistryResponseError):
+    """Read a streamed response body (decoded), refusing more than ``limit`` bytes, and a body
+    that is not whole within its SmallBodyDeadline (RegistryConnectionError, as for a fault)."""
     announced = response.headers.get("Content-Length")
     if announced is not None and announced.isdigit() and int(announced) > limit:
         raise error(f"{what} is {announced} bytes, over the {limit} byte limit")
+    deadline = SmallBodyDeadline(client, response)
+    read = arrived_reader(response.raw, decode_content=True)
     data = bytearray()
     try:
-        for chunk in response.iter_content(65536):
+        while True:
+            chunk = read(SMALL_READ_BYTES)
+            if not chunk:
+                return bytes(data)
             data += chunk
             if len(data) > limit:
                 raise error(f"{what} is over the {limit} byte limit")
-    except requests.exceptions.RequestException as exc:
+            deadline.check(what)
+    except (urllib3.exceptions.HTTPError, requests.exceptions.RequestException, OSError) as exc:
         raise RegistryConnectionError(f"reading {what} failed: {exception_reason(exc)}")
-    return bytes(data)
 
 
-def check_status(response, what):
+def check_status(client, response, what):
     """Refuse anything but 200 with a message that says what was asked for."""
     if response.status_code == 200:
         return
     if response.status_code == 403:
         raise AuthenticationError(f"the registry refused access to {what} (HTTP 403)")
     raise RegistryResponseError(
-        f"the registry answered HTTP {response.status_code} for {what}{registry_error_message(response)}"
+        f"the registry answered HTTP {response.status_code} for {what}{registry_error_message(client, response)}"
     )
 
 
-def registry_error_message(response):
-    """': <message>' of the first error in a registry's error body, size-capped and printable only."""
+def registry_error_message(client, response):
+    """': <message>' of the first error in a registry's error body, size-capped, within the
+    small-body deadline and printable only."""
     try:
-        body = read_capped(response, MAX_SMALL_BODY_BYTES, "error body")
+        body = read_capped(client, response, MAX_SMALL_BODY_BYTES, "error body")
         errors = parse_json(body).get("errors") or []
         message = errors[0].get("message") or errors[0].get("code")
     except Exception:  # pylint: disable=broad-except

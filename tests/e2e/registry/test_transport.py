@@ -432,9 +432,59 @@ def test_redirect_loop_on_the_host_keeps_only_the_published_release(redirects):
 
 
 # ----------------------------------------------------------------------------------------------
-# 4. No password or bearer token in anything ansible-playbook printed or returned.
+# 4. Mutual TLS behind redirects: the client certificate goes to the registry's origin only.
 
 
-def test_no_secret_in_any_playbook_output(leaks, tls, ca_bundle_env, redirects):
+@pytest.fixture(scope="module")
+def mtls_redirects(pki, leaks, tmp_path_factory):
+    require_distribution()
+    tmp = tmp_path_factory.mktemp("mtls-redirects")
+    with Registry() as reg:
+        release = artifacts.push_release(reg, "kubesolo/os", "stable", VERSION, arches=("amd64",))
+        # The front requires the client certificate; the blob store asks for one and takes none.
+        front = Redirector(
+            reg, tls=pki.server_context(client_ca=True), store_tls=pki.server_context(ask_client_cert=True)
+        )
+        with front:
+            tls_args = {
+                "ca_path": str(pki.ca_bundle),
+                "client_cert": str(pki.client.cert),
+                "client_key": str(pki.client.key),
+            }
+            dests = {name: tmp / name / "staged" for name in ("host", "controller")}
+            repository = f"{front.host}/kubesolo/os"
+            tasks = [
+                stage_task("stage mtls redirect host", repository, dests["host"], **tls_args),
+                stage_task(
+                    "stage mtls redirect controller", repository, dests["controller"], cache=tmp / "cache", **tls_args
+                ),
+            ]
+            run = run_playbook(tasks, tmp_path=tmp / "playbook", env=hermetic_env(tmp))
+            leaks.record("mutual TLS redirects", run)
+            yield SimpleNamespace(front=front, release=release, run=run, dests=dests, repository=repository)
+
+
+@pytest.mark.parametrize("delivery", ["host", "controller"])
+def test_a_redirect_target_is_not_offered_the_client_certificate(mtls_redirects, delivery):
+    front = mtls_redirects.front
+    result = assert_ok(mtls_redirects.run, f"stage mtls redirect {delivery}")
+    manifest = mtls_redirects.release.manifests["amd64"]
+
+    assert result["changed"] is True
+    assert_staged(mtls_redirects.dests[delivery], manifest, mtls_redirects.repository)
+    # The front (the registry's origin) got the certificate with every request...
+    assert {seen.client_certificate for seen in front.requests_to("front")} == {"client"}
+    # ...the blob store on another port asked for one with every handshake and was offered none.
+    targets = blob_requests(front, "store")
+    assert len(targets) == 4  # both layers, once per delivery
+    assert [seen.client_certificate for seen in targets] == [None] * 4
+    assert front.store.handshake_errors == []
+
+
+# ----------------------------------------------------------------------------------------------
+# 5. No password or bearer token in anything ansible-playbook printed or returned.
+
+
+def test_no_secret_in_any_playbook_output(leaks, tls, ca_bundle_env, redirects, mtls_redirects):
     assert any(label.startswith("bearer token for alice") for label in leaks.secrets())
     leaks.assert_clean_all()

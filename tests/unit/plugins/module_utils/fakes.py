@@ -11,7 +11,6 @@ stager. Nothing here opens a socket.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import threading
@@ -34,29 +33,40 @@ def sha256_digest(data):
 
 
 class FakeRaw:
-    """``response.raw``: serves ``body`` at most ``max_read`` bytes per read.
+    """``response.raw``: serves ``body`` at most ``max_read`` bytes per read, or ``chunks``
+    (an iterable of bytes) one per read.
 
     With ``error`` set, a read raises it once ``fail_after`` bytes were served.
-    ``served`` counts every byte handed out, ``amounts`` what every read asked for.
-    ``read1`` (what blob downloads use) and ``read`` behave alike.
+    ``served`` counts every byte handed out, ``amounts`` what every read asked for and
+    ``decoded`` its ``decode_content``. ``read1`` (what the client uses) and ``read`` behave alike.
     """
 
-    def __init__(self, body=b"", max_read=None, error=None, fail_after=0):
+    def __init__(self, body=b"", max_read=None, error=None, fail_after=0, chunks=None):
         self.body = body
         self.max_read = max_read
         self.error = error
         self.fail_after = fail_after
+        self.chunks = iter(chunks) if chunks is not None else None
         self.served = 0
         self.amounts = []
+        self.decoded = []
 
-    def read(self, amount):
-        return self._serve(amount)
+    def read(self, amount, decode_content=None):
+        return self._serve(amount, decode_content)
 
-    def read1(self, amount):
-        return self._serve(amount)
+    def close(self):
+        pass
 
-    def _serve(self, amount):
+    def read1(self, amount, decode_content=None):
+        return self._serve(amount, decode_content)
+
+    def _serve(self, amount, decode_content):
         self.amounts.append(amount)
+        self.decoded.append(decode_content)
+        if self.chunks is not None:
+            chunk = next(self.chunks, b"")
+            self.served += len(chunk)
+            return chunk
         if self.error is not None and self.served >= self.fail_after:
             raise self.error
         amount = min(amount, self.max_read or amount)
@@ -68,24 +78,18 @@ class FakeRaw:
 
 
 class FakeResponse:
-    """A streamed ``requests.Response``: status, headers, ``iter_content``, ``raw``."""
+    """A streamed ``requests.Response``: status, headers, ``raw`` (a FakeRaw of ``body`` or ``chunks``)."""
 
     def __init__(self, status_code=200, body=b"", headers=None, raw=None, chunks=None):
         self.status_code = status_code
         self.headers = CaseInsensitiveDict(headers or {})
-        self.raw = raw if raw is not None else FakeRaw(body)
-        self._chunks = chunks
-        self._body = body
-        self.chunks_served = 0
+        self.raw = raw if raw is not None else FakeRaw(body, chunks=chunks)
         self.closed = False
 
-    def iter_content(self, chunk_size):
-        chunks = self._chunks
-        if chunks is None:
-            chunks = [self._body[i : i + chunk_size] for i in range(0, len(self._body), chunk_size)]
-        for chunk in chunks:
-            self.chunks_served += 1
-            yield chunk
+    @property
+    def reads(self):
+        """How many reads of the body were made."""
+        return len(self.raw.amounts)
 
     def close(self):
         self.closed = True
@@ -161,17 +165,24 @@ class FakeAdapter(requests.adapters.BaseAdapter):
 
     ``answers`` maps a URL without its query to a list of (status, headers,
     body), served in order; every prepared request that reaches the transport
-    is recorded in ``sent``, so what requests itself did to the headers
-    (redirects, netrc) is visible. An unexpected request fails the test.
+    is recorded in ``sent`` (its keyword arguments in ``kwargs``, the client certificate in
+    ``certs``, what a file-like body gave in ``bodies``), so what requests itself did to the headers (netrc) is visible. An unexpected
+    request fails the test.
     """
 
     def __init__(self, answers):
         super().__init__()
         self.answers = dict((url, list(items)) for url, items in answers.items())
         self.sent = []
+        self.kwargs = []
+        self.certs = []
+        self.bodies = []
 
     def send(self, request, **kwargs):  # pylint: disable=arguments-differ
         self.sent.append(request)
+        self.kwargs.append(kwargs)
+        self.certs.append(kwargs.get("cert"))
+        self.bodies.append(request.body.read() if hasattr(request.body, "read") else request.body)
         queue = self.answers.get(request.url.split("?", 1)[0])
         if not queue:
             raise AssertionError(f"unexpected request: {request.method} {request.url}")
@@ -180,7 +191,7 @@ class FakeAdapter(requests.adapters.BaseAdapter):
         response.status_code = status
         response.reason = "fake"
         response.headers = CaseInsensitiveDict(headers or {})
-        response.raw = io.BytesIO(body)
+        response.raw = FakeRaw(body)
         response.url = request.url
         response.request = request
         return response

@@ -89,17 +89,26 @@ def test_manifest_url(repository, plain_http, url):
         (None, None, None),
     ],
 )
-def test_client_certificate_options_map_to_session_cert(client_cert, client_key, cert):
+def test_client_certificate_options_map_to_the_cert_of_the_registry_origin_only(client_cert, client_key, cert):
     client = _client.RegistryClient(
         _reference.parse_repository(REPOSITORY), client_cert=client_cert, client_key=client_key
     )
-    assert client.session.cert == cert
+    assert client.session.cert is None
+    assert client.certificate_for(BASE_URL + "/blobs/sha256:abc") == cert
+    assert client.certificate_for("https://REGISTRY.example.com:443/v2/") == cert
+    for elsewhere in (
+        "https://cdn.example.net/blob",
+        "https://registry.example.com:8443/v2/",
+        "http://registry.example.com/v2/",
+        "https://auth.example/token",
+    ):
+        assert client.certificate_for(elsewhere) is None
 
 
-def test_the_session_bounds_authorization_to_its_origin():
+def test_the_session_follows_no_redirects_and_applies_no_netrc():
     client = _client.RegistryClient(_reference.parse_repository(REPOSITORY))
-    assert isinstance(client.session, _transport.OriginBoundSession)
-    assert client.session.max_redirects == 10
+    assert client.session.auth is _transport._no_netrc
+    assert client.session.headers["User-Agent"] == _transport.USER_AGENT
 
 
 def test_the_default_retry_policy_is_the_documented_one():

@@ -241,7 +241,7 @@ def test_get_manifest_refuses_an_announced_oversized_manifest():
     with pytest.raises(ManifestError) as raised:
         client.get_manifest("stable")
     assert str(raised.value) == "manifest stable is 4194305 bytes, over the 4194304 byte limit"
-    assert response.chunks_served == 0
+    assert response.reads == 0
 
 
 def test_get_manifest_refuses_a_streamed_oversized_manifest():

@@ -177,7 +177,7 @@ def test_oversized_token_response_is_refused():
     with pytest.raises(AuthenticationError) as raised:
         client.get_manifest("stable")
     assert str(raised.value) == ("token response of registry.example.com is 65537 bytes, over the 65536 byte limit")
-    assert token_response.chunks_served == 0
+    assert token_response.reads == 0
     assert len(client.session.sent) == 1
 
 
@@ -552,7 +552,7 @@ def test_a_streamed_token_body_over_the_cap_is_refused():
     with pytest.raises(AuthenticationError) as raised:
         client.get_manifest("stable")
     assert str(raised.value) == "token response of registry.example.com is over the 65536 byte limit"
-    assert token_response.chunks_served == 2
+    assert token_response.reads == 2
     assert len(client.session.sent) == 1
 
 
@@ -581,3 +581,22 @@ def test_credentials_never_go_to_a_second_token_service():
     with pytest.raises(AuthenticationError, match="refusing to send credentials to a second token service"):
         client.get_manifest("stable")
     assert [sent.url for sent in client.session.token_gets] == ["https://auth.example/token"]
+
+
+@pytest.mark.parametrize(
+    "realm, cert",
+    [
+        ("https://auth.example/token", None),
+        ("https://registry.example.com/token", ("/etc/kubesolo/client.pem", "/etc/kubesolo/client.key")),
+    ],
+)
+def test_the_token_service_gets_the_client_certificate_only_at_the_registry_origin(realm, cert):
+    client = make_client(
+        [unauthorized(f'Bearer realm="{realm}",service="reg"'), manifest_response()],
+        [json_response({"token": "tok"})],
+        client_cert="/etc/kubesolo/client.pem",
+        client_key="/etc/kubesolo/client.key",
+    )
+    client.get_manifest("stable")
+    assert [sent.kwargs["cert"] for sent in client.session.token_gets] == [cert]
+    assert [sent.kwargs["cert"] for sent in client.session.sent] == [client.client_cert] * 2

@@ -6,7 +6,10 @@ through a RegistryClient on a fake session or on a real session over a fake adap
 
 from __future__ import annotations
 
+import datetime
+import gzip
 import io
+from types import SimpleNamespace
 
 import pytest
 import requests
@@ -89,29 +92,29 @@ def test_transport_error_message_names_the_cause_not_the_retry_chain():
     assert "Max retries exceeded" not in message
 
 
-# -- Size caps -------------------------------------------------------------
+# -- Size caps and the small-body deadline ----------------------------------
 
 
 def test_read_capped_refuses_an_announced_oversize_body_before_reading():
     response = FakeResponse(200, b"x" * 11, {"Content-Length": "11"})
     with pytest.raises(RegistryResponseError) as raised:
-        _transport.read_capped(response, 10, "token response")
+        _transport.read_capped(make_client(), response, 10, "token response")
     assert str(raised.value) == "token response is 11 bytes, over the 10 byte limit"
-    assert response.chunks_served == 0
+    assert response.reads == 0
 
 
 def test_read_capped_stops_a_body_growing_past_the_cap():
     response = FakeResponse(200, chunks=[b"a" * 6, b"b" * 6, b"c" * 6, b"d" * 6])
     with pytest.raises(ManifestError) as raised:
-        _transport.read_capped(response, 10, "manifest stable", error=ManifestError)
+        _transport.read_capped(make_client(), response, 10, "manifest stable", error=ManifestError)
     assert str(raised.value) == "manifest stable is over the 10 byte limit"
-    assert response.chunks_served == 2
+    assert response.reads == 2
 
 
 def test_read_capped_does_not_trust_a_small_content_length():
     response = FakeResponse(200, chunks=[b"a" * 8, b"b" * 8], headers={"Content-Length": "5"})
     with pytest.raises(RegistryResponseError, match="is over the 10 byte limit"):
-        _transport.read_capped(response, 10, "error body")
+        _transport.read_capped(make_client(), response, 10, "error body")
 
 
 @pytest.mark.parametrize(
@@ -123,17 +126,125 @@ def test_read_capped_does_not_trust_a_small_content_length():
     ],
 )
 def test_read_capped_returns_a_body_within_the_cap(chunks, headers):
-    assert _transport.read_capped(FakeResponse(200, chunks=chunks, headers=headers), 10, "body") == b"0123456789"
+    response = FakeResponse(200, chunks=chunks, headers=headers)
+    assert _transport.read_capped(make_client(), response, 10, "body") == b"0123456789"
+    # Small reads that return what has arrived, decoded (a gzipped manifest stays readable).
+    assert response.raw.amounts == [_transport.SMALL_READ_BYTES] * (len(chunks) + 1)
+    assert response.raw.decoded == [True] * (len(chunks) + 1)
 
 
 def test_read_capped_turns_a_broken_stream_into_a_connection_error():
-    def broken():
-        yield b"abc"
-        raise requests.exceptions.ChunkedEncodingError("Connection broken: IncompleteRead")
-
+    raw = FakeRaw(b"abcdef", error=urllib3.exceptions.ProtocolError("Connection broken: IncompleteRead"), fail_after=3)
     with pytest.raises(RegistryConnectionError) as raised:
-        _transport.read_capped(FakeResponse(200, chunks=broken()), 10, "manifest stable")
+        _transport.read_capped(make_client(), FakeResponse(200, raw=raw), 10, "manifest stable")
     assert str(raised.value) == "reading manifest stable failed: Connection broken: IncompleteRead"
+
+
+def test_read_capped_decodes_a_gzipped_body_through_urllib3():
+    body = MANIFEST_BYTES * 50
+    raw = urllib3.HTTPResponse(
+        body=io.BytesIO(gzip.compress(body)),
+        headers={"Content-Encoding": "gzip"},
+        status=200,
+        preload_content=False,
+        decode_content=False,  # as requests makes them
+    )
+    response = FakeResponse(200, raw=raw, headers={"Content-Encoding": "gzip"})
+    assert _transport.read_capped(make_client(), response, len(body), "manifest stable") == body
+
+
+class Clock:
+    """A fake time.monotonic for _transport; each dripped byte moves it on."""
+
+    def __init__(self, monkeypatch):
+        self.now = 1000.0
+        monkeypatch.setattr(_transport, "time", SimpleNamespace(monotonic=lambda: self.now))
+
+    def drip(self, body, every):
+        for byte in body:
+            self.now += every
+            yield bytes((byte,))
+
+
+def test_a_dripping_body_ends_at_the_deadline_as_a_connection_error(monkeypatch):
+    clock = Clock(monkeypatch)
+    response = FakeResponse(200, chunks=clock.drip(MANIFEST_BYTES, every=0.4), headers={"Content-Length": "300"})
+    started = clock.now
+    with pytest.raises(RegistryConnectionError) as raised:
+        _transport.read_capped(make_client(timeout=1), response, 4096, "manifest stable", error=ManifestError)
+    assert str(raised.value) == (
+        "manifest stable did not arrive whole from registry.example.com within 3s (3 times timeout=1); "
+        "a registry this slow counts as unreachable"
+    )
+    assert raised.value.code == "registry_unreachable"
+    # Over by less than one read.
+    assert 3 < clock.now - started <= 3.4
+    assert response.reads == 8
+
+
+def test_the_deadline_counts_from_the_request_so_slow_headers_use_it_up(monkeypatch):
+    clock = Clock(monkeypatch)
+    response = FakeResponse(200, chunks=clock.drip(b"0123456789", every=0.1))
+    response.elapsed = datetime.timedelta(seconds=89.45)
+    response.url = "https://cdn.example.net/manifest"
+    with pytest.raises(RegistryConnectionError, match=r"from cdn.example.net:443 within 90s \(3 times timeout=30\)"):
+        _transport.read_capped(make_client(), response, 4096, "manifest stable")
+    assert response.reads == 6
+
+
+def test_a_slow_body_that_is_whole_before_the_deadline_is_read(monkeypatch):
+    clock = Clock(monkeypatch)
+    response = FakeResponse(200, chunks=clock.drip(b"0123456789", every=0.25))
+    assert _transport.read_capped(make_client(timeout=1), response, 4096, "manifest stable") == b"0123456789"
+
+
+def test_a_dripping_token_response_is_a_connection_error(monkeypatch):
+    clock = Clock(monkeypatch)
+    token_response = FakeResponse(200, chunks=clock.drip(b'{"token": "tok"}', every=0.9))
+    client = make_client([unauthorized()], [token_response], timeout=1)
+    with pytest.raises(RegistryConnectionError, match="^token response of registry.example.com did not arrive whole"):
+        client.get_manifest("stable")
+
+
+def test_a_dripping_error_body_costs_the_message_only(monkeypatch):
+    clock = Clock(monkeypatch)
+    body = b'{"errors": [{"code": "DENIED", "message": "slow"}]}'
+    client = make_client([FakeResponse(400, chunks=clock.drip(body, every=0.9))], timeout=1)
+    with pytest.raises(RegistryResponseError) as raised:
+        client.get_manifest("stable")
+    assert str(raised.value) == "the registry answered HTTP 400 for manifest stable of registry.example.com/kubesolo/os"
+
+
+class OldUrllib3Raw:
+    """urllib3 1.26's response: no read1, a read that waits for ``amount``; the standard
+    library's response underneath as ``_fp``."""
+
+    def __init__(self, body, encoding=None):
+        self._fp = FakeRaw(body, max_read=3)
+        self.headers = {"Content-Encoding": encoding} if encoding else {}
+        self.reads = []
+
+    def read(self, amount, decode_content=None):
+        self.reads.append((amount, decode_content))
+        rest = self._fp.body[self._fp.served :]
+        self._fp.served += len(rest)
+        return rest
+
+    def close(self):
+        pass
+
+
+def test_without_read1_a_plain_body_is_read_as_it_arrives_underneath():
+    raw = OldUrllib3Raw(b"0123456789")
+    assert _transport.read_capped(make_client(), FakeResponse(200, raw=raw), 100, "manifest stable") == b"0123456789"
+    assert raw.reads == []
+    assert raw._fp.amounts == [_transport.SMALL_READ_BYTES] * 5
+
+
+def test_without_read1_an_encoded_body_is_decoded_by_urllib3():
+    raw = OldUrllib3Raw(b"0123456789", encoding="gzip")
+    _transport.read_capped(make_client(), FakeResponse(200, raw=raw), 100, "manifest stable")
+    assert raw.reads == [(_transport.SMALL_READ_BYTES, True)] * 2
 
 
 # -- Retries ---------------------------------------------------------------
@@ -271,13 +382,17 @@ def test_a_retried_blob_request_keeps_its_headers():
 BLOB_URL = BASE_URL + "/blobs/" + BLOB_DIGEST
 
 
-def redirected(from_url, to_url, authorization="Bearer tok"):
-    """(the request requests prepared for the redirect target, the redirect response)."""
-    previous = requests.Request("GET", from_url, headers={"Authorization": authorization}).prepare()
-    response = FakeResponse(307, b"", {"Location": to_url})
-    response.request = previous
-    target = requests.Request("GET", to_url, headers={"Authorization": authorization}).prepare()
-    return target, response
+def redirect_hops(monkeypatch, tmp_path, answers, url, method="GET", data=None, **kwargs):
+    """(response, adapter) of send() from ``url`` with Authorization, on a real session over
+    a FakeAdapter answering ``answers``."""
+    adapter = FakeAdapter(answers)
+    client = real_client(adapter, monkeypatch, tmp_path, **kwargs)
+    response = _transport.send(client, method, url, headers={"Authorization": "Bearer tok"}, data=data)
+    return response, adapter
+
+
+def hop_authorizations(adapter):
+    return [(sent.url, sent.headers.get("Authorization")) for sent in adapter.sent]
 
 
 @pytest.mark.parametrize(
@@ -290,23 +405,13 @@ def redirected(from_url, to_url, authorization="Bearer tok"):
         ("https://registry.example.com/v2/x", "https://sub.registry.example.com/v2/x"),
     ],
 )
-def test_rebuild_auth_drops_authorization_for_another_origin(from_url, to_url):
-    target, response = redirected(from_url, to_url)
-    session = _transport.OriginBoundSession()
-    session.rebuild_auth(target, response)
-    assert "Authorization" not in target.headers
-
-
-@pytest.mark.parametrize(
-    "to_url",
-    ["http://registry.example.com/v2/x", "http://cdn.example.net/blob?sig=1", "ftp://registry.example.com/x"],
-)
-def test_rebuild_auth_refuses_to_leave_https(to_url):
-    target, response = redirected("https://registry.example.com/v2/x", to_url)
-    session = _transport.OriginBoundSession()
-    with pytest.raises(_transport.RedirectRefused, match="redirected an HTTPS request to .*; refusing to leave HTTPS"):
-        session.rebuild_auth(target, response)
-    assert "Authorization" not in target.headers
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_a_redirect_to_another_origin_drops_authorization(monkeypatch, tmp_path, from_url, to_url, status):
+    answers = {from_url: [(status, {"Location": to_url}, b"")], to_url.split("?")[0]: [(200, {}, b"ok")]}
+    response, adapter = redirect_hops(monkeypatch, tmp_path, answers, from_url)
+    assert response.status_code == 200
+    assert hop_authorizations(adapter) == [(from_url, "Bearer tok"), (to_url, None)]
+    assert [sent.method for sent in adapter.sent] == ["GET", "GET"]
 
 
 @pytest.mark.parametrize(
@@ -318,18 +423,138 @@ def test_rebuild_auth_refuses_to_leave_https(to_url):
         ("http://registry.example.com/v2/x", "http://registry.example.com:80/v2/y"),
     ],
 )
-def test_rebuild_auth_keeps_authorization_for_the_same_origin(from_url, to_url):
-    target, response = redirected(from_url, to_url)
-    session = _transport.OriginBoundSession()
-    session.rebuild_auth(target, response)
-    assert target.headers["Authorization"] == "Bearer tok"
+def test_a_redirect_within_the_origin_keeps_authorization(monkeypatch, tmp_path, from_url, to_url):
+    answers = {from_url: [(307, {"Location": to_url}, b"")], to_url.lower(): [(200, {}, b"ok")]}
+    response, adapter = redirect_hops(monkeypatch, tmp_path, answers, from_url)
+    assert [authorization for _url, authorization in hop_authorizations(adapter)] == ["Bearer tok", "Bearer tok"]
 
 
-def test_rebuild_auth_adds_no_netrc_credentials(monkeypatch):
-    monkeypatch.setattr(requests.sessions, "get_netrc_auth", lambda url, raise_errors=False: ("netrc", "pw"))
-    target, response = redirected("https://registry.example.com/v2/x", "https://cdn.example.net/blob")
-    _transport.OriginBoundSession().rebuild_auth(target, response)
-    assert "Authorization" not in target.headers
+def test_a_relative_location_stays_at_the_origin(monkeypatch, tmp_path):
+    answers = {
+        BLOB_URL: [(307, {"Location": "/storage/blob?sig=1"}, b"")],
+        "https://registry.example.com/storage/blob": [(200, {}, b"ok")],
+    }
+    _response, adapter = redirect_hops(monkeypatch, tmp_path, answers, BLOB_URL)
+    assert hop_authorizations(adapter)[1] == ("https://registry.example.com/storage/blob?sig=1", "Bearer tok")
+
+
+def test_once_dropped_authorization_is_not_sent_back_to_the_registry(monkeypatch, tmp_path):
+    answers = {
+        BLOB_URL: [(302, {"Location": "https://cdn.example.net/blob"}, b"")],
+        "https://cdn.example.net/blob": [(302, {"Location": BLOB_URL + "?again=1"}, b"")],
+    }
+    answers[BLOB_URL].append((200, {}, b"ok"))
+    _response, adapter = redirect_hops(monkeypatch, tmp_path, answers, BLOB_URL)
+    assert [authorization for _url, authorization in hop_authorizations(adapter)] == ["Bearer tok", None, None]
+
+
+@pytest.mark.parametrize(
+    "to_url, refusal",
+    [
+        (
+            "http://registry.example.com/v2/x",
+            "redirected an HTTPS request to http://registry.example.com/v2/x; refusing",
+        ),
+        (
+            "http://cdn.example.net/blob?sig=1",
+            "redirected an HTTPS request to http://cdn.example.net/blob?sig=1; refusing",
+        ),
+        ("ftp://registry.example.com/x", "redirected a request to ftp://registry.example.com/x, which is not an HTTP"),
+    ],
+)
+def test_a_redirect_off_https_is_refused_before_it_is_followed(monkeypatch, tmp_path, to_url, refusal):
+    answers = {BLOB_URL: [(307, {"Location": to_url}, b"")]}
+    with pytest.raises(RegistryResponseError) as raised:
+        redirect_hops(monkeypatch, tmp_path, answers, BLOB_URL)
+    assert str(raised.value).startswith(f"registry.example.com:443 {refusal}")
+    assert raised.value.code == "registry_error"
+
+
+def test_a_redirect_loop_ends_after_max_redirects(monkeypatch, tmp_path):
+    loop = [(307, {"Location": BLOB_URL}, b"")] * (_transport.MAX_REDIRECTS + 1)
+    with pytest.raises(RegistryConnectionError) as raised:
+        redirect_hops(monkeypatch, tmp_path, {BLOB_URL: loop}, BLOB_URL)
+    assert str(raised.value) == (
+        f"cannot reach registry registry.example.com: more than 10 redirects, the last to {BLOB_URL}"
+    )
+
+
+def test_a_redirect_body_is_never_read(monkeypatch, tmp_path):
+    # requests itself reads a redirect's whole body, even with allow_redirects=False.
+    answers = {
+        BLOB_URL: [(307, {"Location": "https://cdn.example.net/blob"}, b"x" * 100000)],
+        "https://cdn.example.net/blob": [(200, {}, b"ok")],
+    }
+    adapter = FakeAdapter(answers)
+    client = real_client(adapter, monkeypatch, tmp_path)
+    responses = []
+    send = adapter.send
+    monkeypatch.setattr(
+        adapter, "send", lambda request, **kwargs: responses.append(send(request, **kwargs)) or responses[-1]
+    )
+    _transport.send(client, "GET", BLOB_URL)
+    assert [response.status_code for response in responses] == [307, 200]
+    assert responses[0].raw.amounts == []
+
+
+def test_a_hop_is_retried_on_its_own(monkeypatch, tmp_path):
+    policy, sleeps = retrying()
+    answers = {
+        BLOB_URL: [(307, {"Location": "https://cdn.example.net/blob"}, b"")],
+        "https://cdn.example.net/blob": [(503, {}, b""), (200, {}, b"ok")],
+    }
+    response, adapter = redirect_hops(monkeypatch, tmp_path, answers, BLOB_URL, retry=policy)
+    assert response.status_code == 200
+    assert [sent.url for sent in adapter.sent] == [BLOB_URL] + ["https://cdn.example.net/blob"] * 2
+    assert len(sleeps) == 1
+
+
+@pytest.mark.parametrize("status", [307, 308])
+def test_a_write_follows_307_and_308_with_its_method_and_whole_body(monkeypatch, tmp_path, status):
+    url = BASE_URL + "/blobs/uploads/abc"
+    answers = {
+        url: [(status, {"Location": "https://storage.example.net/put"}, b"")],
+        "https://storage.example.net/put": [(201, {}, b"")],
+    }
+    response, adapter = redirect_hops(monkeypatch, tmp_path, answers, url, method="PUT", data=io.BytesIO(BLOB))
+    assert response.status_code == 201
+    assert [sent.method for sent in adapter.sent] == ["PUT", "PUT"]
+    assert adapter.bodies == [BLOB, BLOB]
+
+
+@pytest.mark.parametrize("status", [301, 302, 303])
+def test_a_write_is_not_turned_into_a_get_by_a_redirect(monkeypatch, tmp_path, status):
+    url = BASE_URL + "/blobs/uploads/"
+    answers = {url: [(status, {"Location": "https://storage.example.net/put"}, b"")]}
+    with pytest.raises(RegistryResponseError) as raised:
+        redirect_hops(monkeypatch, tmp_path, answers, url, method="POST")
+    assert str(raised.value) == (
+        f"registry.example.com:443 answered a POST with HTTP {status} to https://storage.example.net/put; "
+        "only 307 and 308 keep the method and body of a write"
+    )
+
+
+def test_the_client_certificate_goes_to_the_registry_origin_only(monkeypatch, tmp_path):
+    answers = {
+        BLOB_URL: [(307, {"Location": "https://cdn.example.net/blob"}, b""), (200, {}, b"ok")],
+        "https://cdn.example.net/blob": [(307, {"Location": BLOB_URL + "?back=1"}, b"")],
+    }
+    _response, adapter = redirect_hops(
+        monkeypatch, tmp_path, answers, BLOB_URL, client_cert="/etc/kubesolo/client.pem", client_key="/k.key"
+    )
+    assert adapter.certs == [("/etc/kubesolo/client.pem", "/k.key"), None, ("/etc/kubesolo/client.pem", "/k.key")]
+    assert all(kwargs["stream"] is True for kwargs in adapter.kwargs)
+
+
+def test_a_redirect_adds_no_netrc_credentials(monkeypatch, tmp_path):
+    answers = {
+        BLOB_URL: [(307, {"Location": "https://cdn.example.net/blob"}, b"")],
+        "https://cdn.example.net/blob": [(200, {}, b"ok")],
+    }
+    _response, adapter = redirect_hops(
+        monkeypatch, tmp_path, answers, BLOB_URL, netrc="machine cdn.example.net login netrc-user password netrc-pw\n"
+    )
+    assert hop_authorizations(adapter)[1] == ("https://cdn.example.net/blob", None)
 
 
 def real_client(adapter, monkeypatch, tmp_path, netrc=None, **kwargs):
