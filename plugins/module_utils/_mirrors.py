@@ -30,6 +30,14 @@ class MirroredClient:
         self.sources = {}
         self.mirror_errors = []
 
+    @property
+    def served_by(self):
+        """Every origin that served content, at the upstream, a mirror or where they redirected."""
+        hosts = set(self.upstream.served_by)
+        for _location, client in self.mirrors:
+            hosts |= client.served_by
+        return hosts
+
     def transfer_summary(self):
         """Retries at the upstream (mirrors are not retried); bytes resumed and fetched at any source."""
         summary = self.upstream.transfer_summary()

@@ -46,7 +46,12 @@ def fail_without_requests(module):
 
 def client_result(client):
     """Where the bytes came from and how the transfer went."""
-    return dict(sources=client.sources, mirror_errors=client.mirror_errors, transfer=client.transfer_summary())
+    return dict(
+        sources=client.sources,
+        served_by=sorted(client.served_by),
+        mirror_errors=client.mirror_errors,
+        transfer=client.transfer_summary(),
+    )
 
 
 def stage_result(outcome, dest, delivery, client, diff):

@@ -123,6 +123,14 @@ sources:
   returned: success
   type: dict
   sample: {"sha256:4f1b3c0d2e9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c": "mirror.example.com:5000"}
+served_by:
+  description:
+    - Every host (C(host:port)) that answered this run with content, whatever led there - the upstream, a
+      mirror, a host a redirect pointed to (a CDN, an object store) or a token service.
+  returned: success
+  type: list
+  elements: str
+  sample: ["ghcr.io:443", "pkg-containers.githubusercontent.com:443"]
 mirror_errors:
   description: Why mirrors that were tried did not serve, in order (the next source was then used).
   returned: success
@@ -162,7 +170,13 @@ def main():
         release = _options.resolve_from_params(client, module.params, platform.machine())
     except Exception as exc:  # pylint: disable=broad-except  # a result with an error_code, never a traceback
         fail_module(module, exc, client)
-    module.exit_json(changed=False, sources=client.sources, mirror_errors=client.mirror_errors, **release.summary())
+    module.exit_json(
+        changed=False,
+        sources=client.sources,
+        served_by=sorted(client.served_by),
+        mirror_errors=client.mirror_errors,
+        **release.summary(),
+    )
 
 
 if __name__ == "__main__":

@@ -240,6 +240,14 @@ sources:
   returned: success
   type: dict
   sample: {"sha256:0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c4f1b3c0d2e9a8b7c6d5e4f3a2b1c": "mirror.example.com:5000"}
+served_by:
+  description:
+    - Every host (C(host:port)) that answered this run with content, whatever led there - the upstream, a
+      mirror, a host a redirect pointed to (a CDN, an object store) or a token service.
+  returned: success
+  type: list
+  elements: str
+  sample: ["ghcr.io:443", "pkg-containers.githubusercontent.com:443"]
 mirror_errors:
   description: Why mirrors that were tried did not serve, in order (the next source was then used).
   returned: success

@@ -69,7 +69,9 @@ class RegistryClient:
         self.auth = TokenAuth(self, credentials)
         self.resumed_bytes = 0
         self.fetched_bytes = 0
-        # Layers download in parallel threads and count into the two above under this lock.
+        # Every origin that answered with content ("host:port"), redirect targets and token services included.
+        self.served_by = set()
+        # Layers download in parallel threads and count into the ones above under this lock.
         self._count_lock = threading.Lock()
 
     @property
@@ -88,6 +90,13 @@ class RegistryClient:
         """The client certificate for a request to ``url``: only the registry's own origin gets
         it, never a host a redirect or a token realm leads to."""
         return self.client_cert if origin(url) == self.registry_origin else None
+
+    def note_server(self, url):
+        """Remember the origin of ``url`` as one that served content to this client."""
+        answered_at = origin(url)
+        if answered_at:
+            with self._count_lock:
+                self.served_by.add(f"{answered_at[1]}:{answered_at[2]}")
 
     def count_bytes(self, fetched=0, resumed=0):
         with self._count_lock:

@@ -123,6 +123,8 @@ def send(client, method, url, headers=None, data=None):
         response = _send_with_retries(client, method, url, headers, data)
         location = response.headers.get("Location")
         if response.status_code not in REDIRECT_STATUSES or not location:
+            if response.status_code in (200, 206):
+                client.note_server(url)
             return response
         # Unread: a redirect's body is never wanted, and a hostile one may never end.
         response.close()

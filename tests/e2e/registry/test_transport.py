@@ -355,6 +355,9 @@ def test_redirect_to_another_origin_drops_authorization(redirects, name):
     assert {seen.headers.get("Host", "").split(":")[0] for seen in targets} == {
         "localhost" if name == "other host" else "127.0.0.1"
     }
+    # Every host that served content is reported, the redirect target included.
+    target_host = "localhost" if name == "other host" else "127.0.0.1"
+    assert result["served_by"] == sorted([front.host, f"{target_host}:{front.store.port}"]), result
 
 
 def test_redirect_to_the_other_scheme_on_the_same_port_drops_authorization(redirects):

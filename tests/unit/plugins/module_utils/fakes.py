@@ -316,10 +316,12 @@ class FakeBlobClient:
         self.resumed_bytes = 0
         self.fetched_bytes = 0
         self.sources = {}
+        self.served_by = set()
         self.mirror_errors = []
 
     def download_blob(self, digest, size, fileobj):
         self.downloaded.append(digest)
+        self.served_by.add(f"{self.repository.registry}:443")
         data = self.blobs[digest]
         assert len(data) == size, f"the stager passed the wrong size for {digest}"
         fileobj.seek(0, 2)

@@ -66,6 +66,7 @@ def test_the_stage_result(delivery):
     assert result["delivery"] == delivery
     assert result["manifest_digest"] == done.release.manifest_digest
     assert result["sources"] == {} and result["mirror_errors"] == []
+    assert result["served_by"] == sorted(client.served_by)
     assert result["transfer"] == client.transfer_summary()
     assert "diff" not in result
     if delivery == "controller":
