@@ -30,6 +30,7 @@ from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import (
 )
 from ansible_collections.kubesolo.fleet.plugins.module_utils._json import parse_json
 from ansible_collections.kubesolo.fleet.plugins.module_utils._retry import RETRY_STATUSES, retry_after_seconds
+from ansible_collections.kubesolo.fleet.plugins.module_utils._text import printable
 
 USER_AGENT = f"{COLLECTION_NAME}/{COLLECTION_VERSION}"
 
@@ -53,7 +54,7 @@ class OriginBoundSession(requests.Session if HAS_REQUESTS else object):
         if source and source[0] == "https" and (target is None or target[0] != "https"):
             # A downgrade would let anyone on the path answer for the registry (or freeze it).
             raise RedirectRefused(
-                f"{source[1]}:{source[2]} redirected an HTTPS request to {(prepared_request.url or '')[:200]}; "
+                f"{source[1]}:{source[2]} redirected an HTTPS request to {printable(prepared_request.url or '')}; "
                 f"refusing to leave HTTPS"
             )
 
@@ -170,14 +171,14 @@ def check_status(response, what):
 
 
 def registry_error_message(response):
-    """': <message>' of the first error in a registry's error body, size-capped and printable only."""
+    """': <message>' of the first error in a registry's error body, size-capped and printable."""
     try:
         body = read_capped(response, MAX_SMALL_BODY_BYTES, "error body")
         errors = parse_json(body).get("errors") or []
         message = errors[0].get("message") or errors[0].get("code")
     except Exception:  # pylint: disable=broad-except
         return ""
-    text = "".join(c for c in str(message)[:200] if c.isprintable())
+    text = printable(message) if message else ""
     return f": {text}" if text else ""
 
 
@@ -191,5 +192,5 @@ def exception_reason(exc):
             reason = reason.reason
         else:
             break
-    text = str(reason)
-    return text if len(text) < 300 else text[:300] + "..."
+    # It may quote what the server sent (a redirect's URL, a bad header or chunk).
+    return printable(reason, limit=300)

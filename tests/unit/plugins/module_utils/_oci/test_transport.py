@@ -89,6 +89,16 @@ def test_transport_error_message_names_the_cause_not_the_retry_chain():
     assert "Max retries exceeded" not in message
 
 
+def test_transport_error_message_quotes_the_cause_printably():
+    exception = requests.exceptions.ConnectionError("Connection broken: \x1b[2J\u202e" + "x" * 1000)
+    client = make_client([exception], retry=RetryPolicy(retries=0, sleep=unexpected_sleep))
+    with pytest.raises(RegistryConnectionError) as raised:
+        client.get_manifest("stable")
+    assert str(raised.value) == (
+        "cannot reach registry registry.example.com: Connection broken: \\x1b[2J\\u202e" + "x" * 265 + "..."
+    )
+
+
 # -- Size caps -------------------------------------------------------------
 
 
@@ -307,6 +317,18 @@ def test_rebuild_auth_refuses_to_leave_https(to_url):
     with pytest.raises(_transport.RedirectRefused, match="redirected an HTTPS request to .*; refusing to leave HTTPS"):
         session.rebuild_auth(target, response)
     assert "Authorization" not in target.headers
+
+
+def test_a_refused_redirect_quotes_its_target_capped():
+    # requests has percent-encoded the Location's control characters by then.
+    target, response = redirected("https://registry.example.com/v2/x", "http://cdn.example.net/\x1b[2J" + "p" * 500)
+    with pytest.raises(_transport.RedirectRefused) as raised:
+        _transport.OriginBoundSession().rebuild_auth(target, response)
+    assert str(raised.value) == (
+        "registry.example.com:443 redirected an HTTPS request to http://cdn.example.net/%1B%5B2J"
+        + "p" * 166
+        + "...; refusing to leave HTTPS"
+    )
 
 
 @pytest.mark.parametrize(
