@@ -120,7 +120,8 @@ options:
     description:
       - The architecture to select from an index, in GOARCH or C(uname -m) form
         (C(amd64), C(x86_64), C(arm64), C(aarch64), C(arm/v7), C(armv7l)...). It is normalized to
-        GOARCH names; C(arm64/v8) is the same as C(arm64).
+        GOARCH names; C(arm64/v8) is the same as C(arm64). The architecture and the variant are names of
+        lowercase letters, digits, C(.), C(_) and C(-), up to 32 characters.
       - Defaults to the architecture of the machine that runs the module.
     type: str
   mirrors:

@@ -9,7 +9,14 @@ from ansible.errors import AnsibleFilterError
 
 from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import FleetError
 from ansible_collections.kubesolo.fleet.plugins.module_utils._platform import parse_platform
+from ansible_collections.kubesolo.fleet.plugins.module_utils._text import printable
 from ansible_collections.kubesolo.fleet.plugins.plugin_utils._gates import InvalidWindow, decide
+
+# A report cell holds a host's reasons too, several messages long.
+MAX_CELL_CHARS = 2000
+# What inline Markdown acts on: escapes, code, emphasis, links and images, HTML and autolinks,
+# table cells, entities (&#x202e; would bring back what printable() escaped), strikethrough.
+_MARKDOWN_SPECIAL = frozenset("\\`*_[]()!<>|&~")
 
 
 def update_decision(
@@ -38,14 +45,22 @@ def goarch(architecture):
 
 
 def node_state(text):
-    """Parse the ``key=value`` lines the role's raw probe prints."""
+    """Parse the ``key=value`` lines the role's raw probe prints; the values are printable()."""
     state = {}
     for line in (text or "").splitlines():
         key, sep, value = line.partition("=")
         key = key.strip()
         if sep and key and key not in state:
-            state[key] = value.strip().strip("\"'")
+            # Whatever the node says ends up in messages and reports.
+            state[key] = printable(value.strip().strip("\"'"))
     return state
+
+
+def markdown_cell(value):
+    """``value`` as the text of one Markdown table cell: printable(), every character inline
+    Markdown acts on backslash-escaped, '-' for an empty value."""
+    text = printable("" if value is None else value, limit=MAX_CELL_CHARS)
+    return "".join("\\" + char if char in _MARKDOWN_SPECIAL else char for char in text) or "-"
 
 
 def report_rows(hosts, hostvars, rollout=False, activating=False):
@@ -78,4 +93,5 @@ class FilterModule:
             "goarch": goarch,
             "node_state": node_state,
             "report_rows": report_rows,
+            "markdown_cell": markdown_cell,
         }

@@ -10,6 +10,8 @@ parsing messages.
 
 from __future__ import annotations
 
+from ansible_collections.kubesolo.fleet.plugins.module_utils._text import printable
+
 
 class FleetError(Exception):
     """Base class; ``str(error)`` is a complete, user-facing message."""
@@ -111,7 +113,7 @@ class InternalError(FleetError):
 
     @classmethod
     def from_exception(cls, exc):
-        return cls(f"unexpected {type(exc).__name__}: {str(exc)[:300]} (please report this as a bug)")
+        return cls(f"unexpected {type(exc).__name__}: {printable(exc, limit=300)} (please report this as a bug)")
 
 
 class StageError(FleetError):

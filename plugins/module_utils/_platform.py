@@ -5,11 +5,14 @@
 
 from __future__ import annotations
 
+import re
+
 from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import (
     ArchitectureNotShippedError,
     InvalidPlatformError,
     ManifestError,
 )
+from ansible_collections.kubesolo.fleet.plugins.module_utils._text import printable
 
 # uname -m / distribution names -> (GOARCH, variant); the variant is only kept
 # where it changes what runs (32-bit ARM).
@@ -42,6 +45,10 @@ _ALIASES = {
     "mips64": ("mips64", ""),
     "mips64le": ("mips64le", ""),
 }
+
+# An architecture or variant name (lowercased): GOARCH names and variants such as v7 or v8.2
+# fit, and nothing that a terminal, a shell or a path would read as more than a name.
+_NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,31}", re.ASCII)
 
 # Variants that mean "the baseline" and so match an entry without one.
 _DEFAULT_VARIANTS = {"amd64": ("", "v1"), "arm64": ("", "v8"), "arm": ("v7", "")}
@@ -83,24 +90,33 @@ def parse_platform(value):
     if text.startswith("linux/"):
         text = text[len("linux/") :]
     architecture, _sep, variant = text.partition("/")
+    if not is_platform_name(architecture) or (variant and not is_platform_name(variant)):
+        raise InvalidPlatformError(f"architecture {printable(repr(value))} is not a valid architecture name")
     if architecture in _ALIASES:
         goarch, implied_variant = _ALIASES[architecture]
         return Platform(goarch, variant or implied_variant)
-    if not architecture.replace("_", "").isalnum():
-        raise InvalidPlatformError(f"architecture {value!r} is not a valid architecture name")
     return Platform(architecture, variant)
 
 
+def is_platform_name(text):
+    """Whether ``text`` is a (lowercase) architecture or variant name by the grammar above."""
+    return _NAME_RE.fullmatch(text) is not None
+
+
 def descriptor_platform(descriptor):
-    """The Platform of an index entry, or None when it is not a linux entry."""
+    """The Platform of an index entry, or None when it is not a linux entry with a well-formed platform.
+
+    An entry naming its architecture or variant outside the grammar is ignored like any other
+    malformed one: it can be neither matched nor listed (nor shown to anyone).
+    """
     platform = descriptor.get("platform")
     if not isinstance(platform, dict):
         return None
     architecture = platform.get("architecture")
-    if platform.get("os") != "linux" or not isinstance(architecture, str) or not architecture:
+    if platform.get("os") != "linux" or not isinstance(architecture, str) or not is_platform_name(architecture.lower()):
         return None
     variant = platform.get("variant") or ""
-    if not isinstance(variant, str):
+    if not isinstance(variant, str) or (variant and not is_platform_name(variant.lower())):
         return None
     return Platform(architecture.lower(), variant)
 

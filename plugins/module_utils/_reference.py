@@ -9,6 +9,7 @@ import hashlib
 import re
 
 from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import InvalidReferenceError
+from ansible_collections.kubesolo.fleet.plugins.module_utils._text import printable
 
 # Digest algorithms we can verify, with the length of their hex encoding.
 DIGEST_ALGORITHMS = {"sha256": 64, "sha512": 128}
@@ -87,22 +88,27 @@ def validate_tag(tag):
 def parse_digest(value):
     """Split ``algorithm:hex`` and check both parts; returns (algorithm, hex)."""
     if not isinstance(value, str):
-        raise InvalidReferenceError(f"digest {value!r} is not a string")
+        raise InvalidReferenceError(f"digest {_shown(value)} is not a string")
     match = _DIGEST_RE.fullmatch(value)
     if not match:
-        raise InvalidReferenceError(f"digest {value!r} is not of the form algorithm:hex")
+        raise InvalidReferenceError(f"digest {_shown(value)} is not of the form algorithm:hex")
     algorithm, encoded = match.group("algorithm"), match.group("encoded")
     if algorithm not in DIGEST_ALGORITHMS:
         raise InvalidReferenceError(
-            "digest {!r} uses the unsupported algorithm {!r} (supported: {})".format(
-                value, algorithm, ", ".join(sorted(DIGEST_ALGORITHMS))
+            "digest {} uses the unsupported algorithm {} (supported: {})".format(
+                _shown(value), _shown(algorithm), ", ".join(sorted(DIGEST_ALGORITHMS))
             )
         )
     if len(encoded) != DIGEST_ALGORITHMS[algorithm] or not re.fullmatch(r"[a-f0-9]+", encoded):
         raise InvalidReferenceError(
-            f"digest {value!r} must have {DIGEST_ALGORITHMS[algorithm]} lowercase hex characters after {algorithm}:"
+            f"digest {_shown(value)} must have {DIGEST_ALGORITHMS[algorithm]} lowercase hex characters after {algorithm}:"
         )
     return algorithm, encoded
+
+
+def _shown(value):
+    """A digest (or part of one) quoted for a message: registries send them too."""
+    return printable(repr(value))
 
 
 def digest_of(data, algorithm="sha256"):

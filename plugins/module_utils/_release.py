@@ -19,6 +19,7 @@ from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import (
 from ansible_collections.kubesolo.fleet.plugins.module_utils._oci._manifests import (
     MANIFEST_MEDIA_TYPES,
     MAX_MANIFEST_BYTES,
+    is_media_type,
 )
 from ansible_collections.kubesolo.fleet.plugins.module_utils._platform import (
     available_platforms,
@@ -26,6 +27,7 @@ from ansible_collections.kubesolo.fleet.plugins.module_utils._platform import (
     select_manifest,
 )
 from ansible_collections.kubesolo.fleet.plugins.module_utils._reference import parse_digest
+from ansible_collections.kubesolo.fleet.plugins.module_utils._text import has_unprintable, printable
 
 MEDIA_KERNEL = "application/vnd.kubesolo.os.kernel.v1+octet-stream"
 MEDIA_INITRAMFS = "application/vnd.kubesolo.os.initramfs.v1+gzip"
@@ -132,7 +134,9 @@ def resolve(client, architecture, tag=None, digest=None):
             try:
                 declared_platform = parse_platform(declared)
             except InvalidReferenceError:
-                raise ManifestError(f"manifest {manifest.digest} declares the invalid architecture {declared!r}")
+                raise ManifestError(
+                    f"manifest {manifest.digest} declares the invalid architecture {printable(repr(declared))}"
+                )
             if declared_platform.architecture != platform.architecture:
                 raise ArchitectureMismatchError(declared, str(platform))
             available = [str(declared_platform)]
@@ -151,8 +155,8 @@ def metadata_from_annotations(annotations, where):
         value = annotations.get(ANNOTATION_PREFIX + field, "")
         if not isinstance(value, str):
             raise ManifestError(f"annotation {ANNOTATION_PREFIX}{field} of {where} is not a string")
-        allowed = "\n\t" if field == "release_notes" else ""
-        if any((ord(c) < 0x20 or ord(c) == 0x7F) and c not in allowed for c in value):
+        # Checked, not escaped: these are shown and compared as they are.
+        if has_unprintable(value, allowed="\n\t" if field == "release_notes" else ""):
             raise ManifestError(f"annotation {ANNOTATION_PREFIX}{field} of {where} contains control characters")
         metadata[field] = value
     return metadata
@@ -168,6 +172,10 @@ def _descriptors(document, key, where):
             raise ManifestError(f"{where} lists a {key} entry that is not an object")
         if not isinstance(entry.get("mediaType"), str) or not entry["mediaType"]:
             raise ManifestError(f"{where} lists a {key} entry without a mediaType")
+        if not is_media_type(entry["mediaType"]):
+            raise ManifestError(
+                f"{where} lists a {key} entry with the malformed mediaType {printable(repr(entry['mediaType']))}"
+            )
         try:
             parse_digest(entry.get("digest"))
         except InvalidReferenceError as exc:
@@ -176,7 +184,7 @@ def _descriptors(document, key, where):
         limit = MAX_MANIFEST_BYTES if key == "manifests" else MAX_LAYER_BYTES
         if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= limit:
             raise ManifestError(
-                f"{where} lists {entry['digest']} with an invalid size {size!r} (0 to {limit} bytes allowed)"
+                f"{where} lists {entry['digest']} with an invalid size {printable(repr(size))} (0 to {limit} bytes allowed)"
             )
     return entries
 

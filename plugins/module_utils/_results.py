@@ -14,6 +14,11 @@ from ansible.module_utils.basic import missing_required_lib
 
 from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import FleetError, InternalError
 from ansible_collections.kubesolo.fleet.plugins.module_utils._oci._transport import HAS_REQUESTS, REQUESTS_IMPORT_ERROR
+from ansible_collections.kubesolo.fleet.plugins.module_utils._text import printable
+
+# Messages quote what registries and nodes sent; each quote is capped where it is made, and
+# the whole message once more here, where it becomes the task's msg.
+MAX_MESSAGE_CHARS = 2000
 
 
 def failure_result(error, client=None):
@@ -25,7 +30,7 @@ def failure_result(error, client=None):
     """
     if not isinstance(error, FleetError):
         error = InternalError.from_exception(error)
-    result = dict(failed=True, msg=str(error), error_code=error.code, **error.details())
+    result = dict(failed=True, msg=printable(error, limit=MAX_MESSAGE_CHARS), error_code=error.code, **error.details())
     if client is not None:
         result["transfer"] = client.transfer_summary()
     return result
@@ -80,4 +85,5 @@ def _diff_view(state):
         return {}
     metadata = state.get("metadata")
     version = state.get("version") or (metadata.get("version", "") if isinstance(metadata, dict) else "")
-    return {"version": version, "manifest_digest": state.get("manifest_digest", "")}
+    # ``before`` is the record dest held: on the node, anyone who can write there may have written it.
+    return {"version": printable(version), "manifest_digest": state.get("manifest_digest", "")}

@@ -39,6 +39,7 @@ from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import (
 )
 from ansible_collections.kubesolo.fleet.plugins.module_utils._json import parse_json
 from ansible_collections.kubesolo.fleet.plugins.module_utils._reference import parse_digest
+from ansible_collections.kubesolo.fleet.plugins.module_utils._text import printable
 
 RECORD_NAME = "release.json"
 RECORD_SCHEMA = 1
@@ -132,7 +133,8 @@ def managed_release_dir(dest, link_target):
     release_dir = os.path.normpath(os.path.join(os.path.dirname(dest), link_target))
     if os.path.dirname(release_dir) != os.path.normpath(store_dir(dest)):
         raise StageError(
-            f"{dest} is a symbolic link to {link_target}, which kubesolo.fleet did not create; refusing to replace it"
+            f"{dest} is a symbolic link to {printable(link_target)}, which kubesolo.fleet did not create; "
+            "refusing to replace it"
         )
     return release_dir
 

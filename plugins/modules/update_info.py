@@ -96,6 +96,7 @@ architecture:
 available_architectures:
   description:
     - The architectures the release ships, from the index; for a single manifest the one it declares.
+    - Index entries whose platform is not a well-formed name are not listed (they cannot be selected either).
   returned: success
   type: list
   elements: str

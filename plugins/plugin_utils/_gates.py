@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 
+from ansible_collections.kubesolo.fleet.plugins.module_utils._text import printable
 from ansible_collections.kubesolo.fleet.plugins.module_utils._version import InvalidVersion, Version
 
 ACTION_STAGE = "stage"
@@ -49,7 +50,7 @@ def in_window(window, local_time):
         return True
     match = _TIME_RE.fullmatch(local_time) if isinstance(local_time, str) else None
     if not match:
-        raise InvalidWindow(f"node time {local_time!r} is not HH:MM")
+        raise InvalidWindow(f"node time {_quoted(local_time)} is not HH:MM")
     now = int(match.group(1)) * 60 + int(match.group(2))
     start, end = bounds
     if start == end:
@@ -72,14 +73,17 @@ def decide(release, current_version, channel, allow_downgrade=False, maintenance
     """
     metadata = release.get("metadata") or {}
     available = metadata.get("version", "")
+    release_channel = metadata.get("channel", "")
+    # The decision is shown in reports: what the node and the registry said, escaped unless it
+    # is a version (then it stays exact, for the activation to compare).
     decision = {
-        "current_version": current_version or "",
-        "available_version": available,
+        "current_version": _shown(current_version or ""),
+        "available_version": _shown(available),
         "channel": channel,
-        "release_channel": metadata.get("channel", ""),
+        "release_channel": printable(release_channel),
         "architecture": release.get("architecture", ""),
         "manifest_digest": release.get("manifest_digest", ""),
-        "min_compatible_version": metadata.get("min_compatible_version", ""),
+        "min_compatible_version": _shown(metadata.get("min_compatible_version", "")),
     }
     reasons = []
     current = _parse_or_none(current_version)
@@ -87,7 +91,9 @@ def decide(release, current_version, channel, allow_downgrade=False, maintenance
         reasons.append(
             _reason(
                 "version_unknown",
-                "the node version {!r} could not be read or is not a semantic version".format(current_version or ""),
+                "the node version {} could not be read or is not a semantic version".format(
+                    _quoted(current_version or "")
+                ),
             )
         )
     if release.get("error_code") == "architecture_not_shipped":
@@ -104,7 +110,7 @@ def decide(release, current_version, channel, allow_downgrade=False, maintenance
     target = _parse_or_none(available)
     if target is None:
         reasons.append(
-            _reason("release_version_invalid", f"the release version {available!r} is not a semantic version")
+            _reason("release_version_invalid", f"the release version {_quoted(available)} is not a semantic version")
         )
     if not reasons:
         if target == current:
@@ -129,11 +135,11 @@ def decide(release, current_version, channel, allow_downgrade=False, maintenance
                 f"node time {local_time} is outside the maintenance window {maintenance_window}",
             )
         )
-    if decision["release_channel"] != channel:
+    if release_channel != channel:
         reasons.append(
             _reason(
                 "channel_mismatch",
-                "the release is on channel {!r}, the node follows {!r}".format(decision["release_channel"], channel),
+                f"the release is on channel {_quoted(release_channel)}, the node follows {channel!r}",
             )
         )
     minimum = metadata.get("min_compatible_version", "")
@@ -143,7 +149,7 @@ def decide(release, current_version, channel, allow_downgrade=False, maintenance
             reasons.append(
                 _reason(
                     "release_version_invalid",
-                    f"the release min_compatible_version {minimum!r} is not a semantic version",
+                    f"the release min_compatible_version {_quoted(minimum)} is not a semantic version",
                 )
             )
         elif current is not None and current < floor:
@@ -161,6 +167,16 @@ def _finish(decision, action, reasons):
     decision["action"] = action
     decision["reasons"] = reasons
     return decision
+
+
+def _quoted(text):
+    """A value the registry or the node sent, quoted for a message."""
+    return printable(repr(text))
+
+
+def _shown(text):
+    """A version field of the decision: as it is when it is a version, else escaped for display."""
+    return text if _parse_or_none(text) is not None else printable(text)
 
 
 def _parse_or_none(text):

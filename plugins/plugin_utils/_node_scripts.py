@@ -19,6 +19,8 @@ from __future__ import annotations
 import shlex
 import string
 
+from ansible_collections.kubesolo.fleet.plugins.module_utils._text import printable
+
 ERROR_MARKER = "kubesolo-fleet-error: "
 
 
@@ -46,12 +48,12 @@ def parse_fields(stdout):
 
 
 def error_reason(stdout, stderr):
-    """Why a script failed: its own marked line, else the last line it printed ('' for none)."""
+    """Why a script failed: its own marked line, else the last line it printed ('' for none), printable."""
     errors = [line.strip() for line in (stderr or "").splitlines() if line.strip()]
     output = [line.strip() for line in (stdout or "").splitlines() if line.strip()]
     marked = [line[len(ERROR_MARKER) :] for line in errors + output if line.startswith(ERROR_MARKER)]
     chosen = marked[-1] if marked else (errors or output or [""])[-1]
-    return chosen[:300]
+    return printable(chosen, limit=300)
 
 
 ARCHITECTURE = "uname -m"

@@ -43,6 +43,7 @@ from ansible_collections.kubesolo.fleet.plugins.module_utils._store import (
     space_needed,
     store_dir,
 )
+from ansible_collections.kubesolo.fleet.plugins.module_utils._text import printable
 from ansible_collections.kubesolo.fleet.plugins.plugin_utils import _node_scripts as scripts
 from ansible_collections.kubesolo.fleet.plugins.plugin_utils._node_scripts import quote
 
@@ -174,7 +175,8 @@ class NodeStore:
         values = dict(scripts.parse_fields(self.run(script, f"preparing {self.store}")))
         if "space" in values:
             raise StageError(
-                f"not enough space on the node for {self.dest}: {values['space']} KiB free, {needed_kib} KiB needed "
+                f"not enough space on the node for {self.dest}: {printable(values['space'])} KiB free, "
+                f"{needed_kib} KiB needed "
                 f"(the release is {total} bytes, plus {SPACE_MARGIN_PERCENT}% margin); nothing was transferred"
             )
         work = values.get("work", "")

@@ -30,10 +30,12 @@ from ansible_collections.kubesolo.fleet.plugins.module_utils._oci._transport imp
     send,
 )
 from ansible_collections.kubesolo.fleet.plugins.module_utils._retry import RetryPolicy
+from ansible_collections.kubesolo.fleet.plugins.module_utils._text import printable
 
 
 def _origin_text(parsed):
-    return f"{parsed[0]}://{parsed[1]}:{parsed[2]}" if parsed else "a malformed address"
+    # The address a redirect's Location named: the registry's text, not ours.
+    return printable(f"{parsed[0]}://{parsed[1]}:{parsed[2]}") if parsed else "a malformed address"
 
 
 class RegistryClient:

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 
 from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import (
     DigestMismatchError,
@@ -18,6 +19,7 @@ from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import (
 from ansible_collections.kubesolo.fleet.plugins.module_utils._json import parse_json
 from ansible_collections.kubesolo.fleet.plugins.module_utils._oci._transport import check_status, read_capped
 from ansible_collections.kubesolo.fleet.plugins.module_utils._reference import parse_digest
+from ansible_collections.kubesolo.fleet.plugins.module_utils._text import printable
 
 MEDIA_OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 MEDIA_OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -29,6 +31,14 @@ ANY_MANIFEST_MEDIA_TYPES = INDEX_MEDIA_TYPES + MANIFEST_MEDIA_TYPES
 
 # Same cap as oras-go and skopeo: a manifest is metadata, never megabytes.
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+
+# RFC 6838 type/subtype (a +suffix is part of the subtype's characters), then RFC 9110 parameters.
+_RESTRICTED_NAME = r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}"
+_TOKEN = r"[A-Za-z0-9!#$%&'*+.^_`|~-]+"
+_MEDIA_TYPE_RE = re.compile(
+    rf"{_RESTRICTED_NAME}/{_RESTRICTED_NAME}(?:[ \t]*;[ \t]*{_TOKEN}=(?:{_TOKEN}|\"[ !#-\[\]-~]*\"))*",
+    re.ASCII,
+)
 
 
 class ManifestDocument:
@@ -48,6 +58,11 @@ class ManifestDocument:
 def media_type_of(content_type):
     """The bare media type of a Content-Type header value."""
     return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+def is_media_type(value):
+    """Whether ``value`` is a media type by its grammar (RFC 6838), parameters allowed."""
+    return isinstance(value, str) and _MEDIA_TYPE_RE.fullmatch(value) is not None
 
 
 def fetch_manifest(client, reference, accept=ANY_MANIFEST_MEDIA_TYPES):
@@ -72,7 +87,8 @@ def fetch_manifest(client, reference, accept=ANY_MANIFEST_MEDIA_TYPES):
         digest = f"sha256:{hashlib.sha256(data).hexdigest()}"
     if header_digest.startswith(digest.split(":", 1)[0] + ":") and header_digest != digest:
         raise DigestMismatchError(
-            f"the registry says manifest {reference} has digest {header_digest}, but its bytes hash to {digest}"
+            f"the registry says manifest {reference} has digest {printable(header_digest)}, "
+            f"but its bytes hash to {digest}"
         )
     document = parse_manifest_json(data, reference)
     return ManifestDocument(data, manifest_media_type(document, content_type, reference), digest, document)
@@ -96,7 +112,9 @@ def parse_manifest_json(data, reference):
         raise ManifestError(f"manifest {reference} is not a JSON object")
     if document.get("schemaVersion") != 2:
         raise ManifestError(
-            "manifest {} has schemaVersion {!r}, only 2 is supported".format(reference, document.get("schemaVersion"))
+            "manifest {} has schemaVersion {}, only 2 is supported".format(
+                reference, printable(repr(document.get("schemaVersion")))
+            )
         )
     return document
 
@@ -106,6 +124,12 @@ def manifest_media_type(document, content_type, reference):
     declared = document.get("mediaType")
     if declared is not None and not isinstance(declared, str):
         raise ManifestError(f"manifest {reference} has a non-string mediaType")
+    if declared and not is_media_type(declared):
+        raise ManifestError(f"manifest {reference} has the malformed mediaType {printable(repr(declared))}")
+    if content_type and not is_media_type(content_type):
+        raise ManifestError(
+            f"manifest {reference} was served with the malformed Content-Type {printable(repr(content_type))}"
+        )
     generic = ("", "application/json", "application/octet-stream")
     if declared and content_type not in generic and declared != content_type:
         raise ManifestError(f"manifest {reference} says its mediaType is {declared} but was served as {content_type}")

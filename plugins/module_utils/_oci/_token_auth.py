@@ -28,6 +28,7 @@ from ansible_collections.kubesolo.fleet.plugins.module_utils._oci._transport imp
     read_capped,
     requests,
 )
+from ansible_collections.kubesolo.fleet.plugins.module_utils._text import printable
 
 _CHALLENGE_PARAM_RE = re.compile(r'(\w+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))')
 
@@ -100,7 +101,7 @@ class TokenAuth:
         raise AuthenticationError(
             "registry {} requires authentication ({} challenge) to read {}{}".format(
                 repository.registry,
-                scheme or "no",
+                printable(scheme or "no", limit=40),
                 repository.path,
                 "" if self.credentials else " and no credentials were given",
             )
@@ -117,12 +118,12 @@ class TokenAuth:
             self._realm_origin = realm_origin
         elif realm_origin != self._realm_origin and self.credentials:
             raise AuthenticationError(
-                f"registry {registry} named the token service {realm} after another one; refusing to send "
+                f"registry {registry} named the token service {printable(realm)} after another one; refusing to send "
                 f"credentials to a second token service"
             )
         if client.scheme == "https" and realm_origin[0] == "http":
             raise AuthenticationError(
-                f"registry {registry} sent a plain-HTTP token realm {realm}; refusing to "
+                f"registry {registry} sent a plain-HTTP token realm {printable(realm)}; refusing to "
                 "send credentials or take tokens over it"
             )
         query = {"scope": scope}

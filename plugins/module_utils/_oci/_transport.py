@@ -31,6 +31,7 @@ from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import (
 )
 from ansible_collections.kubesolo.fleet.plugins.module_utils._json import parse_json
 from ansible_collections.kubesolo.fleet.plugins.module_utils._retry import RETRY_STATUSES, retry_after_seconds
+from ansible_collections.kubesolo.fleet.plugins.module_utils._text import printable
 
 USER_AGENT = f"{COLLECTION_NAME}/{COLLECTION_VERSION}"
 
@@ -131,7 +132,7 @@ def send(client, method, url, headers=None, data=None):
         if hops == MAX_REDIRECTS:
             raise RegistryConnectionError(
                 f"cannot reach registry {client.repository.registry}: more than {MAX_REDIRECTS} redirects, "
-                f"the last to {location[:200]}"
+                f"the last to {printable(location)}"
             )
         hops += 1
         target = _next_hop(method, url, response.status_code, location)
@@ -148,13 +149,17 @@ def _next_hop(method, url, status, location):
     source, goes_to = origin(url), origin(target)
     where = f"{source[1]}:{source[2]}"
     if goes_to is None or goes_to[0] not in ("http", "https") or not goes_to[1]:
-        raise RegistryResponseError(f"{where} redirected a request to {target[:200]}, which is not an HTTP(S) address")
+        raise RegistryResponseError(
+            f"{where} redirected a request to {printable(target)}, which is not an HTTP(S) address"
+        )
     if source[0] == "https" and goes_to[0] != "https":
         # A downgrade would let anyone on the path answer for the registry (or freeze it).
-        raise RegistryResponseError(f"{where} redirected an HTTPS request to {target[:200]}; refusing to leave HTTPS")
+        raise RegistryResponseError(
+            f"{where} redirected an HTTPS request to {printable(target)}; refusing to leave HTTPS"
+        )
     if method not in ("GET", "HEAD") and status not in METHOD_KEEPING_REDIRECTS:
         raise RegistryResponseError(
-            f"{where} answered a {method} with HTTP {status} to {target[:200]}; only 307 and 308 keep the "
+            f"{where} answered a {method} with HTTP {status} to {printable(target)}; only 307 and 308 keep the "
             f"method and body of a write"
         )
     return target
@@ -279,14 +284,14 @@ def check_status(client, response, what):
 
 def registry_error_message(client, response):
     """': <message>' of the first error in a registry's error body, size-capped, within the
-    small-body deadline and printable only."""
+    small-body deadline and printable."""
     try:
         body = read_capped(client, response, MAX_SMALL_BODY_BYTES, "error body")
         errors = parse_json(body).get("errors") or []
         message = errors[0].get("message") or errors[0].get("code")
     except Exception:  # pylint: disable=broad-except
         return ""
-    text = "".join(c for c in str(message)[:200] if c.isprintable())
+    text = printable(message) if message else ""
     return f": {text}" if text else ""
 
 
@@ -300,5 +305,5 @@ def exception_reason(exc):
             reason = reason.reason
         else:
             break
-    text = str(reason)
-    return text if len(text) < 300 else text[:300] + "..."
+    # It may quote what the server sent (a redirect's URL, a bad header or chunk).
+    return printable(reason, limit=300)

@@ -205,3 +205,76 @@ def test_registry_requests_do_not_grow_with_the_fleet(registry, release, run_pla
             release.manifests["arm64"].digest,
         }, references
     assert counts[5] == counts[50], counts
+
+
+# What a terminal acts on (clear screen, a title, a hyperlink, the C1 CSI, a bidi override) and
+# what Markdown renders live (a link and a remote image).
+ESCAPES = "\x1b[2J\x1b]0;owned\x07\x1b]8;;http://evil.example/\x07\u009b31m\u202e"
+LINK = "[click](http://evil.example/)"
+IMAGE = "![x](http://evil.example/x.png)"
+HOSTILE_REPO = "kubesolo/hostile-text"
+
+
+@pytest.fixture(scope="module")
+def hostile_text_release(registry):
+    """Markdown in the annotations (printable, so accepted as they are) and an index entry whose
+    platform carries control characters (not a platform: ignored)."""
+    amd64 = artifacts.push_arch_manifest(
+        registry,
+        HOSTILE_REPO,
+        "amd64",
+        LINK,
+        channel=IMAGE,
+        min_compatible="v0.2.0",
+        release_notes=f"{LINK} {IMAGE} <b>bold</b>",
+    )
+    odd = dict(amd64.descriptor, platform={"architecture": f"arm64{ESCAPES}", "os": "linux"})
+    artifacts.push_index(registry, HOSTILE_REPO, "stable", [amd64, odd])
+    return amd64
+
+
+def live_markdown(text: str) -> list[str]:
+    """Link, image, HTML and entity syntax that a Markdown renderer would act on (not backslash-escaped)."""
+    return re.findall(r"(?<!\\)(?:!\[|\]\(|<[a-zA-Z/]|&#?\w+;)", text)
+
+
+def test_the_report_shows_what_registries_and_nodes_say_as_text(registry, hostile_text_release, run_playbook, tmp_path):
+    fleet = Fleet(
+        tmp_path,
+        f"{registry.host}/{HOSTILE_REPO}",
+        {
+            "markdown-release": {"arch": "amd64", "version": "v0.2.0"},
+            "escaping-node": {"arch": "amd64", "version": f"v0.2.0{ESCAPES}{LINK}"},
+            "odd-platform": {"arch": "arm64", "version": "v0.2.0"},
+        },
+    )
+    report_dir = tmp_path / "report"
+
+    run = run_playbook(
+        "kubesolo.fleet.check", inventory=fleet.inventory(), extra_vars={"kubesolo_fleet_report_dir": str(report_dir)}
+    )
+
+    assert run.rc == 0, run
+    report = read_report(report_dir)
+    assert {host: reason_codes(row) for host, row in report.items()} == {
+        "markdown-release": ["release_version_invalid", "channel_mismatch"],
+        "escaping-node": ["version_unknown", "release_version_invalid", "channel_mismatch"],
+        "odd-platform": ["architecture_not_shipped"],
+    }
+    # Escaped where it is shown, never dropped: the operator sees what the node claimed.
+    shown = "v0.2.0\\x1b[2J\\x1b]0;owned\\x07\\x1b]8;;http://evil.example/\\x07\\x9b31m\\u202e" + LINK
+    assert report["escaping-node"]["current_version"] == shown
+    assert report["markdown-release"]["available_version"] == LINK
+    odd = " ".join(reason["message"] for reason in report["odd-platform"]["reasons"])
+    assert odd == "the release has no build for arm64 (it ships: amd64)"
+
+    markdown = (report_dir / "report.md").read_text(encoding="utf-8")
+    html = (report_dir / "report.html").read_text(encoding="utf-8")
+    json_text = (report_dir / "report.json").read_text(encoding="utf-8")
+    table = run.result("kubesolo.fleet.os_update : Show the fleet table", "markdown-release")["msg"]
+    for text in [markdown, html, json_text, *table, run.stdout, run.stderr]:
+        assert all(line.isprintable() for line in text.splitlines()), text
+    assert live_markdown(markdown) == [], markdown
+    assert "\\[click\\]\\(http://evil.example/\\)" in markdown
+    assert "\\!\\[x\\]\\(http://evil.example/x.png\\)" in markdown
+    assert "<a " not in html and "<img" not in html

@@ -115,6 +115,9 @@ class Case:
     downloads: bool = False  # the failure comes while a layer downloads (the store sees work)
 
 
+# What a terminal acts on: ESC (clear screen, a hyperlink), BEL, the C1 CSI, a bidi override.
+ESCAPES = "\x1b[2J\x1b]8;;http://evil.example/\x07\u009b31m\u202e"
+ODD_MEDIA_TYPE = f"application/vnd.example{ESCAPES}+json"
 NESTED = index(entry(GOOD))
 SERVED_INDEX = index(entry(GOOD))
 OTHER = manifest(annotations={artifacts.ANN_VERSION: "v0.0.1", artifacts.ANN_ARCHITECTURE: "amd64"})
@@ -266,6 +269,79 @@ CASES = [
         },
         "invalid_manifest",
         "annotation io.kubesolo.os.version of",
+    ),
+    Case(
+        "index-platform-control-characters",
+        {
+            "manifests/t": served(
+                index(
+                    entry(GOOD, arch=f"amd64{ESCAPES}"),
+                    entry(GOOD, arch="\u009b2Jamd64"),
+                    entry(GOOD, arch="amd64", platform={"architecture": "amd64", "os": "linux", "variant": ESCAPES}),
+                ),
+                OCI_INDEX,
+            )
+        },
+        "architecture_not_shipped",
+        "the release does not ship for architecture amd64 (it ships: none)",
+    ),
+    Case(
+        "ignored-layer-media-type-control-characters",
+        {
+            "manifests/t": served(
+                manifest(
+                    layers=[
+                        layer(artifacts.KERNEL_MEDIA_TYPE, KERNEL),
+                        layer(artifacts.INITRAMFS_MEDIA_TYPE, INITRAMFS),
+                        layer(ODD_MEDIA_TYPE, b"{}"),
+                    ]
+                )
+            ),
+            **blobs(),
+        },
+        "invalid_manifest",
+        "lists a layers entry with the malformed mediaType 'application/vnd.example\\x1b[2J\\x1b]8;;",
+    ),
+    Case(
+        "manifest-media-type-control-characters",
+        {"manifests/t": served(manifest(media_type=OCI_MANIFEST + ESCAPES), "application/json")},
+        "invalid_manifest",
+        f"manifest t has the malformed mediaType '{OCI_MANIFEST}\\x1b[2J\\x1b]8;;http://evil.example/\\x07",
+    ),
+    Case(
+        "content-type-control-characters",
+        {"manifests/t": served(GOOD, OCI_MANIFEST + "\x1b[2J\x07")},
+        "invalid_manifest",
+        f"manifest t was served with the malformed Content-Type '{OCI_MANIFEST}\\x1b[2j\\x07'",
+    ),
+    Case(
+        "content-digest-header-control-characters",
+        {"manifests/t": served(GOOD, headers={"Docker-Content-Digest": "sha256:\x1b[2J\x1b]0;owned\x07"})},
+        "digest_mismatch",
+        "the registry says manifest t has digest sha256:\\x1b[2J\\x1b]0;owned\\x07, but",
+    ),
+    Case(
+        "annotation-c1-and-bidi-characters",
+        {
+            "manifests/t": served(
+                manifest(
+                    annotations={
+                        artifacts.ANN_VERSION: "v1.0.0\u009b2J",
+                        artifacts.ANN_CHANNEL: "\u202estable",
+                        artifacts.ANN_ARCHITECTURE: "amd64",
+                    }
+                )
+            ),
+            **blobs(),
+        },
+        "invalid_manifest",
+        "annotation io.kubesolo.os.version of",
+    ),
+    Case(
+        "challenge-scheme-control-characters",
+        {"manifests/t": Answer(401, b"{}", {"WWW-Authenticate": '\x1b]8;;http://evil.example/\x07Evil realm="x"'})},
+        "authentication_failed",
+        "requires authentication (\\x1b]8;;http://evil.example/\\x07evil challenge)",
     ),
     Case(
         "blob-longer-announced",
@@ -441,6 +517,19 @@ def hostile(registry, tmp_path_factory):
     )
 
 
+def strings_in(value):
+    """Every string in a result (keys too), however deeply nested."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from strings_in(key)
+            yield from strings_in(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from strings_in(item)
+
+
 def run_of(hostile, task: str):
     return next(run for run in hostile.runs if run.records(task))
 
@@ -465,6 +554,8 @@ def test_hostile_answer_fails_clearly_and_changes_nothing(hostile, case):
     assert result.get("error_code") == case.error_code, result
     assert case.fragment.format(port=hostile.port) in result["msg"], result["msg"]
     assert len(result["msg"]) < 1000 and result["msg"].isprintable(), result["msg"]
+    # No field of the result carries what a terminal would act on, quoted or not.
+    assert all(text.isprintable() for text in strings_in(result)), result
     assert "Traceback" not in json.dumps(result)
     assert duration(hostile, case.name) < TIME_LIMIT
 
@@ -523,6 +614,13 @@ def test_credentials_never_went_to_the_origin_a_redirect_led_to(hostile):
     assert len(asked) == 1
     assert "Authorization" not in asked[0].headers
     assert all(HOSTILE_PASSWORD not in json.dumps(run.results) for run in hostile.runs)
+
+
+def test_the_terminal_got_nothing_it_would_act_on(hostile):
+    # Ansible prints every failure (msg and result) as the registry's text made it.
+    for run in hostile.runs:
+        for line in (run.stdout + run.stderr).splitlines():
+            assert line.isprintable(), line
 
 
 def test_the_redirect_loop_was_followed_ten_times_only(hostile):

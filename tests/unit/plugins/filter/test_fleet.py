@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright (c) kubesolo.fleet contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The filters of the os_update role: node_state, goarch, update_decision, report_rows."""
+"""The filters of the os_update role: node_state, goarch, update_decision, report_rows, markdown_cell."""
 
 from __future__ import annotations
 
@@ -67,6 +67,20 @@ def test_node_state(text, expected):
     assert fleet.node_state(text) == expected
 
 
+def test_node_state_escapes_what_the_node_printed():
+    text = "arch=x86_64\x1b[2J\nversion=v1.0.0\x07\u009b31m\u202egnp.exe\ntime=" + "1" * 500
+    state = fleet.node_state(text)
+    assert state == {
+        "arch": "x86_64\\x1b[2J",
+        "version": "v1.0.0\\x07\\x9b31m\\u202egnp.exe",
+        "time": "1" * 197 + "...",
+    }
+
+
+def test_node_state_keeps_a_version_exact():
+    assert fleet.node_state("version=v0.3.0-rc.1+build.5")["version"] == "v0.3.0-rc.1+build.5"
+
+
 # -- goarch -------------------------------------------------------------------
 
 
@@ -90,11 +104,14 @@ def test_goarch(name, expected):
     assert fleet.goarch(name) == expected
 
 
-@pytest.mark.parametrize("name", ["", "   ", None, "x86 64", "arm$", 42])
+@pytest.mark.parametrize(
+    "name", ["", "   ", None, "x86 64", "arm$", 42, "amd64\x1b[31m", "arm64/v8\u202e", "ａｍｄ64", "arm/v7/x"]
+)
 def test_goarch_invalid_raises_a_filter_error(name):
     with pytest.raises(AnsibleFilterError) as info:
         fleet.goarch(name)
     assert "architecture" in str(info.value)
+    assert str(info.value).isprintable()
 
 
 # -- update_decision ------------------------------------------------------------
@@ -194,6 +211,46 @@ def test_update_decision_needs_a_dict(given):
     assert "update_info" in str(info.value)
 
 
+def test_update_decision_escapes_a_node_time_it_cannot_read():
+    with pytest.raises(AnsibleFilterError) as info:
+        fleet.update_decision(
+            release(), current_version="v0.2.0", maintenance_window="02:00-04:00", local_time="03:00\x1b[2J"
+        )
+    assert str(info.value) == "node time '03:00\\x1b[2J' is not HH:MM"
+
+
+# -- markdown_cell ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value, cell",
+    [
+        ("amd64", "amd64"),
+        ("v0.3.0-rc.1+build.5", "v0.3.0-rc.1+build.5"),
+        ("stage-amd64", "stage-amd64"),
+        ("", "-"),
+        (None, "-"),
+        (42, "42"),
+        ("[click](http://evil)", "\\[click\\]\\(http://evil\\)"),
+        ("![x](http://evil/x.png)", "\\!\\[x\\]\\(http://evil/x.png\\)"),
+        ("a | b", "a \\| b"),
+        ("<img src=x onerror=alert(1)>", "\\<img src=x onerror=alert\\(1\\)\\>"),
+        ("`code` *em* _em_ ~~del~~", "\\`code\\` \\*em\\* \\_em\\_ \\~\\~del\\~\\~"),
+        ("&#x202e;", "\\&#x202e;"),
+        ("back\\slash", "back\\\\slash"),
+        ("two\nlines", "two\\\\nlines"),
+        ("\x1b[31mred\u202e", "\\\\x1b\\[31mred\\\\u202e"),
+    ],
+)
+def test_markdown_cell(value, cell):
+    assert fleet.markdown_cell(value) == cell
+
+
+def test_markdown_cell_is_capped():
+    cell = fleet.markdown_cell("x" * 5000)
+    assert cell == "x" * (fleet.MAX_CELL_CHARS - 3) + "..."
+
+
 # -- report_rows ------------------------------------------------------------------
 
 
@@ -280,11 +337,12 @@ def test_report_rows_do_not_modify_hostvars():
     assert hostvars == HOSTVARS
 
 
-def test_filter_module_exposes_the_four_filters():
+def test_filter_module_exposes_the_five_filters():
     filters = fleet.FilterModule().filters()
     assert filters == {
         "update_decision": fleet.update_decision,
         "goarch": fleet.goarch,
         "node_state": fleet.node_state,
         "report_rows": fleet.report_rows,
+        "markdown_cell": fleet.markdown_cell,
     }

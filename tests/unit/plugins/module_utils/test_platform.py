@@ -62,6 +62,15 @@ def test_normalize(value, architecture, variant):
         ("amd64;rm", "architecture 'amd64;rm' is not a valid architecture name"),
         ("../arm64", "architecture '../arm64' is not a valid architecture name"),
         ("linux/", "architecture 'linux/' is not a valid architecture name"),
+        ("amd64\x1b[31m", "architecture 'amd64\\x1b[31m' is not a valid architecture name"),
+        ("arm64/v8\x07", "architecture 'arm64/v8\\x07' is not a valid architecture name"),
+        ("arm/\u009b7", "architecture 'arm/\\x9b7' is not a valid architecture name"),
+        ("amd64\u202e", "architecture 'amd64\\u202e' is not a valid architecture name"),
+        ("ａｍｄ64", "architecture 'ａｍｄ64' is not a valid architecture name"),
+        ("arm/v7/v8", "architecture 'arm/v7/v8' is not a valid architecture name"),
+        ("arm/-v7", "architecture 'arm/-v7' is not a valid architecture name"),
+        ("a" * 33, "architecture '" + "a" * 33 + "' is not a valid architecture name"),
+        ("a" * 500, "architecture '" + "a" * 196 + "... is not a valid architecture name"),
     ],
 )
 def test_normalize_rejects(value, message):
@@ -69,6 +78,16 @@ def test_normalize_rejects(value, message):
         _platform.parse_platform(value)
     assert str(raised.value).startswith(message)
     assert raised.value.code == "invalid_reference"
+
+
+@pytest.mark.parametrize("name", ["amd64", "386", "loong64", "v7", "v8.2", "x86-64", "sparc_64", "a" * 32])
+def test_platform_names(name):
+    assert _platform.is_platform_name(name)
+
+
+@pytest.mark.parametrize("name", ["", "AMD64", "-v7", ".", "_x", "a" * 33, "a/b", "a b", "amd64\x1b", "v7\u202e"])
+def test_not_platform_names(name):
+    assert not _platform.is_platform_name(name)
 
 
 @pytest.mark.parametrize(
@@ -206,6 +225,10 @@ def test_select_manifest_refuses_duplicates(entries):
         {"platform": {"os": "linux", "architecture": ""}},
         {"platform": {"os": "linux", "architecture": 64}},
         {"platform": {"os": "linux", "architecture": "arm", "variant": 7}},
+        {"platform": {"os": "linux", "architecture": "amd64\x1b[31m"}},
+        {"platform": {"os": "linux", "architecture": "amd64\u202e"}},
+        {"platform": {"os": "linux", "architecture": "arm", "variant": "v7\x9b"}},
+        {"platform": {"os": "linux", "architecture": "../amd64"}},
         WINDOWS_ARM64,
     ],
 )

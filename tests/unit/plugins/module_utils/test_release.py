@@ -148,6 +148,19 @@ def test_resolve_architecture_not_shipped_fetches_no_child_manifest():
     assert client.calls == [("stable", ALL_MANIFEST_TYPES)]
 
 
+@pytest.mark.parametrize(
+    "architecture, variant",
+    [("amd64\x1b[31m", None), ("amd64\u202e", None), ("\u009bamd64", None), ("amd64", "v1\x07"), ("a" * 40, None)],
+)
+def test_resolve_ignores_an_index_entry_with_a_malformed_platform(architecture, variant):
+    manifest = arch_manifest("amd64")
+    client = FakeManifestClient({"stable": fetched(image_index([index_entry(manifest, architecture, variant)]))})
+    with pytest.raises(ArchitectureNotShippedError) as raised:
+        _release.resolve(client, "amd64", tag="stable")
+    assert str(raised.value) == "the release does not ship for architecture amd64 (it ships: none)"
+    assert raised.value.available == []
+
+
 def test_resolve_refuses_a_nested_index():
     client = index_with_entries(
         [
@@ -225,6 +238,15 @@ def _with(entry, **changes):
         (_with(GOOD_ENTRY, mediaType=_DELETE), "stable lists a manifests entry without a mediaType"),
         (_with(GOOD_ENTRY, mediaType=""), "stable lists a manifests entry without a mediaType"),
         (_with(GOOD_ENTRY, mediaType=5), "stable lists a manifests entry without a mediaType"),
+        (
+            _with(GOOD_ENTRY, mediaType="application/vnd.oci.image.manifest.v1+json\x07"),
+            "stable lists a manifests entry with the malformed mediaType "
+            "'application/vnd.oci.image.manifest.v1+json\\x07'",
+        ),
+        (
+            _with(GOOD_ENTRY, digest="sha256:\x1b[2J" + "a" * 5000),
+            "stable lists a manifests entry with a bad digest: digest 'sha256:\\x1b[2J" + "a" * 182 + "... is not",
+        ),
         (_with(GOOD_ENTRY, digest=_DELETE), "stable lists a manifests entry with a bad digest: digest None"),
         (
             _with(GOOD_ENTRY, digest="sha256:abc"),
@@ -276,7 +298,17 @@ GOOD_LAYER = descriptor(KERNEL, b"kernel")
         (_with(GOOD_LAYER, size=-6), "with an invalid size -6 (0 to 17179869184 bytes allowed)"),
         (_with(GOOD_LAYER, size=False), "with an invalid size False"),
         (_with(GOOD_LAYER, size=16 * 1024**3 + 1), "with an invalid size 17179869185"),
+        (_with(GOOD_LAYER, size="9" * 5000), "with an invalid size '" + "9" * 196 + "... (0 to"),
         ([GOOD_LAYER], "lists a layers entry that is not an object"),
+        (
+            _with(GOOD_LAYER, mediaType="application/vnd.kubesolo.os.kernel.v1+octet-stream\x1b[2J"),
+            "lists a layers entry with the malformed mediaType "
+            "'application/vnd.kubesolo.os.kernel.v1+octet-stream\\x1b[2J'",
+        ),
+        (
+            _with(GOOD_LAYER, mediaType="text/plain\u202e"),
+            "lists a layers entry with the malformed mediaType 'text/plain\\u202e'",
+        ),
     ],
 )
 def test_resolve_refuses_an_invalid_layer(layer, message):
@@ -417,6 +449,22 @@ def test_release_notes_may_span_lines():
         ),
         (
             {"io.kubesolo.os.release_notes": "bell\x07"},
+            "annotation io.kubesolo.os.release_notes of sha256:m contains control characters",
+        ),
+        (
+            {"io.kubesolo.os.version": "v1.0.0\u009b2J"},
+            "annotation io.kubesolo.os.version of sha256:m contains control characters",
+        ),
+        (
+            {"io.kubesolo.os.channel": "\u202estable"},
+            "annotation io.kubesolo.os.channel of sha256:m contains control characters",
+        ),
+        (
+            {"io.kubesolo.os.release_notes": "isolated \u2066text\u2069"},
+            "annotation io.kubesolo.os.release_notes of sha256:m contains control characters",
+        ),
+        (
+            {"io.kubesolo.os.release_notes": "one\u2028two"},
             "annotation io.kubesolo.os.release_notes of sha256:m contains control characters",
         ),
     ],

@@ -12,6 +12,7 @@ import pytest
 from ansible_collections.kubesolo.fleet.plugins.module_utils import _results, _staging
 from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import (
     ArchitectureNotShippedError,
+    ManifestError,
     StageError,
 )
 from ansible_collections.kubesolo.fleet.tests.unit.plugins.module_utils.fakes import FakeBlobClient, make_release
@@ -101,6 +102,24 @@ def test_any_other_exception_is_an_internal_error_without_a_traceback():
         "error_code": "internal_error",
         "msg": "unexpected KeyError: 'manifest_digest' (please report this as a bug)",
     }
+
+
+def test_a_failure_message_is_printable_and_capped_whatever_built_it():
+    result = _results.failure_result(ManifestError("bad \x1b]0;title\x07 and \u202e" + "x" * 5000))
+    assert result["msg"].startswith("bad \\x1b]0;title\\x07 and \\u202exxx")
+    assert result["msg"].endswith("...") and len(result["msg"]) == _results.MAX_MESSAGE_CHARS
+    assert result["error_code"] == "invalid_manifest"
+
+
+def test_an_internal_error_quotes_the_exception_printably():
+    result = _results.failure_result(KeyError("\x1b[2J" + "k" * 1000))
+    assert result["msg"] == ("unexpected KeyError: '\\x1b[2J" + "k" * 289 + "... (please report this as a bug)")
+
+
+def test_the_diff_escapes_the_version_the_record_on_the_node_claims():
+    done = outcome(current={"version": "v0.2.0\x1b[2J\u202e", "manifest_digest": "sha256:" + "1" * 64})
+    result = _results.stage_result(done, "/staged", "controller", FakeBlobClient([]), diff=True)
+    assert result["diff"]["before"]["version"] == "v0.2.0\\x1b[2J\\u202e"
 
 
 def test_the_diff_of_a_record_without_a_digest_or_version():

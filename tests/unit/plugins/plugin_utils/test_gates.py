@@ -404,6 +404,42 @@ def test_version_unknown_names_the_version(current, shown):
     ]
 
 
+NODE_ESCAPES = "v0.2.0\x1b[2J\x07\u009b31m\u202e[click](http://evil)"
+
+
+def test_what_the_node_and_the_registry_said_is_escaped_in_the_decision():
+    decision = decide(
+        release(version="v1\u009b", channel="\u202estable", min_compatible_version="\x1bx"), NODE_ESCAPES, "stable"
+    )
+    assert decision["current_version"] == "v0.2.0\\x1b[2J\\x07\\x9b31m\\u202e[click](http://evil)"
+    assert decision["available_version"] == "v1\\x9b"
+    assert decision["release_channel"] == "\\u202estable"
+    assert decision["min_compatible_version"] == "\\x1bx"
+    assert codes(decision) == [
+        "version_unknown",
+        "release_version_invalid",
+        "channel_mismatch",
+        "release_version_invalid",
+    ]
+    for reason in decision["reasons"]:
+        assert reason["message"].isprintable(), reason
+    assert "'\\u202estable'" in decision["reasons"][2]["message"]
+
+
+def test_a_long_value_is_capped_in_the_decision_and_its_messages():
+    decision = decide(release(channel="c" * 5000), "x" * 5000, "stable")
+    assert len(decision["current_version"]) == 200 and len(decision["release_channel"]) == 200
+    assert all(len(reason["message"]) < 300 for reason in decision["reasons"])
+
+
+def test_versions_stay_exact_in_the_decision():
+    long_build = "v0.3.0+" + "b" * 300
+    decision = decide(release(version=long_build), "v0.2.1-rc.1+meta", "stable")
+    assert decision["available_version"] == long_build
+    assert decision["current_version"] == "v0.2.1-rc.1+meta"
+    assert decision["action"] == "stage"
+
+
 def test_architecture_not_shipped_lists_what_ships():
     decision = decide(not_shipped(), "v0.2.0", "stable")
     assert decision == {

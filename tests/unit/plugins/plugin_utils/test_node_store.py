@@ -327,6 +327,23 @@ def test_a_staging_directory_the_node_did_not_create_is_an_error(dest):
     assert raised.value.code == "node_command_failed"
 
 
+def test_what_a_node_answers_is_quoted_printably(dest):
+    answers = {"prepare": "space=\x1b[2J12\n", "inspect": f"euid={os.geteuid()}\nlink=\x1b]0;owned\x07\n"}
+
+    def shell(script):
+        return 0, answers["prepare" if "df" in script else "inspect"], ""
+
+    store = _node_store.NodeStore(shell, lambda *_args: pytest.fail("put called"), dest)
+    with pytest.raises(StageError) as raised:
+        store.prepare(len(KERNEL_1) + len(INITRAMFS_1))
+    assert f"not enough space on the node for {dest}: \\x1b[2J12 KiB free, " in str(raised.value)
+    with pytest.raises(StageError) as raised:
+        store.current_release()
+    assert str(raised.value) == (
+        f"{dest} is a symbolic link to \\x1b]0;owned\\x07, which kubesolo.fleet did not create; refusing to replace it"
+    )
+
+
 # -- Node commands -----------------------------------------------------------
 
 
@@ -377,7 +394,8 @@ def test_error_reason_prefers_the_marked_line_over_chatter():
     assert _node_scripts.error_reason("only stdout\n", "") == "only stdout"
     assert _node_scripts.error_reason("", "") == ""
     assert _node_scripts.error_reason(None, None) == ""
-    assert _node_scripts.error_reason("", "x" * 500) == "x" * 300
+    assert _node_scripts.error_reason("", "x" * 500) == "x" * 297 + "..."
+    assert _node_scripts.error_reason("", "sh: \x1b]0;owned\x07") == "sh: \\x1b]0;owned\\x07"
 
 
 def test_parse_fields_keeps_key_value_lines_in_order_and_skips_chatter():

@@ -96,6 +96,21 @@ def test_manifest_media_type(document, content_type, expected):
             "unsupported media type text/html at stable (expected an OCI or Docker index or manifest)",
         ),
         ({"mediaType": 7}, _manifests.MEDIA_OCI_MANIFEST, "manifest stable has a non-string mediaType"),
+        (
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json\x1b[2J\u202e"},
+            "",
+            "manifest stable has the malformed mediaType 'application/vnd.oci.image.manifest.v1+json\\x1b[2J\\u202e'",
+        ),
+        (
+            {"layers": []},
+            "application/vnd.oci.image.manifest.v1+json\x07",
+            "manifest stable was served with the malformed Content-Type 'application/vnd.oci.image.manifest.v1+json\\x07'",
+        ),
+        (
+            {"mediaType": "application/" + "x" * 5000},
+            "",
+            "manifest stable has the malformed mediaType 'application/" + "x" * 184 + "...",
+        ),
     ],
 )
 def test_manifest_media_type_rejects(document, content_type, message):
@@ -103,6 +118,44 @@ def test_manifest_media_type_rejects(document, content_type, message):
         _manifests.manifest_media_type(document, content_type, "stable")
     assert str(raised.value) == message
     assert raised.value.code == "invalid_manifest"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.kubesolo.os.kernel.v1+octet-stream",
+        "application/vnd.in-toto+json",
+        "text/plain; charset=utf-8",
+        'application/example;profile="a b"',
+        "a/b",
+    ],
+)
+def test_is_media_type(value):
+    assert _manifests.is_media_type(value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "",
+        "application",
+        "application/",
+        "/json",
+        "application/json/x",
+        "application/vnd.evil\x1b]8;;http://evil\x07+json",
+        "application/json\u202e",
+        "application/js on",
+        "application/" + "x" * 128,
+        "application/json; charset",
+        "application/json\n",
+        "аpplication/json",  # a Cyrillic a
+        None,
+        7,
+    ],
+)
+def test_is_not_media_type(value):
+    assert not _manifests.is_media_type(value)
 
 
 @pytest.mark.parametrize(
@@ -227,6 +280,16 @@ def test_get_manifest_rejects_a_disagreeing_docker_content_digest():
     )
 
 
+def test_get_manifest_escapes_a_docker_content_digest_it_quotes():
+    client = make_client([manifest_response(headers={"Docker-Content-Digest": "sha256:\x1b[2J\x9b31m" + "0" * 500})])
+    with pytest.raises(DigestMismatchError) as raised:
+        client.get_manifest("stable")
+    assert str(raised.value) == (
+        "the registry says manifest stable has digest sha256:\\x1b[2J\\x9b31m" + "0" * 176 + "..., "
+        f"but its bytes hash to {MANIFEST_DIGEST}"
+    )
+
+
 def test_get_manifest_ignores_a_docker_content_digest_of_another_algorithm():
     other = "sha512:" + hashlib.sha512(b"unrelated").hexdigest()
     client = make_client([manifest_response(headers={"Docker-Content-Digest": other})])
@@ -276,7 +339,8 @@ def test_get_manifest_not_found(reference, name):
     [
         ({"errors": [{"code": "UNAVAILABLE", "message": "storage backend down"}]}, ": storage backend down"),
         ({"errors": [{"code": "UNAVAILABLE"}]}, ": UNAVAILABLE"),
-        ({"errors": [{"message": "bad\x1b[31m\nthing"}]}, ": bad[31mthing"),
+        ({"errors": [{"message": "bad\x1b[31m\nthing\u202e"}]}, ": bad\\x1b[31m\\nthing\\u202e"),
+        ({"errors": [{"message": "x" * 500}]}, ": " + "x" * 197 + "..."),
         ({"errors": []}, ""),
         ({}, ""),
     ],

@@ -227,6 +227,16 @@ def test_unauthorized_without_a_challenge():
     )
 
 
+def test_an_unknown_challenge_scheme_is_quoted_printably():
+    client = make_client([unauthorized("\x1b]8;;http://evil\x07Negotiate" + "x" * 100 + ' realm="x"')])
+    with pytest.raises(AuthenticationError) as raised:
+        client.get_manifest("stable")
+    assert str(raised.value) == (
+        "registry registry.example.com requires authentication (\\x1b]8;;http://evil\\x07negotiatexxxxx... challenge) "
+        "to read kubesolo/os and no credentials were given"
+    )
+
+
 # -- Token cache, credentials and origins ----------------------------------
 
 
@@ -492,6 +502,14 @@ def test_a_plain_http_realm_is_refused_for_an_https_registry():
         "http://auth.example/token; refusing to send credentials or take tokens over it"
     )
     assert client.session.token_gets == [] and client.session.token_posts == []
+
+
+def test_a_refused_realm_is_quoted_printably():
+    challenge = 'Bearer realm="http://auth.example/token\x1b[2J\u202e",service="reg"'
+    client = make_client([unauthorized(challenge)], credentials=ROBOT)
+    with pytest.raises(AuthenticationError) as raised:
+        client.get_manifest("stable")
+    assert "token realm http://auth.example/token\\x1b[2J\\u202e; refusing" in str(raised.value)
 
 
 @pytest.mark.parametrize("realm", ["http://127.0.0.1:5001/token", "https://auth.example/token"])

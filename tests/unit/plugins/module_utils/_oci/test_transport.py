@@ -92,6 +92,16 @@ def test_transport_error_message_names_the_cause_not_the_retry_chain():
     assert "Max retries exceeded" not in message
 
 
+def test_transport_error_message_quotes_the_cause_printably():
+    exception = requests.exceptions.ConnectionError("Connection broken: \x1b[2J\u202e" + "x" * 1000)
+    client = make_client([exception], retry=RetryPolicy(retries=0, sleep=unexpected_sleep))
+    with pytest.raises(RegistryConnectionError) as raised:
+        client.get_manifest("stable")
+    assert str(raised.value) == (
+        "cannot reach registry registry.example.com: Connection broken: \\x1b[2J\\u202e" + "x" * 265 + "..."
+    )
+
+
 # -- Size caps and the small-body deadline ----------------------------------
 
 
@@ -412,6 +422,17 @@ def test_a_redirect_to_another_origin_drops_authorization(monkeypatch, tmp_path,
     assert response.status_code == 200
     assert hop_authorizations(adapter) == [(from_url, "Bearer tok"), (to_url, None)]
     assert [sent.method for sent in adapter.sent] == ["GET", "GET"]
+
+
+def test_a_refused_redirect_quotes_its_target_capped():
+    with pytest.raises(RegistryResponseError) as raised:
+        _transport._next_hop(
+            "GET", "https://registry.example.com/v2/x", 302, "http://cdn.example.net/\x1b[2J" + "p" * 500
+        )
+    message = str(raised.value)
+    assert message.startswith("registry.example.com:443 redirected an HTTPS request to http://cdn.example.net/\\x1b[2J")
+    assert message.endswith("p...; refusing to leave HTTPS")
+    assert "\x1b" not in message and len(message) < 300
 
 
 @pytest.mark.parametrize(
