@@ -29,6 +29,7 @@ import shutil
 import time
 
 from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import StageError
+from ansible_collections.kubesolo.fleet.plugins.module_utils._text import printable
 
 LOCK_NAME = ".lock"
 OWNER_NAME = "owner"
@@ -85,7 +86,7 @@ def owner_is_alive(owner):
     if owner.get("boot") and current_boot and owner["boot"] != current_boot:
         return False
     pid = owner.get("pid", "")
-    if not pid.isdigit():
+    if not (pid.isascii() and pid.isdigit()):
         return False
     start = process_start(pid)
     if start is not None:
@@ -105,8 +106,13 @@ def describe_owner(owner):
     if not owner:
         return "a run whose owner file could not be read"
     since = owner.get("since", "")
-    when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(since))) if since.isdigit() else "an unknown time"
-    return f"pid {owner.get('pid', '?')} ({owner.get('by', 'unknown')}) since {when}"
+    when = (
+        time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(since)))
+        if since.isascii() and since.isdigit()
+        else "an unknown time"
+    )
+    # What the owner file says came from whoever wrote it: quoted, never raw.
+    return f"pid {printable(owner.get('pid', '?'), 20)} ({printable(owner.get('by', 'unknown'), 60)}) since {when}"
 
 
 def read_owner(lock_dir):

@@ -155,7 +155,7 @@ class NodeStore:
                     chain.append(PathFacts(parts[2] if len(parts) > 2 else "?", uid, mode))
                 else:
                     store_facts = PathFacts(self.store, uid, mode)
-            elif field == "euid" and value.strip().isdigit():
+            elif field == "euid" and value.strip().isascii() and value.strip().isdigit():
                 euid = int(value)
         if euid is None:
             raise NodeCommandError("the node did not say which user runs the staging commands (id -u)")
@@ -238,8 +238,8 @@ class NodeLock:
             lease=LOCK_LEASE_SECONDS,
             controller=quote(self.controller),
             # Digits or nothing (checked), so they can stand inside the scripts' double quotes.
-            pid=pid if pid.isdigit() else "",
-            start=start if start.isdigit() else "",
+            pid=pid if pid.isascii() and pid.isdigit() else "",
+            start=start if start.isascii() and start.isdigit() else "",
         )
 
     def _run(self, template, what, keeper=None):
@@ -297,6 +297,11 @@ def _controller_gone(owner):
     it left on the node would otherwise hold the lock for the rest of its lease."""
     host, _sep, rest = owner.get("controller", "").partition(" ")
     pid, _sep, start = rest.partition(" ")
-    if not owner.get("pid") or host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+    if (
+        not owner.get("pid")
+        or host != socket.gethostname()
+        or not (pid.isascii() and pid.isdigit())
+        or int(pid) == os.getpid()
+    ):
         return False
     return not owner_is_alive({"pid": pid, "start": start})

@@ -132,7 +132,7 @@ class BlobDownload:
                     self._restart()
             remaining = self.size - self.received
             announced = response.headers.get("Content-Length")
-            if announced is not None and announced.isdigit() and int(announced) != remaining:
+            if announced is not None and announced.isascii() and announced.isdigit() and int(announced) != remaining:
                 raise SizeMismatchError(
                     f"blob {self.digest}: the registry announced {announced} bytes, the manifest declares {remaining}"
                 )

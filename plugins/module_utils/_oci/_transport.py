@@ -253,7 +253,7 @@ def read_capped(client, response, limit, what, error=RegistryResponseError):
     """Read a streamed response body (decoded), refusing more than ``limit`` bytes, and a body
     that is not whole within its SmallBodyDeadline (RegistryConnectionError, as for a fault)."""
     announced = response.headers.get("Content-Length")
-    if announced is not None and announced.isdigit() and int(announced) > limit:
+    if announced is not None and announced.isascii() and announced.isdigit() and int(announced) > limit:
         raise error(f"{what} is {announced} bytes, over the {limit} byte limit")
     deadline = SmallBodyDeadline(client, response)
     read = arrived_reader(response.raw, decode_content=True)

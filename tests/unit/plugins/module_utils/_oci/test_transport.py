@@ -113,6 +113,12 @@ def test_read_capped_refuses_an_announced_oversize_body_before_reading():
     assert response.reads == 0
 
 
+@pytest.mark.parametrize("announced", ["\u00b2", "\u0663", "-1", "1e3"])
+def test_a_content_length_that_is_not_ascii_digits_is_ignored_not_a_crash(announced):
+    response = FakeResponse(200, b"{}", {"Content-Length": announced})
+    assert _transport.read_capped(make_client(), response, 10, "token response") == b"{}"
+
+
 def test_read_capped_stops_a_body_growing_past_the_cap():
     response = FakeResponse(200, chunks=[b"a" * 6, b"b" * 6, b"c" * 6, b"d" * 6])
     with pytest.raises(ManifestError) as raised:
