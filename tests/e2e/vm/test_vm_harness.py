@@ -1,6 +1,6 @@
 """The VM test nodes themselves: UEFI firmware and GRUB boot the documented KubeSolo OS layout, the
-node serves SSH with its version, grubenv written on the node switches the slot across a real
-reboot, and GRUB alone falls back from a slot that panics.
+node serves SSH with its version and health, grubenv written on the node switches the slot across a
+real reboot, and GRUB alone falls back from a slot that panics.
 
 Wall time: the fallback VM needs four boots, so it starts before the first test and boots in the
 background while the others run (two VMs at a time at most).
@@ -17,6 +17,7 @@ from tests.support.sshnode import SSH_COMMON_ARGS, inventory
 from tests.support.vm import (
     DATA_MOUNT,
     HEALTH_COMMAND,
+    HEALTH_FILE,
     REBOOT_COMMAND,
     grubenv_block,
     list_slot,
@@ -132,13 +133,15 @@ cd / && umount /mnt/slot
 
 
 def test_grubenv_written_on_the_node_switches_slot_across_a_reboot(vm_kit, vm_factory):
-    vm = vm_factory("node2", slot_a="v0.2.0", slot_b="v0.3.0")
+    # Slot B holds the unhealthy variant: it boots and serves SSH, only its health check fails.
+    unhealthy = vm_kit.release("v0.3.0", "unhealthy")
+    vm = vm_factory("node2", slot_a="v0.2.0", slot_b=unhealthy)
     labels = vm.run("for label in KSOLOEFI KSOLOA KSOLOB KSOLODATA; do findfs LABEL=$label; done").stdout.split()
     assert labels == ["/dev/vda1", "/dev/vda2", "/dev/vda3", "/dev/vda4"]
 
     # The passive slot can be mounted by label and read back.
     listing = vm.run(CHECK_SLOT_B).stdout
-    expected = vm_kit.release("v0.3.0").digests()
+    expected = unhealthy.digests()
     assert {name: digest for digest, name in (line.split() for line in listing.splitlines())} == expected
 
     written = vm.run(WRITE_GRUBENV).stdout.splitlines()
@@ -153,6 +156,8 @@ def test_grubenv_written_on_the_node_switches_slot_across_a_reboot(vm_kit, vm_fa
     assert new_boot != old_boot
     assert vm.os_release()["VERSION_ID"] == "v0.3.0"
     assert vm.grub_boots() == ["A", "B"]
+    assert vm.run(f"cat {HEALTH_FILE}").stdout == "fail\n"
+    assert vm.run(HEALTH_COMMAND, check=False).returncode == 1
 
     vm.stop()
     after = {"active_slot": "B", "boot_counter": "2", "boot_success": "0"}  # one attempt of the trial used

@@ -28,10 +28,11 @@ What the node offers (what the collection's A/B code may rely on, and nothing mo
   ``ln``, ``mkdir``, ``mktemp``, ``readlink``, ``realpath``, ``stat``, ``wc``, ``head``, ``tail``,
   ``tr``, ``cut``, ``sed``, ``awk``, ``grep``, ``printf`` and ``test`` (shell built-ins), ``dd``,
   ``od``, ``xxd``, ``hexdump``, ``base64``, ``sha256sum``, ``df``, ``sync`` (``sync FILE`` too),
-  ``mount``, ``umount``, ``findfs``, ``blkid``, ``setsid``, ``timeout``, ``sleep``, ``reboot``,
-  ``poweroff``, ``wget``.  Not there: ``nohup``, ``flock``, ``mountpoint``, ``scp``, ``python``.
-* Partitions by label: ``findfs LABEL=KSOLOB`` prints ``/dev/vda3``; ``blkid`` lists every label.
-  The slots and the data partition are ext4, KSOLOEFI is FAT32 (``mount -t vfat``, read-write).
+  ``mount``, ``umount``, ``findfs``, ``setsid``, ``timeout``, ``sleep``, ``reboot``,
+  ``poweroff``, ``wget``.  Not there: ``blkid``, ``nohup``, ``flock``, ``mountpoint``, ``scp``, ``python``.
+* Partitions by label: ``findfs LABEL=KSOLOB`` prints ``/dev/vda3``, and busybox ``mount`` takes
+  ``LABEL=KSOLOB`` as the device too (type detected).  The slots and the data partition are ext4,
+  KSOLOEFI is FAT32 (``mount -t vfat``, read-write); ``df -Pk`` on a mounted slot gives its free space.
   The init mounts only KSOLODATA (at ``/var/lib/kubesolo``); where a real node mounts KSOLOEFI is
   not documented, so nothing mounts it: mount it yourself (``/mnt`` exists, mkdir below it) and
   unmount it after.  ``/proc/mounts`` is real.

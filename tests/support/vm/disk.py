@@ -17,9 +17,12 @@ GRUB's boot logic (:data:`GRUB_CFG`), with grubenv ``active_slot`` (A|B), ``boot
 (attempts left, 3..0) and ``boot_success`` (0|1) on KSOLOEFI:
 
 * ``boot_success`` is 1 (the last boot was verified): nothing is counted.
-* otherwise the attempt is counted: 3 -> 2 -> 1 -> 0; a counter already at 0 (or missing or
-  garbled) means the slot has used up its attempts: ``active_slot`` swaps and the counter is 3.
+* otherwise the attempt is counted: 3 -> 2 -> 1 -> 0; a counter already at 0 means the slot has
+  used up its attempts: ``active_slot`` swaps and the counter is 3.
 * then ``boot_success=0`` is saved and ``KSOLO<active_slot>`` boots.
+* values that are missing or garbled count as ``active_slot=A`` and ``boot_counter=3``.  GRUB's
+  ``save_env`` only rewrites an existing, valid 1024-byte grubenv in place (it cannot create or
+  grow the file); with an unreadable one nothing is saved and every boot starts from those defaults.
 
 So a committed node ({A, 3, 1}) boots into {A, 3, 0}; an unverified reboot gives {A, 2, 0}.  A slot
 activated with {B, 3, 0} is booted three times (leaving 2, 1, 0) and, if none of those boots is
@@ -91,8 +94,16 @@ if ! search --no-floppy --label --set=efi {EFI_LABEL}; then
 fi
 set env=($efi){GRUBENV_PATH}
 load_env --file $env active_slot boot_counter boot_success
+# Missing or garbled values (no readable grubenv): slot A, a fresh counter.
 if [ "$active_slot" != "B" ]; then
     set active_slot=A
+fi
+if [ "$boot_counter" != "0" ]; then
+    if [ "$boot_counter" != "1" ]; then
+        if [ "$boot_counter" != "2" ]; then
+            set boot_counter=3
+        fi
+    fi
 fi
 if [ "$boot_success" != "1" ]; then
     if [ "$boot_counter" = "3" ]; then

@@ -25,8 +25,8 @@ import time
 from pathlib import Path
 
 from ..process import ManagedProcess
-from ..sshnode import SSH, SSH_COMMON_ARGS, SSHCommandError
-from .release import SSHD_STARTING
+from ..sshnode import DEFAULT_BUSYBOX, SSH, SSH_COMMON_ARGS, SSHCommandError
+from .release import DROPBEAR, SFTP_SERVER, SSHD_STARTING
 
 QEMU = os.environ.get("KUBESOLO_TEST_QEMU_BIN", "qemu-system-x86_64")
 OVMF_CODE = Path(os.environ.get("KUBESOLO_TEST_OVMF_CODE", "/usr/share/OVMF/OVMF_CODE_4M.fd"))
@@ -428,19 +428,20 @@ REQUIRED_FILES = {
     str(OVMF_CODE): "ovmf",
     str(OVMF_VARS): "ovmf",
     "/usr/lib/grub/x86_64-efi/linux.mod": "grub-efi-amd64-bin",
-    "/usr/sbin/dropbear": "dropbear-bin",
-    "/usr/lib/openssh/sftp-server": "openssh-sftp-server",
+    DROPBEAR: "dropbear-bin",
+    SFTP_SERVER: "openssh-sftp-server",
 }
 
 
 def missing_requirements() -> list[str]:
-    """Why VM nodes cannot run here (empty when they can), for a skip or fail message."""
-    from ..sshnode import DEFAULT_BUSYBOX  # pylint: disable=import-outside-toplevel
+    """Why VM nodes cannot run here (empty when they can), for a skip or fail message.
 
+    Tools are looked up on PATH, as they are run (mkfs.vfat, sfdisk...: PATH needs the sbin dirs).
+    """
     problems = [
         f"{tool} missing: install the Debian package {package}"
         for tool, package in REQUIRED_TOOLS.items()
-        if not shutil.which(tool, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
+        if not shutil.which(tool)
     ]
     files = {**REQUIRED_FILES, DEFAULT_BUSYBOX: "busybox-static"}
     problems += [
