@@ -82,6 +82,50 @@ def ssh_node_factory():
         node.stop()
 
 
+# ---------------------------------------------------------------- VM nodes (UEFI + GRUB + KubeSolo A/B layout)
+
+
+@pytest.fixture(scope="session")
+def vm_kit(tmp_path_factory):
+    """The session's :class:`tests.support.vm.VMKit`: kernel (downloaded once per user cache), GRUB,
+    keys; releases are built on first request.  Skipped locally when QEMU, OVMF or another tool is
+    missing; a failure under CI."""
+    from tests.support.vm import VMKit  # pylint: disable=import-outside-toplevel
+    from tests.support.vm import missing_requirements as vm_missing  # pylint: disable=import-outside-toplevel
+
+    problems = vm_missing()
+    if problems:
+        message = "VM test nodes unavailable (scripts/bootstrap installs the packages): " + "; ".join(problems)
+        if _in_ci():
+            pytest.fail(message)  # CI must never skip the end-to-end tests silently
+        pytest.skip(message)
+    return VMKit(tmp_path_factory.mktemp("vm-kit")).prepare()
+
+
+@pytest.fixture
+def vm_factory(vm_kit, tmp_path):
+    """``vm_factory(name, *, slot_a="v0.2.0", slot_b=None, grubenv=None, wait=True, **node_kwargs) -> VMNode``.
+
+    Builds ``<tmp_path>/<name>.img`` (slots: a version, a Release or None) and starts a VM on it,
+    waiting for SSH unless ``wait=False``; its serial console goes to ``<tmp_path>/<name>-console.log``.
+    Every VM is stopped when the test ends (the disk images stay for inspection), and the console
+    tails are printed, so a failing test shows them.  Boot at most two or three at a time.
+    """
+    vms = []
+
+    def make(name, *, slot_a="v0.2.0", slot_b=None, grubenv=None, wait=True, **node_kwargs):
+        disk = vm_kit.build_disk(tmp_path / f"{name}.img", slot_a=slot_a, slot_b=slot_b, grubenv=grubenv)
+        node_kwargs.setdefault("console_log", tmp_path / f"{name}-console.log")
+        vm = vm_kit.node(name, disk, **node_kwargs)
+        vms.append(vm)
+        return vm.start(wait=wait)
+
+    yield make
+    for vm in vms:
+        vm.stop()
+        print(f"--- {vm.name}: serial console tail ({vm.console_log})\n{vm.console_tail()}")
+
+
 # ---------------------------------------------------------------- registry credentials and transports
 
 

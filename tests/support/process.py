@@ -38,6 +38,9 @@ class ManagedProcess(abc.ABC):
     _noun: str
     #: Prefix of the temp dir's name, so that a leftover one says where it came from; set by each subclass.
     _workdir_prefix: str
+    #: Lower-case log phrases that mean "the port was taken": the launch is retried on another port.
+    #: (Go says "address already in use", OpenSSH "Address already in use".)
+    _port_in_use_markers: tuple[str, ...] = ("address already in use",)
 
     def __init__(self, *, startup_timeout: float) -> None:
         self.startup_timeout = startup_timeout
@@ -119,8 +122,8 @@ class ManagedProcess(abc.ABC):
                 return
             except RuntimeError:
                 self._terminate()
-                # Go says "address already in use", OpenSSH "Address already in use".
-                if attempt == 2 or "address already in use" not in self.log_tail().lower():
+                tail = self.log_tail().lower()
+                if attempt == 2 or not any(marker in tail for marker in self._port_in_use_markers):
                     raise
 
     def _wait_ready(self) -> None:
