@@ -251,7 +251,7 @@ def build_disk(  # pylint: disable=too-many-arguments
     path = Path(path)
     sizes = [(EFI_LABEL, EFI_SIZE, GPT_ESP), ("KSOLOA", SLOT_SIZE, GPT_LINUX), ("KSOLOB", SLOT_SIZE, GPT_LINUX)]
     sizes.append((DATA_LABEL, DATA_SIZE, GPT_LINUX))
-    total = FIRST_PARTITION + sum(size for _, size, _ in sizes) + MIB  # + room for the backup GPT
+    total = FIRST_PARTITION + sum(entry[1] for entry in sizes) + MIB  # + room for the backup GPT
     path.unlink(missing_ok=True)
     with open(path, "wb") as handle:
         handle.truncate(total)  # sparse

@@ -92,7 +92,7 @@ def parse_modules_dep(path: Path) -> dict[str, list[str]]:
     deps: dict[str, list[str]] = {}
     for line in path.read_text(encoding="utf-8").splitlines():
         if ":" in line:
-            module, _, rest = line.partition(":")
+            module, _sep, rest = line.partition(":")
             deps[module.strip()] = rest.split()
     return deps
 
