@@ -55,8 +55,11 @@ def test_a_release_is_written_to_the_passive_slot_booted_and_committed(vm_kit, v
         # What the node's agent does after its health check, here by hand.
         ab("agent marks the boot good", "committed"),
         ab("before", "info"),
+        dict(ab("predict the write", "staged", release=release, source=STAGED), check_mode=True),
+        ab("after the prediction", "info"),
         ab("write", "staged", release=release, source=STAGED),
         ab("write again", "staged", release=release, source=STAGED),
+        dict(ab("predict the switch", "active", release=release), check_mode=True, diff=True),
         ab("switch", "active", release=release),
         ab("reboot", "rebooted", boot_timeout=240),
         ab("after", "info"),
@@ -69,6 +72,14 @@ def test_a_release_is_written_to_the_passive_slot_booted_and_committed(vm_kit, v
     assert run.result("refused", vm.name)["error_code"] == "trial_boot"
     for task in ("agent marks the boot good", "before", "write", "write again", "switch", "reboot", "after", "commit"):
         assert run.status(task, vm.name) in ("ok", "changed"), (task, run.result(task, vm.name))
+    # Check mode says what it would do and does nothing.
+    predicted = run.result("predict the write", vm.name)
+    assert (predicted["changed"], predicted["written"], predicted["slot"]) == (True, False, "B"), predicted
+    assert run.result("after the prediction", vm.name)["node"]["slots"]["B"] == {"version": None, "manifest_digest": None}
+    switch = run.result("predict the switch", vm.name)
+    assert switch["changed"] is True and "active_slot=B\n" in switch["diff"]["after"], switch
+    assert "active_slot=A\n" in switch["diff"]["before"]
+    assert run.result("switch", vm.name)["node"]["active_slot"] == "A"  # the prediction switched nothing
     assert run.result("before", vm.name)["node"]["active_slot"] == "A"
     assert run.result("write", vm.name)["changed"] is True and run.result("write", vm.name)["slot"] == "B"
     assert run.result("write again", vm.name)["changed"] is False
