@@ -75,7 +75,10 @@ def test_a_release_is_written_to_the_passive_slot_booted_and_committed(vm_kit, v
     # Check mode says what it would do and does nothing.
     predicted = run.result("predict the write", vm.name)
     assert (predicted["changed"], predicted["written"], predicted["slot"]) == (True, False, "B"), predicted
-    assert run.result("after the prediction", vm.name)["node"]["slots"]["B"] == {"version": None, "manifest_digest": None}
+    assert run.result("after the prediction", vm.name)["node"]["slots"]["B"] == {
+        "version": None,
+        "manifest_digest": None,
+    }
     switch = run.result("predict the switch", vm.name)
     assert switch["changed"] is True and "active_slot=B\n" in switch["diff"]["after"], switch
     assert "active_slot=A\n" in switch["diff"]["before"]
