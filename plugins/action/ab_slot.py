@@ -13,11 +13,14 @@ from ansible.plugins.action import ActionBase
 from ansible_collections.kubesolo.fleet.plugins.module_utils._results import failure_result
 from ansible_collections.kubesolo.fleet.plugins.plugin_utils import _grubenv
 from ansible_collections.kubesolo.fleet.plugins.plugin_utils._ab_node import (
-    SWITCH_VARIABLE,
     ABNode,
     Layout,
     ReleaseFiles,
     SlotError,
+    plan_active,
+    plan_committed,
+    plan_rolled_back,
+    plan_staged,
 )
 
 ARGUMENT_SPEC = dict(
@@ -66,60 +69,32 @@ class ActionModule(ActionBase):
         return dict(changed=False, node=node.inspect().summary())
 
     def _staged(self, node, params):
-        """The release in a slot: the running one already, or written into the passive one."""
         release = ReleaseFiles(params["release"])
-        state = node.inspect()
-        running = state.running_slot
-        if state.slots[running].manifest_digest == release.manifest_digest and not state.switch_pending:
-            return dict(changed=False, slot=running, written=False, node=state.summary())
-        passive = state.boot.passive_slot
-        if state.boot.boot_success and node.slot_verified(state, passive, release):
-            return dict(changed=False, slot=passive, written=False, node=state.summary())
-        if not self._task.check_mode:
-            node.write_slot(state, passive, release, params["source"])
-        return dict(changed=True, slot=passive, written=not self._task.check_mode, node=state.summary())
+        change = plan_staged(node, node.inspect(), release)
+        if change.write and not self._task.check_mode:
+            node.write_slot(change.state, change.slot, release, params["source"])
+        return dict(self._applied(node, change), written=change.write and not self._task.check_mode)
 
     def _active(self, node, params):
-        """grubenv boots the slot that holds the release next (three unverified attempts)."""
-        release = ReleaseFiles(params["release"])
-        state = node.inspect()
-        holder = [slot for slot in _grubenv.SLOTS if state.slots[slot].manifest_digest == release.manifest_digest]
-        if state.boot.active_slot in holder and (state.switch_pending or state.boot.boot_success):
-            return dict(changed=False, slot=state.boot.active_slot, node=state.summary())
-        passive = state.boot.passive_slot
-        if passive not in holder or not node.slot_verified(state, passive, release):
-            raise SlotError(
-                f"slot {passive} does not hold the verified release {release.manifest_digest}; stage it first"
-            )
-        values = state.boot.activated(passive)
-        values[SWITCH_VARIABLE] = state.boot_id
-        return self._switch(node, state, values, slot=passive)
+        change = plan_active(node, node.inspect(), ReleaseFiles(params["release"]), self._task.check_mode)
+        return self._applied(node, change)
 
     def _committed(self, node, _params):
-        """The boot the node runs is marked good, and no switch is pending any more."""
-        state = node.inspect()
-        if state.switch_pending:
-            raise SlotError("grubenv was switched in this boot and the node has not rebooted yet; nothing to commit")
-        values = state.boot.committed()
-        values.pop(SWITCH_VARIABLE, None)
-        if values == state.boot.values:
-            return dict(changed=False, slot=state.boot.active_slot, node=state.summary())
-        return self._switch(node, state, values, slot=state.boot.active_slot)
+        return self._applied(node, plan_committed(node.inspect()))
 
     def _rolled_back(self, node, _params):
-        """grubenv boots the other slot again (the known-good one), for a release that failed its checks."""
-        state = node.inspect()
-        other = state.boot.passive_slot
-        values = state.boot.activated(other)
-        values[SWITCH_VARIABLE] = state.boot_id
-        return self._switch(node, state, values, slot=other)
+        return self._applied(node, plan_rolled_back(node.inspect()))
 
-    def _switch(self, node, state, values, slot):
-        result = dict(changed=True, slot=slot, node=state.summary())
-        if self._task.diff:
-            result["diff"] = dict(before=_grubenv_text(state.boot.values), after=_grubenv_text(values))
-        if not self._task.check_mode:
-            node.write_grubenv(values)
+    def _applied(self, node, change):
+        """The result of ``change``, whose grubenv switch is made here unless in check mode."""
+        result = dict(changed=change.changed, slot=change.slot, node=change.state.summary())
+        if change.switches:
+            if self._task.diff:
+                result["diff"] = dict(
+                    before=_grubenv_text(change.state.boot.values), after=_grubenv_text(change.values)
+                )
+            if not self._task.check_mode:
+                node.write_grubenv(change.values)
         return result
 
     def _rebooted(self, node, params):

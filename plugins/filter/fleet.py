@@ -19,11 +19,19 @@ MAX_CELL_CHARS = 2000
 _MARKDOWN_SPECIAL = frozenset("\\`*_[]()!<>|&~")
 
 
-def update_decision(
-    release, current_version="", channel="stable", allow_downgrade=False, maintenance_window="", local_time=""
+def update_decision(  # pylint: disable=too-many-arguments
+    release,
+    current_version="",
+    channel="stable",
+    allow_downgrade=False,
+    maintenance_window="",
+    local_time="",
+    boot=None,
 ):
     if not isinstance(release, dict):
         raise AnsibleFilterError("update_decision expects the result of kubesolo.fleet.update_info")
+    if boot is not None and not isinstance(boot, dict):
+        raise AnsibleFilterError("update_decision's boot is the node of kubesolo.fleet.ab_slot's result, or none")
     try:
         return decide(
             release,
@@ -32,6 +40,7 @@ def update_decision(
             allow_downgrade=allow_downgrade,
             maintenance_window=maintenance_window,
             local_time=local_time,
+            boot=boot or None,
         )
     except InvalidWindow as exc:
         raise AnsibleFilterError(str(exc))
@@ -64,11 +73,12 @@ def markdown_cell(value):
 
 
 def report_rows(hosts, hostvars, rollout=False, activating=False):
-    """One report row per host: its decision, plus its rollout status when ``rollout``.
+    """One report row per host: its decision and the slot it runs, plus its rollout status, the
+    reason of a failure or rollback and the activation's timings when ``rollout``.
 
     A host without a decision could not be checked (unreachable or failed).
     A staged host without a rollout status was not reached by the rollout, or
-    only staged when no activation command was set (``activating`` false).
+    only staged when the rollout does not activate (``activating`` false).
     """
     rows = []
     for host in hosts:
@@ -77,13 +87,26 @@ def report_rows(hosts, hostvars, rollout=False, activating=False):
             "action": "failed",
             "reasons": [{"code": "unreachable_or_failed", "message": "the node could not be checked"}],
         }
-        row = dict(decision, host=host)
+        row = dict(decision, host=host, slot=(facts.get("kubesolo_fleet_ab_state") or {}).get("running_slot"))
         if rollout:
             pending = "not_reached" if activating else "staged"
             default = pending if decision["action"] == "stage" else "unchanged"
-            row["rollout"] = facts.get("kubesolo_fleet_rollout_status") or default
+            timings = facts.get("kubesolo_fleet_rollout_timings") or {}
+            row.update(
+                rollout=facts.get("kubesolo_fleet_rollout_status") or default,
+                rollout_reason=facts.get("kubesolo_fleet_rollout_reason") or None,
+                activation_seconds=_seconds(timings.get("activation_seconds")),
+                reboot_seconds=_seconds(timings.get("reboot_seconds")),
+            )
         rows.append(row)
     return rows
+
+
+def _seconds(value):
+    try:
+        return round(float(value), 1)
+    except (TypeError, ValueError):
+        return None
 
 
 class FilterModule:

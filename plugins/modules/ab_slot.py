@@ -18,11 +18,15 @@ description:
     passive slot under temporary names, syncs, unmounts, reads both files back from the disk and checks
     them against the manifest's digests, then renames them into place and records the release in the
     slot. It refuses while the node runs an unverified trial boot (C(boot_success) is not 1), because the
-    passive slot is then the only known-good system. A slot that already holds the verified release is
-    not written again.
+    passive slot is then the only known-good system (also in check mode). A slot that already holds the
+    verified release (read back and hashed, not trusted by its record) is not written again, nor is
+    anything written when grubenv already boots the release.
   - O(state=active) switches grubenv to the passive slot once it holds the verified release
     (C(active_slot=<passive>), C(boot_counter=3), C(boot_success=0), other variables kept), writing the
-    whole 1024-byte block beside the old one, syncing and renaming it, and reading it back.
+    whole 1024-byte block beside the old one, syncing and renaming it, and reading it back. It records the
+    boot id it switched in, so that a later run tells a switch still waiting for its reboot from a boot of
+    the new slot. Nothing changes when grubenv already boots the release. In check mode the switch is
+    predicted even before the slot is written.
   - O(state=rebooted) reboots the node so that the reboot survives the end of the session and waits,
     at most O(boot_timeout) seconds, until it answers over the connection with a new boot id (a
     forwarded port keeps accepting connections while the node is down, so port state proves nothing).

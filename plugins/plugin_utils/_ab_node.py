@@ -9,7 +9,10 @@
 ABNode reads the node's state (inspect), writes a staged release into a
 slot, verified against the manifest's digests by reading it back from the
 disk (write_slot), and switches grubenv (write_grubenv). Every step is one
-sh script of _ab_scripts.py; nothing needs Python on the node.
+sh script of _ab_scripts.py; nothing needs Python on the node. The plan_*
+functions decide, from what inspect found, what a state of the ab_slot
+action asks of the node (a SlotChange), so that every state is idempotent
+and resumes whatever an earlier run left.
 
 A switch also records the boot id it was made in (``SWITCH_VARIABLE``), so
 a later run can tell "switched, not rebooted yet" from "booted into the new
@@ -210,8 +213,9 @@ class ABNode:
         hashes = dict(value.partition(" ")[::2] for field, value in fields if field == "slot_sha256")
         return all(hashes.get(name) == sha for name, (sha, _size) in release.files.items())
 
-    def write_slot(self, state, slot, release, source):
-        """Write the staged files at ``source`` into ``slot`` (the passive one) and verify them there."""
+    @staticmethod
+    def check_writable(state, slot):
+        """Raise unless ``slot`` may be written: the passive slot of a node whose boot is verified."""
         if slot != state.boot.passive_slot or state.switch_pending:
             raise SlotError(f"slot {slot} is not the passive slot of a settled node; refusing to write it")
         if not state.boot.boot_success:
@@ -219,6 +223,10 @@ class ABNode:
                 f"the node runs an unverified boot of slot {state.boot.active_slot} (boot_success is not 1): "
                 f"slot {slot} is the only known-good system, so it is not overwritten; verify or roll back first"
             )
+
+    def write_slot(self, state, slot, release, source):
+        """Write the staged files at ``source`` into ``slot`` (the passive one) and verify them there."""
+        self.check_writable(state, slot)
         checks = "\n".join(f"check {sha} {name}" for name, (sha, _size) in sorted(release.files.items()))
         record = base64.b64encode(json.dumps(release.record(), sort_keys=True).encode("utf-8")).decode("ascii")
         self._run(
@@ -248,6 +256,71 @@ class ABNode:
     def boot_id(self):
         rc, stdout, _stderr = self._shell(scripts.BOOT_ID)
         return stdout.strip() if rc == 0 else ""
+
+
+class SlotChange:
+    """What reaching a state takes: the slot concerned, whether to write the release into it,
+    and the grubenv variables afterwards (None: grubenv stays as it is)."""
+
+    def __init__(self, state, slot, write=False, values=None):
+        self.state = state
+        self.slot = slot
+        self.write = write
+        self.values = values
+
+    @property
+    def switches(self):
+        return self.values is not None and self.values != self.state.boot.values
+
+    @property
+    def changed(self):
+        return self.write or self.switches
+
+
+def plan_staged(node, state, release):
+    """The release in a slot: one grubenv boots already, or the passive one, written unless it
+    holds the verified release. Refused (also in check mode) when the passive slot may not be written."""
+    active = state.boot.active_slot
+    # The node runs it, or an earlier run switched to it: nothing to write.
+    if state.slots[active].manifest_digest == release.manifest_digest:
+        return SlotChange(state, active)
+    passive = state.boot.passive_slot
+    node.check_writable(state, passive)
+    return SlotChange(state, passive, write=not node.slot_verified(state, passive, release))
+
+
+def plan_active(node, state, release, check_mode=False):
+    """grubenv boots the slot that holds the verified release next, with three unverified attempts.
+
+    In check mode the slot may not be written yet: the plan is the switch that would follow."""
+    active = state.boot.active_slot
+    if state.slots[active].manifest_digest == release.manifest_digest:
+        return SlotChange(state, active)  # switched already (by an earlier run), or running it
+    passive = state.boot.passive_slot
+    if not check_mode and not node.slot_verified(state, passive, release):
+        raise SlotError(f"slot {passive} does not hold the verified release {release.manifest_digest}; stage it first")
+    return SlotChange(state, passive, values=_switched(state, passive))
+
+
+def plan_committed(state):
+    """The boot the node runs marked good, and no switch pending any more."""
+    if state.switch_pending:
+        raise SlotError("grubenv was switched in this boot and the node has not rebooted yet; nothing to commit")
+    values = state.boot.committed()
+    values.pop(SWITCH_VARIABLE, None)
+    return SlotChange(state, state.boot.active_slot, values=values)
+
+
+def plan_rolled_back(state):
+    """grubenv boots the other slot again (the known-good one), for a release that failed its checks."""
+    other = state.boot.passive_slot
+    return SlotChange(state, other, values=_switched(state, other))
+
+
+def _switched(state, slot):
+    values = state.boot.activated(slot)
+    values[SWITCH_VARIABLE] = state.boot_id  # tells "switched, not rebooted" from "booted, not verified"
+    return values
 
 
 def _decode(text):

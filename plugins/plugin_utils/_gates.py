@@ -7,6 +7,12 @@ The gates are the node agent's (maintenance window, channel, architecture,
 min_compatible_version stepping stone) plus a downgrade guard; unlike the
 agent, every failing gate is reported, not just the first, so one check run
 tells an operator everything that stands in the way.
+
+A node updated through its A/B slots also brings its boot state (what
+ab_slot's info reports): a node in an unverified trial boot is blocked,
+because its other slot is then the only known-good system, except when that
+boot is the release itself, switched to or booted by an earlier run that
+did not finish; then the rollout finishes it.
 """
 
 from __future__ import annotations
@@ -64,13 +70,82 @@ def _reason(code, message):
     return {"code": code, "message": message}
 
 
-def decide(release, current_version, channel, allow_downgrade=False, maintenance_window="", local_time=""):
+def decide(  # pylint: disable=too-many-arguments
+    release, current_version, channel, allow_downgrade=False, maintenance_window="", local_time="", boot=None
+):
     """The decision for one node.
 
     ``release`` is what update_info returned for the node's architecture: its
     metadata and manifest_digest, or a failure whose error_code is
-    ``architecture_not_shipped``.
+    ``architecture_not_shipped``. ``boot`` is the node's A/B state (ab_slot's
+    ``node``) when it is updated through its slots, else None.
     """
+    decision = _decide_by_version(release, current_version, channel, allow_downgrade, maintenance_window, local_time)
+    if boot is None or boot.get("boot_success"):
+        return decision
+    return _decide_in_trial_boot(decision, boot, maintenance_window, local_time)
+
+
+def _decide_in_trial_boot(decision, boot, maintenance_window, local_time):
+    """The decision for a node whose current boot is not verified (boot_success is not 1)."""
+    digest = decision["manifest_digest"]
+    slots = boot.get("slots") or {}
+
+    def holds(slot):
+        return bool(digest) and (slots.get(slot) or {}).get("manifest_digest") == digest
+
+    if boot.get("switch_pending") and holds(boot.get("active_slot")):
+        outside = _window_reason(maintenance_window, local_time)
+        if outside:
+            return _finish(decision, ACTION_BLOCKED, [outside])
+        return _finish(
+            decision,
+            ACTION_STAGE,
+            [
+                _reason(
+                    "reboot_pending",
+                    "grubenv already boots this release next (an earlier run switched it and did not reboot); "
+                    "the rollout reboots into it, verifies and commits it",
+                )
+            ],
+        )
+    if not boot.get("switch_pending") and holds(boot.get("running_slot")):
+        return _finish(
+            decision,
+            ACTION_STAGE,
+            [
+                _reason(
+                    "commit_pending",
+                    "the node runs this release in an unverified boot (an earlier run did not finish); "
+                    "the rollout verifies and commits it",
+                )
+            ],
+        )
+    if decision["action"] != ACTION_STAGE:
+        return decision
+    return _finish(
+        decision,
+        ACTION_BLOCKED,
+        [
+            _reason(
+                "trial_boot",
+                f"the node runs an unverified boot of slot {printable(boot.get('running_slot') or '?')} "
+                "(boot_success is not 1): its other slot is the only known-good system, so nothing is written "
+                "until that boot is verified or rolled back",
+            )
+        ],
+    )
+
+
+def _window_reason(maintenance_window, local_time):
+    if in_window(maintenance_window, local_time):
+        return None
+    return _reason(
+        "outside_maintenance_window", f"node time {local_time} is outside the maintenance window {maintenance_window}"
+    )
+
+
+def _decide_by_version(release, current_version, channel, allow_downgrade, maintenance_window, local_time):
     metadata = release.get("metadata") or {}
     available = metadata.get("version", "")
     release_channel = metadata.get("channel", "")
@@ -128,13 +203,9 @@ def decide(release, current_version, channel, allow_downgrade=False, maintenance
                 ],
             )
     # From here on the node would move: every remaining gate is reported.
-    if not in_window(maintenance_window, local_time):
-        reasons.append(
-            _reason(
-                "outside_maintenance_window",
-                f"node time {local_time} is outside the maintenance window {maintenance_window}",
-            )
-        )
+    outside = _window_reason(maintenance_window, local_time)
+    if outside:
+        reasons.append(outside)
     if release_channel != channel:
         reasons.append(
             _reason(

@@ -166,3 +166,90 @@ def test_a_release_must_name_its_layers_by_sha256():
         _ab_node.ReleaseFiles(other)
     with pytest.raises(_ab_node.SlotError, match="must be update_stage's result"):
         _ab_node.ReleaseFiles({"manifest_digest": "sha256:" + "a" * 64})
+
+
+# ---------------------------------------------------------------- what each state asks of the node
+
+OLD = {"manifest_digest": "sha256:" + "b" * 64, "version": "v0.2.0"}
+TARGET_RECORD = _ab_node.ReleaseFiles(release()).record()
+SWITCHED_TO_B = {"active_slot": "B", "boot_counter": "3", "boot_success": "0", _ab_node.SWITCH_VARIABLE: BOOT_ID}
+BOOTED_B = dict(SWITCHED_TO_B, boot_counter="2", **{_ab_node.SWITCH_VARIABLE: "an-earlier-boot"})
+
+
+def planned(env, slots, plan, *args):
+    fake = Node(env, slots)
+    node = node_of(fake)
+    return plan(node, node.inspect(), *args), fake
+
+
+def test_staging_writes_the_passive_slot_of_a_committed_node():
+    change, _fake = planned(COMMITTED_A, {"A": (OLD, TARGET)}, _ab_node.plan_staged, _ab_node.ReleaseFiles(release()))
+    assert (change.slot, change.write, change.values, change.changed) == ("B", True, None, True)
+
+
+def test_staging_again_reads_the_slot_back_and_writes_nothing():
+    slots = {"A": (OLD, TARGET), "B": (TARGET_RECORD, TARGET)}
+    change, fake = planned(COMMITTED_A, slots, _ab_node.plan_staged, _ab_node.ReleaseFiles(release()))
+    assert (change.slot, change.changed) == ("B", False)
+    assert any("slot_sha256=" in script for script in fake.scripts)  # verified by hashing, not by the record
+
+
+@pytest.mark.parametrize("env", [SWITCHED_TO_B, BOOTED_B], ids=["switch pending", "booted, not committed"])
+def test_staging_after_an_earlier_run_switched_to_the_release_writes_nothing(env):
+    slots = {"A": (OLD, TARGET), "B": (TARGET_RECORD, TARGET)}
+    change, _fake = planned(env, slots, _ab_node.plan_staged, _ab_node.ReleaseFiles(release()))
+    assert (change.slot, change.changed) == ("B", False)
+
+
+def test_staging_is_refused_during_a_trial_boot_before_anything_is_read_or_written():
+    trial = dict(COMMITTED_A, boot_success="0")
+    with pytest.raises(_ab_node.TrialBootError):
+        planned(trial, {"A": (OLD, TARGET)}, _ab_node.plan_staged, _ab_node.ReleaseFiles(release()))
+
+
+def test_activation_switches_to_the_verified_passive_slot_and_records_the_boot_id():
+    slots = {"A": (OLD, TARGET), "B": (TARGET_RECORD, TARGET)}
+    change, _fake = planned(COMMITTED_A, slots, _ab_node.plan_active, _ab_node.ReleaseFiles(release()))
+    assert change.slot == "B" and change.switches
+    assert change.values == {
+        "active_slot": "B",
+        "boot_counter": "3",
+        "boot_success": "0",
+        _ab_node.SWITCH_VARIABLE: BOOT_ID,
+    }
+
+
+def test_activation_refuses_a_slot_that_does_not_hold_the_verified_release_except_as_a_prediction():
+    swapped = {"A": (OLD, TARGET), "B": (TARGET_RECORD, dict(TARGET, vmlinuz=b"y" * len(KERNEL)))}
+    with pytest.raises(_ab_node.SlotError, match="does not hold the verified release"):
+        planned(COMMITTED_A, swapped, _ab_node.plan_active, _ab_node.ReleaseFiles(release()))
+    change, _fake = planned(
+        COMMITTED_A, {"A": (OLD, TARGET)}, _ab_node.plan_active, _ab_node.ReleaseFiles(release()), True
+    )
+    assert change.values["active_slot"] == "B"
+
+
+@pytest.mark.parametrize("env", [SWITCHED_TO_B, BOOTED_B], ids=["switch pending", "booted, not committed"])
+def test_activation_after_an_earlier_switch_changes_nothing(env):
+    slots = {"A": (OLD, TARGET), "B": (TARGET_RECORD, TARGET)}
+    change, _fake = planned(env, slots, _ab_node.plan_active, _ab_node.ReleaseFiles(release()))
+    assert (change.slot, change.changed) == ("B", False)
+
+
+def test_a_commit_marks_the_boot_good_and_forgets_the_switch():
+    change, _fake = planned(BOOTED_B, {}, lambda _node, state: _ab_node.plan_committed(state))
+    assert change.values == {"active_slot": "B", "boot_counter": "3", "boot_success": "1"}
+    again, _fake = planned(change.values, {}, lambda _node, state: _ab_node.plan_committed(state))
+    assert not again.changed
+
+
+def test_nothing_is_committed_before_the_reboot_into_a_switch():
+    with pytest.raises(_ab_node.SlotError, match="has not rebooted yet"):
+        planned(SWITCHED_TO_B, {}, lambda _node, state: _ab_node.plan_committed(state))
+
+
+def test_a_rollback_boots_the_other_slot_next():
+    change, _fake = planned(BOOTED_B, {}, lambda _node, state: _ab_node.plan_rolled_back(state))
+    assert change.slot == "A"
+    assert (change.values["active_slot"], change.values["boot_success"]) == ("A", "0")
+    assert change.values[_ab_node.SWITCH_VARIABLE] == BOOT_ID

@@ -530,3 +530,73 @@ def test_decide_does_not_modify_the_release():
     before = repr(given)
     decide(given, "v0.1.0", "beta", maintenance_window="02:00-04:00", local_time="12:00")
     assert repr(given) == before
+
+
+# ---------------------------------------------------------------- A/B nodes: the boot state
+
+
+OTHER_DIGEST = "sha256:" + "ef" * 32
+
+
+def boot(success=True, active="A", running=None, pending=False, slot_a=OTHER_DIGEST, slot_b=None):
+    """An ab_slot ``node`` summary."""
+    return {
+        "active_slot": active,
+        "running_slot": running or active,
+        "boot_success": success,
+        "switch_pending": pending,
+        "slots": {"A": {"manifest_digest": slot_a}, "B": {"manifest_digest": slot_b}},
+    }
+
+
+def test_a_verified_boot_changes_nothing():
+    assert decide(release(), "v0.2.0", "stable", boot=boot()) == decide(release(), "v0.2.0", "stable")
+
+
+def test_an_unverified_boot_blocks_staging_because_the_other_slot_is_the_only_good_one():
+    decision = decide(release(), "v0.2.0", "stable", boot=boot(success=False))
+    assert decision["action"] == ACTION_BLOCKED
+    assert codes(decision) == ["trial_boot"]
+    assert "unverified boot of slot A" in decision["reasons"][0]["message"]
+
+
+def test_an_unverified_boot_of_a_current_node_stays_current():
+    decision = decide(release(), "v0.3.0", "stable", boot=boot(success=False))
+    assert (decision["action"], codes(decision)) == (ACTION_CURRENT, [])
+
+
+def test_other_gates_keep_their_reasons_in_an_unverified_boot():
+    decision = decide(release(channel="beta"), "v0.2.0", "stable", boot=boot(success=False))
+    assert (decision["action"], codes(decision)) == (ACTION_BLOCKED, ["channel_mismatch"])
+
+
+def test_a_switch_to_the_release_that_was_not_rebooted_is_finished():
+    # An earlier run switched grubenv to B (which holds the release) and died before the reboot.
+    pending = boot(success=False, active="B", running="A", pending=True, slot_b=MANIFEST_DIGEST)
+    decision = decide(release(), "v0.2.0", "stable", boot=pending)
+    assert (decision["action"], codes(decision)) == (ACTION_STAGE, ["reboot_pending"])
+
+
+def test_a_pending_reboot_waits_for_the_maintenance_window():
+    pending = boot(success=False, active="B", running="A", pending=True, slot_b=MANIFEST_DIGEST)
+    decision = decide(release(), "v0.2.0", "stable", maintenance_window="22:00-04:00", local_time="12:00", boot=pending)
+    assert (decision["action"], codes(decision)) == (ACTION_BLOCKED, ["outside_maintenance_window"])
+
+
+def test_a_boot_of_the_release_that_was_not_committed_is_finished_though_the_version_is_current():
+    # An earlier run rebooted the node into B and died before it verified and committed that boot.
+    booted = boot(success=False, active="B", slot_b=MANIFEST_DIGEST)
+    decision = decide(release(), "v0.3.0", "stable", boot=booted)
+    assert (decision["action"], codes(decision)) == (ACTION_STAGE, ["commit_pending"])
+
+
+def test_a_pending_switch_to_another_release_blocks():
+    pending = boot(success=False, active="B", running="A", pending=True, slot_b=OTHER_DIGEST)
+    decision = decide(release(), "v0.2.0", "stable", boot=pending)
+    assert (decision["action"], codes(decision)) == (ACTION_BLOCKED, ["trial_boot"])
+
+
+def test_an_unshipped_architecture_is_blocked_whatever_the_slots_say():
+    booted = boot(success=False, active="B", slot_b="")
+    decision = decide(not_shipped(), "v0.2.0", "stable", boot=booted)
+    assert codes(decision) == ["architecture_not_shipped"]
