@@ -32,7 +32,7 @@ rerun
     The rerun task of the staging runs: its time, and the registry requests and blob bytes between
     the marker request and the end of the run (access log).
 fleet
-    ``kubesolo.fleet.check`` and a staging-only ``kubesolo.fleet.rollout`` (no activation command)
+    ``kubesolo.fleet.check`` and a staging-only ``kubesolo.fleet.rollout`` (``kubesolo_fleet_activation=none``)
     over N simulated nodes (``tests/support/fleet.py``), host and controller delivery, fresh nodes
     and cache each run: wall time, registry requests and blob bytes (access log).
 machine

@@ -71,6 +71,12 @@ class Fleet:
             "kubesolo_fleet_repository": self.repository,
         }
         all_vars.update(group_vars)
+        # These nodes are directories, not A/B disks: the activation command stands in for the
+        # node agent, and without one the rollout only stages.
+        all_vars.setdefault(
+            "kubesolo_fleet_activation", "command" if all_vars.get("kubesolo_fleet_activate_command") else "none"
+        )
+        all_vars.setdefault("kubesolo_fleet_health_retries", 0)
         return {"all": {"vars": all_vars, "hosts": hosts}}
 
     def node_root(self, host: str) -> Path:

@@ -32,6 +32,7 @@ SSH_ACTIVATE_COMMAND = (
 )
 SSH_HEALTH_COMMAND = "test -s {{ kubesolo_fleet_decision.stage_dir }}/release.json"
 SSH_COMMANDS = {
+    "kubesolo_fleet_activation": "command",
     "kubesolo_fleet_activate_command": SSH_ACTIVATE_COMMAND,
     "kubesolo_fleet_health_command": SSH_HEALTH_COMMAND,
 }

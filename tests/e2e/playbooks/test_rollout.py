@@ -272,7 +272,7 @@ def test_without_an_activation_command_the_rollout_stages_the_resolved_digest_an
 
     assert run.rc == 0, run
     said = run.result("Say that the rollout stops after staging", "amd64-a")["msg"]
-    assert "kubesolo_fleet_activate_command is not set" in said and "nothing is activated" in said
+    assert "kubesolo_fleet_activation is none" in said and "nothing is activated" in said
     assert activated_hosts(run) == []
     assert {host: fleet.version_id(host) for host in fleet.hosts} == {
         "amd64-a": "v0.2.0",

@@ -22,7 +22,15 @@ PLAYBOOKS = os.path.join(COLLECTION, "playbooks")
 #: Variables of the playbooks, not of the role: which hosts, and the activation batches.
 PLAYBOOK_VARIABLES = {"kubesolo_fleet_hosts", "kubesolo_fleet_rollout_batches"}
 #: Facts the role sets for its callers (its other entry points, the playbooks, the report).
-PUBLIC_FACTS = {"kubesolo_fleet_decision", "kubesolo_fleet_staged", "kubesolo_fleet_rollout_status"}
+PUBLIC_FACTS = {
+    "kubesolo_fleet_decision",
+    "kubesolo_fleet_staged",
+    "kubesolo_fleet_slot_staged",
+    "kubesolo_fleet_ab_state",
+    "kubesolo_fleet_rollout_status",
+    "kubesolo_fleet_rollout_reason",
+    "kubesolo_fleet_rollout_timings",
+}
 
 INCLUDES = ("ansible.builtin.import_tasks", "ansible.builtin.include_tasks", "import_tasks", "include_tasks")
 TEMPLATES = ("ansible.builtin.template", "template")
@@ -166,7 +174,7 @@ def test_the_scan_sees_what_each_entry_point_reads():
         "kubesolo_fleet_maintenance_window",
         "kubesolo_fleet_stage",
     } <= _read_by("main")  # the timeout only through vars/main.yml
-    assert {"kubesolo_fleet_activate_command", "kubesolo_fleet_reboot_timeout"} <= _read_by("activate")
+    assert {"kubesolo_fleet_activate_command", "kubesolo_fleet_boot_timeout"} <= _read_by("activate")
     assert {"kubesolo_fleet_report_dir", "kubesolo_fleet_repository"} <= _read_by("report")  # templates too
 
 

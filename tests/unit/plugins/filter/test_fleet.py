@@ -289,11 +289,11 @@ HOSTS = ["stager", "uptodate", "blocked", "gone", "nulled"]
 def test_report_rows_without_rollout():
     rows = fleet.report_rows(HOSTS, copy.deepcopy(HOSTVARS))
     assert rows == [
-        _decision("stage", "stager"),
-        _decision("current", "uptodate"),
-        _decision("blocked", "blocked"),
-        dict(FAILED, host="gone"),
-        dict(FAILED, host="nulled"),
+        dict(_decision("stage", "stager"), slot=None),
+        dict(_decision("current", "uptodate"), slot=None),
+        dict(_decision("blocked", "blocked"), slot=None),
+        dict(FAILED, host="gone", slot=None),
+        dict(FAILED, host="nulled", slot=None),
     ]
     assert all("rollout" not in row for row in rows)
 
@@ -329,6 +329,28 @@ def test_report_rows_explicit_rollout_status_wins(activating):
     hostvars["gone"]["kubesolo_fleet_rollout_status"] = "not_reached"
     rows = fleet.report_rows(HOSTS, hostvars, rollout=True, activating=activating)
     assert [row["rollout"] for row in rows] == ["activated", "failed", "unchanged", "not_reached", "unchanged"]
+
+
+def test_report_rows_show_the_slot_the_reason_and_the_timings_of_an_ab_rollout():
+    hostvars = copy.deepcopy(HOSTVARS)
+    hostvars["stager"].update(
+        kubesolo_fleet_ab_state={"running_slot": "A", "active_slot": "A"},
+        kubesolo_fleet_rollout_status="rolled_back",
+        kubesolo_fleet_rollout_reason={"code": "unhealthy", "message": "the health check failed"},
+        # set_fact leaves templated numbers as strings
+        kubesolo_fleet_rollout_timings={"activation_seconds": "71.25", "reboot_seconds": "58.0"},
+    )
+    stager, uptodate = fleet.report_rows(["stager", "uptodate"], hostvars, rollout=True, activating=True)
+    assert {
+        key: stager[key] for key in ("slot", "rollout", "rollout_reason", "activation_seconds", "reboot_seconds")
+    } == {
+        "slot": "A",
+        "rollout": "rolled_back",
+        "rollout_reason": {"code": "unhealthy", "message": "the health check failed"},
+        "activation_seconds": 71.2,
+        "reboot_seconds": 58.0,
+    }
+    assert (uptodate["slot"], uptodate["rollout_reason"], uptodate["activation_seconds"]) == (None, None, None)
 
 
 def test_report_rows_do_not_modify_hostvars():
