@@ -99,7 +99,25 @@ def _inventory_file(inventory, tmp_path: Path) -> str:
     return str(path)
 
 
-def run_playbook(  # pylint: disable=too-many-arguments,too-many-locals
+@dataclass
+class PlaybookCommand:
+    """What :func:`run_playbook` runs: the argv, its environment and working directory, and where
+    the results arrive."""
+
+    argv: list[str]
+    env: dict[str, str]
+    cwd: Path
+    results_file: Path
+
+    def results(self) -> list[dict]:
+        """The result records written so far (a run in progress keeps appending)."""
+        if not self.results_file.exists():
+            return []
+        with open(self.results_file, encoding="utf-8") as handle:
+            return [json.loads(line) for line in handle if line.strip() and line.endswith("\n")]
+
+
+def playbook_command(  # pylint: disable=too-many-arguments,too-many-locals
     plays_or_tasks: Sequence[Mapping] | str,
     *,
     tmp_path: Path,
@@ -109,17 +127,8 @@ def run_playbook(  # pylint: disable=too-many-arguments,too-many-locals
     diff: bool = False,
     env: Mapping[str, str] | None = None,
     args: Sequence[str] = (),
-    timeout: float = PLAYBOOK_TIMEOUT,
-) -> PlaybookRun:
-    """Write ``plays_or_tasks`` as a playbook under ``tmp_path`` and run it; never raises on rc.
-
-    A string is passed to ``ansible-playbook`` as is: a playbook of a collection by name
-    (``kubesolo.fleet.check``) or a playbook file.
-
-    ``inventory``: ``None`` (localhost, local connection, this interpreter), a dict (YAML
-    inventory), an existing path, a ``"host1,host2,"`` list, or INI text.  ``extra_vars`` go through a JSON file so types
-    survive.  ``env`` is added last (it can override anything set here); ``args`` are appended.
-    """
+) -> PlaybookCommand:
+    """Write the playbook, inventory and config under ``tmp_path``; the arguments are :func:`run_playbook`'s."""
     tmp_path = Path(tmp_path)
     tmp_path.mkdir(parents=True, exist_ok=True)
     if isinstance(plays_or_tasks, str):
@@ -165,18 +174,49 @@ def run_playbook(  # pylint: disable=too-many-arguments,too-many-locals
         }
     )
     run_env.update(env or {})
+    return PlaybookCommand(command, run_env, tmp_path, results_file)
+
+
+def run_playbook(
+    plays_or_tasks: Sequence[Mapping] | str, *, timeout: float = PLAYBOOK_TIMEOUT, **kwargs
+) -> PlaybookRun:
+    """Write ``plays_or_tasks`` as a playbook under ``tmp_path`` and run it; never raises on rc.
+
+    A string is passed to ``ansible-playbook`` as is: a playbook of a collection by name
+    (``kubesolo.fleet.check``) or a playbook file.
+
+    Keyword arguments: ``tmp_path`` (required); ``inventory``: ``None`` (localhost, local
+    connection, this interpreter), a dict (YAML inventory), an existing path, a
+    ``"host1,host2,"`` list, or INI text; ``extra_vars`` go through a JSON file so types survive;
+    ``check``, ``diff``; ``env`` is added last (it can override anything set here); ``args`` are
+    appended.
+    """
+    command = playbook_command(plays_or_tasks, **kwargs)
     completed = subprocess.run(
-        command,
-        cwd=tmp_path,
-        env=run_env,
+        command.argv,
+        cwd=command.cwd,
+        env=command.env,
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
         timeout=timeout,
         check=False,
     )
-    results = []
-    if results_file.exists():
-        with open(results_file, encoding="utf-8") as handle:
-            results = [json.loads(line) for line in handle if line.strip()]
-    return PlaybookRun(completed.returncode, completed.stdout, completed.stderr, results, command)
+    return PlaybookRun(completed.returncode, completed.stdout, completed.stderr, command.results(), command.argv)
+
+
+def start_playbook(plays_or_tasks: Sequence[Mapping] | str, **kwargs) -> tuple[subprocess.Popen, PlaybookCommand]:
+    """Start what :func:`run_playbook` would run, in a session of its own (``os.killpg`` ends it
+    with every fork and SSH connection); output goes to ``playbook.log`` in ``tmp_path``."""
+    command = playbook_command(plays_or_tasks, **kwargs)
+    with open(command.cwd / "playbook.log", "wb") as log:
+        process = subprocess.Popen(  # pylint: disable=consider-using-with
+            command.argv,
+            cwd=command.cwd,
+            env=command.env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    return process, command
