@@ -1,128 +1,35 @@
-"""``ansible-playbook kubesolo.fleet.rollout`` over VM nodes that boot like KubeSolo OS: UEFI firmware,
-GRUB picking slot KSOLOA or KSOLOB from grubenv, real reboots. The releases are published to a real
-registry with kubesolo.fleet.update_publish and reach the Python-less nodes by controller delivery.
-
-Wall time: each VM boot takes 20-30 s under TCG, a GRUB fallback four boots; at most three VMs run
-at once.
-"""
+"""``ansible-playbook kubesolo.fleet.rollout`` over three VM nodes that boot like KubeSolo OS (UEFI
+firmware, GRUB picking slot KSOLOA or KSOLOB from grubenv, real reboots): a release published to a
+real registry with kubesolo.fleet.update_publish reaches the Python-less nodes by controller
+delivery, goes into slot B and is committed, canary first, through a refusal, check mode and a
+controller killed mid-rollout. About 5 minutes (VM boots take 20-30 s under TCG)."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import signal
 import time
 
 from tests.support.playbook import start_playbook
-from tests.support.sshnode import inventory
-from tests.support.vm import HEALTH_COMMAND, read_grubenv, read_slot_file
-
-ROLE = "kubesolo.fleet.os_update : "
-PROBE = ROLE + "Read the slots"
-STAGE = ROLE + "Stage the release"
-WRITE_SLOT = ROLE + "Write the release into the passive slot"
-SWITCH = ROLE + "Switch grubenv to the slot that holds the release"
-REBOOT = ROLE + "Reboot and wait for the node to come back"
-COMMIT = ROLE + "Mark the boot good"
-COMMIT_OLD = ROLE + "Mark the known-good boot good"
-#: Generous for TCG: a GRUB fallback is three panicking boots and one more, 60-90 s on an idle
-#: machine and 240 s when the other end-to-end tests load both cores.
-BOOT_TIMEOUT = 540
-
-
-def publish(run_playbook, registry, repo, release, tmp_path):
-    """Publish the VM release ``release`` as ``repo:stable`` with the collection's own module."""
-    task = {
-        "name": "publish",
-        "kubesolo.fleet.update_publish": {
-            "repository": f"{registry.host}/{repo}",
-            "plain_http": True,
-            "tags": [release.version, "stable"],
-            "version": release.version,
-            "channel": "stable",
-            "artifacts": [
-                {"architecture": "amd64", "kernel": str(release.vmlinuz), "initramfs": str(release.initramfs)}
-            ],
-        },
-    }
-    run = run_playbook([task], tmp_path=tmp_path / f"publish-{repo.replace('/', '-')}")
-    assert run.rc == 0, run
-    return run.result("publish")
-
-
-def fleet_inventory(vms, registry, repo, tmp_path, **group_vars):
-    return inventory(
-        vms,
-        {
-            "kubesolo_fleet_repository": f"{registry.host}/{repo}",
-            "kubesolo_fleet_plain_http": True,
-            "kubesolo_fleet_controller_cache": str(tmp_path / "controller-cache"),
-            "kubesolo_fleet_health_command": HEALTH_COMMAND,
-            "kubesolo_fleet_health_retries": 1,
-            "kubesolo_fleet_health_delay": 2,
-            "kubesolo_fleet_boot_timeout": BOOT_TIMEOUT,
-            **group_vars,
-        },
-    )
-
-
-def rollout_options(tmp_path, name, batches=(1, "100%"), report_as=None):
-    """The run ``name`` in its own directory; its report in ``report-<report_as or name>``."""
-    return {
-        "tmp_path": tmp_path / name,
-        "extra_vars": {
-            "kubesolo_fleet_report_dir": str(tmp_path / f"report-{report_as or name}"),
-            "kubesolo_fleet_rollout_batches": list(batches),
-        },
-    }
-
-
-def rollout(run_playbook, inv, tmp_path, name, batches=(1, "100%"), report_as=None, **kwargs):
-    options = rollout_options(tmp_path, name, batches, report_as)
-    return run_playbook("kubesolo.fleet.rollout", inventory=inv, **options, **kwargs)
-
-
-def report(tmp_path, name):
-    rows = json.loads((tmp_path / f"report-{name}" / "report.json").read_text(encoding="utf-8"))
-    return {row["host"]: row for row in rows}
-
-
-def boot_vms(vm_factory, names, **kwargs):
-    vms = [vm_factory(name, wait=False, **kwargs) for name in names]
-    for vm in vms:
-        vm.wait_for_ssh()
-    return vms
-
-
-def mark_booted_good(run_playbook, vms, tmp_path, name="agent"):
-    """What the node's own agent does after its health check: the boot it runs is marked good."""
-    plays = [
-        {
-            "name": "agent",
-            "hosts": "all",
-            "gather_facts": False,
-            "tasks": [{"name": "commit", "kubesolo.fleet.ab_slot": {"state": "committed"}}],
-        }
-    ]
-    run = run_playbook(plays, inventory=inventory(vms), tmp_path=tmp_path / name)
-    assert run.rc == 0, run
-
-
-def disk_digest(vm) -> str:
-    digest = hashlib.sha256()
-    with open(vm.disk, "rb") as image:
-        for block in iter(lambda: image.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def changed_tasks(run):
-    return sorted({(r["host"], r["task"]) for r in run.results if r["status"] == "changed"})
-
-
-def ran(run, task, host):
-    return [r for r in run.records(task, host) if r["status"] != "skipped"]
+from tests.support.vm import read_grubenv, read_slot_file
+from tests.support.vm.rollout import (
+    COMMIT,
+    PROBE,
+    REBOOT,
+    STAGE,
+    SWITCH,
+    WRITE_SLOT,
+    boot_vms,
+    changed_tasks,
+    disk_digest,
+    fleet_inventory,
+    mark_booted_good,
+    publish,
+    ran,
+    report,
+    rollout,
+    rollout_options,
+)
 
 
 def test_three_nodes_update_to_slot_b_canary_first_and_a_rerun_changes_nothing(
@@ -214,43 +121,3 @@ def test_three_nodes_update_to_slot_b_canary_first_and_a_rerun_changes_nothing(
         assert (env["active_slot"], env["boot_success"], env["boot_counter"]) == ("B", "1", "3"), (vm.name, env)
         assert read_slot_file(vm.disk, "KSOLOB", "vmlinuz") == target.vmlinuz.read_bytes()
         assert read_slot_file(vm.disk, "KSOLOB", "kubesolo-os.gz") == target.initramfs.read_bytes()
-
-
-def test_broken_releases_are_rolled_back_on_the_canary_and_stop_the_rollout(
-    vm_kit, vm_factory, registry, run_playbook, tmp_path
-):
-    vms = boot_vms(vm_factory, ["canary", "next"], slot_a="v0.2.0")
-    mark_booted_good(run_playbook, vms, tmp_path)
-    canary, other = vms
-    boots = ["A"]
-    for variant, reason in (("panic", "boot_fallback"), ("unhealthy", "unhealthy")):
-        repo = f"kubesolo/vm-{variant}"
-        publish(run_playbook, registry, repo, vm_kit.release("v0.3.0", variant), tmp_path)
-
-        run = rollout(run_playbook, fleet_inventory(vms, registry, repo, tmp_path), tmp_path, variant)
-
-        assert run.rc != 0, run
-        rows = report(tmp_path, variant)
-        assert (rows["canary"]["rollout"], rows["canary"]["rollout_reason"]["code"]) == ("rolled_back", reason), rows
-        assert (rows["canary"]["slot"], rows["next"]["rollout"]) == ("A", "not_reached"), rows
-        assert "rolled back" in run.result("Stop the rollout", "canary")["msg"]
-        assert ran(run, SWITCH, "next") == []
-        if variant == "panic":
-            # GRUB alone: three unverified boots of B, then A again; the old boot is marked good.
-            boots += ["B", "B", "B", "A"]
-            assert canary.console_text(since_start=True).count("Kernel panic - not syncing") == 3
-            assert ran(run, ROLE + "Reboot into the known-good slot", "canary") == []
-        else:
-            # B booted and failed its health check: switched back to A and rebooted.
-            boots += ["B", "A"]
-            assert run.status(ROLE + "Run the health check", "canary") == "failed"
-            assert run.status(ROLE + "Reboot into the known-good slot", "canary") == "changed"
-        assert canary.grub_boots() == boots
-        assert run.status(COMMIT_OLD, "canary") == "changed"
-        assert canary.os_release()["VERSION_ID"] == "v0.2.0"
-        assert other.os_release()["VERSION_ID"] == "v0.2.0"
-        assert other.grub_boots() == ["A"]
-    for vm in vms:
-        vm.stop()
-        env = read_grubenv(vm.disk)
-        assert (env["active_slot"], env["boot_success"], env["boot_counter"]) == ("A", "1", "3"), (vm.name, env)
