@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import socket
 
-from .registry import Registry, deep_merge, free_port
+from .process import closed_port
+from .registry import Registry, deep_merge
 
 
 def pull_through_mirror(
@@ -27,8 +28,8 @@ def pull_through_mirror(
 
 
 def dead_address() -> str:
-    """``127.0.0.1:PORT`` where nothing listens: connecting is refused at once."""
-    return f"127.0.0.1:{free_port()}"
+    """``127.0.0.1:PORT`` where nothing listens: connecting is refused at once (see :func:`closed_port`)."""
+    return f"127.0.0.1:{closed_port()}"
 
 
 class BlackHole:

@@ -31,6 +31,24 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+# Sockets that hold the ports of closed_port() until the interpreter exits.
+_CLOSED_PORTS: list[socket.socket] = []
+
+
+def closed_port() -> int:
+    """Return a TCP port on 127.0.0.1 that refuses connections, and keeps refusing them.
+
+    A port that was merely free (:func:`free_port`) may be taken by the next server started, by
+    this process or by another one (the tests run in parallel processes).  This one stays bound,
+    without listening, until the interpreter exits: nothing else can bind it, and a connection to
+    it is refused at once (a reset, as from a port nobody holds).
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)  # pylint: disable=consider-using-with
+    sock.bind(("127.0.0.1", 0))
+    _CLOSED_PORTS.append(sock)
+    return sock.getsockname()[1]
+
+
 class ManagedProcess(abc.ABC):
     """A server process on ``port`` whose files live in ``workdir`` (both ``None`` until started)."""
 

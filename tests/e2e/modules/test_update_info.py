@@ -21,7 +21,7 @@ import yaml
 from tests.support import artifacts
 from tests.support.collection import REPO_ROOT
 from tests.support.playbook import run_playbook
-from tests.support.registry import free_port
+from tests.support.process import closed_port
 
 NOTES = "Fixes the boot counter reset.\nSecond line."
 DATE = "2026-11-01T12:00:00Z"
@@ -195,7 +195,7 @@ def probe(registry, tmp_path_factory):
             variants={"arm64": "v8", "arm": "v7"},
         ),
     )
-    closed_port = free_port()
+    refused_port = closed_port()
     no_requests = tmp / "venv-without-requests"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(no_requests)], check=True)
     python_without_requests = str(no_requests / "bin" / "python")
@@ -218,7 +218,7 @@ def probe(registry, tmp_path_factory):
         info("repository with a scheme", "https://x/y", tag="v0.3.0"),
         info("repository without a registry host", "noport/path", tag="v0.3.0"),
         info("repository with an uppercase path", f"{registry.host}/KubeSolo/os", tag="v0.3.0"),
-        info("registry unreachable", f"127.0.0.1:{closed_port}/kubesolo/os", tag="v0.3.0", architecture="amd64"),
+        info("registry unreachable", f"127.0.0.1:{refused_port}/kubesolo/os", tag="v0.3.0", architecture="amd64"),
         info("https to a plain HTTP registry", repository, plain_http=False, tag="v0.3.0", architecture="amd64"),
         info(
             "python without requests",
@@ -235,7 +235,7 @@ def probe(registry, tmp_path_factory):
         run=run,
         log=registry.access_log(since=mark),
         repository=repository,
-        closed_port=closed_port,
+        closed_port=refused_port,
         python_without_requests=python_without_requests,
     )
 
