@@ -5,11 +5,14 @@ boot marked good, and the rollout stops before the other node. About 5 minutes."
 
 from __future__ import annotations
 
+import pytest
+
 from tests.support.vm import read_grubenv
 from tests.support.vm.rollout import (
     COMMIT_OLD,
     ROLE,
     SWITCH,
+    TEST_TIMEOUT,
     boot_vms,
     fleet_inventory,
     mark_booted_good,
@@ -20,6 +23,7 @@ from tests.support.vm.rollout import (
 )
 
 
+@pytest.mark.timeout(TEST_TIMEOUT)
 def test_broken_releases_are_rolled_back_on_the_canary_and_stop_the_rollout(
     vm_kit, vm_factory, registry, run_playbook, tmp_path
 ):

@@ -10,6 +10,8 @@ import os
 import signal
 import time
 
+import pytest
+
 from tests.support.playbook import start_playbook
 from tests.support.vm import read_grubenv, read_slot_file
 from tests.support.vm.rollout import (
@@ -18,6 +20,7 @@ from tests.support.vm.rollout import (
     REBOOT,
     STAGE,
     SWITCH,
+    TEST_TIMEOUT,
     WRITE_SLOT,
     boot_vms,
     changed_tasks,
@@ -32,6 +35,7 @@ from tests.support.vm.rollout import (
 )
 
 
+@pytest.mark.timeout(TEST_TIMEOUT)
 def test_three_nodes_update_to_slot_b_canary_first_and_a_rerun_changes_nothing(
     vm_kit, vm_factory, registry, run_playbook, tmp_path
 ):

@@ -70,9 +70,14 @@ def rollout_options(tmp_path, name, batches=(1, "100%"), report_as=None):
     }
 
 
+#: Seconds a whole VM test may take (pytest-timeout), and one rollout over VMs.
+TEST_TIMEOUT = 1800
+ROLLOUT_TIMEOUT = 1200
+
+
 def rollout(run_playbook, inv, tmp_path, name, batches=(1, "100%"), report_as=None, **kwargs):
     options = rollout_options(tmp_path, name, batches, report_as)
-    return run_playbook("kubesolo.fleet.rollout", inventory=inv, **options, **kwargs)
+    return run_playbook("kubesolo.fleet.rollout", inventory=inv, timeout=ROLLOUT_TIMEOUT, **options, **kwargs)
 
 
 def report(tmp_path, name):
