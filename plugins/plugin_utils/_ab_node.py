@@ -280,10 +280,8 @@ class SlotChange:
 def plan_staged(node, state, release):
     """The release in a slot: one grubenv boots already, or the passive one, written unless it
     holds the verified release. Refused (also in check mode) when the passive slot may not be written."""
-    active = state.boot.active_slot
-    # The node runs it, or an earlier run switched to it: nothing to write.
-    if state.slots[active].manifest_digest == release.manifest_digest:
-        return SlotChange(state, active)
+    if _boots_already(state, release):
+        return SlotChange(state, state.boot.active_slot)
     passive = state.boot.passive_slot
     node.check_writable(state, passive)
     return SlotChange(state, passive, write=not node.slot_verified(state, passive, release))
@@ -293,9 +291,8 @@ def plan_active(node, state, release, check_mode=False):
     """grubenv boots the slot that holds the verified release next, with three unverified attempts.
 
     In check mode the slot may not be written yet: the plan is the switch that would follow."""
-    active = state.boot.active_slot
-    if state.slots[active].manifest_digest == release.manifest_digest:
-        return SlotChange(state, active)  # switched already (by an earlier run), or running it
+    if _boots_already(state, release):
+        return SlotChange(state, state.boot.active_slot)
     passive = state.boot.passive_slot
     if not check_mode and not node.slot_verified(state, passive, release):
         raise SlotError(f"slot {passive} does not hold the verified release {release.manifest_digest}; stage it first")
@@ -315,6 +312,11 @@ def plan_rolled_back(state):
     """grubenv boots the other slot again (the known-good one), for a release that failed its checks."""
     other = state.boot.passive_slot
     return SlotChange(state, other, values=_switched(state, other))
+
+
+def _boots_already(state, release):
+    """grubenv boots the release: the node runs it, or an earlier run switched to it."""
+    return state.slots[state.boot.active_slot].manifest_digest == release.manifest_digest
 
 
 def _switched(state, slot):
