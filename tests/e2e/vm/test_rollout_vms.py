@@ -14,6 +14,7 @@ import pytest
 
 from tests.support.playbook import start_playbook
 from tests.support.vm import read_grubenv, read_slot_file
+from tests.support.vm.node import close_control_masters
 from tests.support.vm.rollout import (
     COMMIT,
     PROBE,
@@ -83,6 +84,10 @@ def test_three_nodes_update_to_slot_b_canary_first_and_a_rerun_changes_nothing(
     time.sleep(3)  # inside the reboot wait now
     os.killpg(process.pid, signal.SIGKILL)
     process.wait(timeout=30)
+    # The SSH connection masters outlive the kill (they detach); a controller that died takes them
+    # along, and one left mid-reset once broke the rerun's first copy on a loaded machine.
+    for vm in vms:
+        close_control_masters(vm.control_path_dir)
     killed = command.results()
     assert [r["host"] for r in killed if r["task"] == SWITCH and r["status"] != "skipped"] == ["vm1"]
     for name in names:  # all three were staged into slot B before the first batch
