@@ -41,6 +41,7 @@ from ansible_collections.kubesolo.fleet.plugins.module_utils._reference import p
 from ansible_collections.kubesolo.fleet.plugins.module_utils._staging import StagedRelease
 from ansible_collections.kubesolo.fleet.plugins.module_utils._store import (
     MAX_RECORD_BYTES,
+    PARTIAL_PREFIX,
     RECORD_NAME,
     SPACE_MARGIN_PERCENT,
     PathFacts,
@@ -57,8 +58,6 @@ from ansible_collections.kubesolo.fleet.plugins.module_utils._store import (
     space_needed,
     store_dir,
 )
-
-PARTIAL_PREFIX = "partial-"
 
 
 class HostStore:

@@ -85,7 +85,21 @@ def stage_argument_spec():
         controller_cache=dict(type="path"),
         controller_cache_keep=dict(type="int", default=3),
         lock_timeout=dict(type="float", default=300),
+        node_transfer=dict(type="str", default="auto", choices=["auto", "put_file", "shell"]),
+        transfer_rate_limit=dict(type="int", default=0),
+        transfer_chunk_size=dict(type="int", default=8 * 1024 * 1024),
     )
+
+
+MIN_TRANSFER_CHUNK_SIZE = 64 * 1024
+
+
+def check_node_transfer(params):
+    """Refuse node transfer options that cannot work."""
+    if params["transfer_rate_limit"] < 0:
+        raise ParameterError("transfer_rate_limit must not be negative (0 means no limit)")
+    if params["transfer_chunk_size"] < MIN_TRANSFER_CHUNK_SIZE:
+        raise ParameterError(f"transfer_chunk_size must be at least {MIN_TRANSFER_CHUNK_SIZE} bytes")
 
 
 def default_params(argument_spec):

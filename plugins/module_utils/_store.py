@@ -42,6 +42,8 @@ from ansible_collections.kubesolo.fleet.plugins.module_utils._reference import p
 from ansible_collections.kubesolo.fleet.plugins.module_utils._text import printable
 
 RECORD_NAME = "release.json"
+# The work directory of a release being staged: partial-<digest name> in the store.
+PARTIAL_PREFIX = "partial-"
 RECORD_SCHEMA = 1
 MAX_RECORD_BYTES = 1024 * 1024
 # The node agent asks for the image size plus 10 % before it updates.

@@ -97,6 +97,43 @@ options:
         cache and remove the rest. V(0) never prunes.
     type: int
     default: 3
+  node_transfer:
+    description:
+      - With O(delivery=controller), how the layers go from the controller to the node.
+      - V(shell) streams each layer through the connection's command channel in chunks of
+        O(transfer_chunk_size) bytes, so a node needs nothing but a POSIX shell (busybox will do; no
+        C(sftp-server), no C(scp)). The node appends each chunk to C(<name>.part) with C(tee) while
+        C(sha256sum) hashes the same bytes, and the controller compares that with its own hash of the chunk;
+        the layer is kept only when every chunk matched and the controller's hash of all of them is the
+        manifest's digest. The node reads each byte once, and nothing is taken on trust from the cache.
+      - A broken link costs the chunk in flight. The stream is tried again (O(retries), with backoff) from the
+        last chunk that matched, and a run that fails or is killed leaves what arrived in the store's
+        C(partial-<digest>) directory; the next run hashes it on the node once and goes on from there if it
+        is the start of the layer, or removes it.
+      - V(put_file) copies each layer with the connection's own file transfer (sftp or scp with the C(ssh)
+        connection, never its C(piped) fallback, which holds the whole file in the controller's memory); the
+        node hashes the files when the release is published. A broken copy starts again from byte 0.
+      - V(auto) uses V(put_file) while it works and switches to V(shell) for the rest of the task from the
+        first layer the connection cannot copy or whose copy breaks (the stream resumes what the copy left).
+        RV(transfer.method) says which moved the bytes.
+    type: str
+    choices: [auto, put_file, shell]
+    default: auto
+  transfer_rate_limit:
+    description:
+      - With O(delivery=controller), the most bytes per second sent to this node, on average over the
+        transfer; V(0) sets no limit. Each node has its own limit, so a play's forks multiply it.
+      - V(shell) paces its chunks (of at most one second's worth each); V(put_file) passes the limit to
+        C(sftp -l) or C(scp -l), so with another connection than C(ssh) a limit makes V(auto) stream through
+        the shell and V(put_file) fail.
+    type: int
+    default: 0
+  transfer_chunk_size:
+    description:
+      - With O(node_transfer=shell), the bytes sent per command (at least 65536). The controller holds one
+        chunk per node in memory; a broken link costs at most one chunk.
+    type: int
+    default: 8388608
 attributes:
   action:
     support: full
@@ -227,9 +264,29 @@ transfer:
       type: str
       sample: registry ghcr.io answered HTTP 503
     resumed_bytes:
-      description: Bytes of blobs that did not have to be fetched again, resumed from an interrupted download.
+      description:
+        - Bytes that did not have to be moved again after an interruption - of blobs resumed from an
+          interrupted download, and with O(delivery=controller) of layers the node already held from an
+          interrupted transfer to it.
       type: int
       sample: 16777216
+    method:
+      description: With O(delivery=controller), how the layers went to the node, V(shell) or V(put_file).
+      returned: O(delivery=controller)
+      type: str
+      sample: shell
+    sent_bytes:
+      description:
+        - With O(delivery=controller), layer bytes sent to the node by this run, including bytes sent again
+          after an interruption; 0 when the node already held the release.
+      returned: O(delivery=controller)
+      type: int
+      sample: 41943040
+    interruptions:
+      description: With O(delivery=controller), how often the transfer to the node broke and was tried again.
+      returned: O(delivery=controller)
+      type: int
+      sample: 0
     fetched_bytes:
       description: Blob bytes that arrived from registries in this run, including any that had to be fetched again.
       type: int

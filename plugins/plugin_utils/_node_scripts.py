@@ -180,30 +180,92 @@ exit 0
 """
 )
 
-# Under the lock: sweeps what dead controller runs left (work, trash, link and lock
-# entries; host delivery's partial downloads stay for it to resume), then creates a work
-# directory (work=<path>) when the file system has @needed_kib KiB free; else space=<free KiB>.
+# Under the lock: sweeps what dead runs left (work, trash, link and lock entries, and the
+# partial directories of other releases), then makes the work directory @work (the release's
+# partial-<digest>, where an interrupted run's layers wait to be resumed: only the names in
+# @keep stay there) and checks that the file system has @needed_kib KiB free beyond what the
+# work directory holds: work=<path>, or space=<free KiB>.
 PREPARE = r"""set -e
-store=@store
+store=@store; work=@work
 mkdir -p "$store"
-for left in "$store"/tmp-* "$store"/trash-* "$store"/link-* "$store"/.lock-new-* "$store"/.lock-stale-*; do
+for left in "$store"/tmp-* "$store"/trash-* "$store"/link-* "$store"/.lock-new-* "$store"/.lock-stale-* \
+            "$store"/partial-*; do
+  [ "$left" != "$work" ] || [ -L "$left" ] || continue
   if [ -e "$left" ] || [ -L "$left" ]; then rm -rf "$left"; fi
 done
+if [ -e "$work" ] && [ ! -d "$work" ]; then rm -f "$work"; fi
+held=0
+if [ -d "$work" ]; then
+  for entry in "$work"/* "$work"/.[!.]* "$work"/..?*; do
+    if [ -f "$entry" ] && [ ! -L "$entry" ]; then
+      case " @keep " in *" ${entry##*/} "*) continue ;; esac
+    fi
+    if [ -e "$entry" ] || [ -L "$entry" ]; then rm -rf "$entry"; fi
+  done
+  held=$(du -sk "$work" | awk '{ print $1 }')
+fi
 avail=$(df -Pk "$store" | awk 'NR == 2 { print $4 }')
-case "$avail" in ''|*[!0-9]*) echo "@{marker}cannot read the free space of $store with df" >&2; exit 5 ;; esac
-if [ "$avail" -lt @needed_kib ]; then echo "space=$avail"; exit 0; fi
-printf 'work=%s\n' "$(mktemp -d "$store/tmp-XXXXXX")"
+case "$avail,$held" in ,*|*,|*[!0-9,]*) echo "@{marker}cannot read the free space of $store with df" >&2; exit 5 ;; esac
+if [ $((avail + held)) -lt @needed_kib ]; then echo "space=$avail"; exit 0; fi
+mkdir -p "$work"
+chmod 755 "$work"
+echo "work=$work"
 """
+
+# What the work directory holds of a layer, each file hashed once from disk: done=<bytes>
+# <sha256> for <name> (complete), part=<bytes> <sha256> for <name>.part; files longer than
+# the layer (@size) are removed unread.
+LAYER_STATE = r"""work=@work
+for kind in done part; do
+  f="$work/@name"; [ "$kind" = done ] || f="$f.part"
+  [ -f "$f" ] && [ ! -L "$f" ] || continue
+  have=$(wc -c < "$f")
+  if [ "$have" -gt @size ]; then rm -f "$f"; continue; fi
+  sum=$(sha256sum < "$f") || { echo "@{marker}cannot hash $f" >&2; exit 3; }
+  printf '%s=%s %s\n' "$kind" "$have" "${sum%% *}"
+done
+"""
+
+# Appends the chunk on stdin to @part at @offset (cutting off what a broken try left after
+# it) while hashing it: sum=<sha256 of what arrived>, size=<bytes in the part now>. Out of
+# step (the part is shorter than @offset) it reads nothing into the part: size=<bytes>.
+APPEND_CHUNK = r"""part=@part
+have=0; [ ! -f "$part" ] || have=$(wc -c < "$part")
+if [ "$have" -lt @offset ]; then cat > /dev/null; echo "size=$have"; exit 0; fi
+if [ "$have" -gt @offset ]; then
+  dd if=/dev/null of="$part" bs=1 seek=@offset 2>/dev/null \
+    || { cat > /dev/null; echo "@{marker}cannot cut $part back to @offset bytes" >&2; exit 3; }
+fi
+sum=$(tee -a "$part" | sha256sum)
+echo "sum=${sum%% *}"
+echo "size=$(wc -c < "$part")"
+"""
+
+# The streamed layer is complete and matched: <name>.part becomes <name> (@size bytes).
+COMPLETE_LAYER = r"""work=@work; f="$work/@name"
+if [ -f "$f.part" ]; then mv -f "$f.part" "$f" || { echo "@{marker}cannot rename $f.part" >&2; exit 3; }; fi
+have=$(wc -c < "$f" 2>/dev/null)
+[ "$have" = @size ] || { echo "@{marker}$f holds ${have:-no} bytes, expected @size" >&2; exit 3; }
+"""
+
+REMOVE_FILE = "rm -f @path"
+
+# Writes stdin (a small file) to @path through a temporary name.
+WRITE_FILE = "cat > @path.new && mv -f @path.new @path"
 
 REMOVE_WORK = "rm -rf @work"
 
-# Checks the copied files (@checks: one 'check <sha256> <name>' line each),
-# then publishes the work directory as the release and points dest at it.
+# Checks the files (@checks: 'check <sha256> <name>' for files copied as a whole, hashed here,
+# 'check_size <bytes> <name>' for files verified as they arrived), then publishes the work
+# directory as the release and points dest at it.
 PUBLISH = r"""work=@work; store=@store; dest=@dest; final="$store/@name"
 fail() { rm -rf "$work"; echo "@{marker}$1" >&2; exit 3; }
-# All files are hashed at once, one core each; the sums wait in $work/.sha256-<name>.
-for f in @names; do { sha256sum < "$work/$f" | cut -d' ' -f1 > "$work/.sha256-$f"; } & done
+# The files to hash are hashed at once, one core each; the sums wait in $work/.sha256-<name>.
+for f in @hashed; do { sha256sum < "$work/$f" | cut -d' ' -f1 > "$work/.sha256-$f"; } & done
 wait
+check_size() {
+  [ "$(wc -c < "$work/$2" 2>/dev/null)" = "$1" ] || fail "$2 does not hold its $1 bytes; the previous release is kept"
+}
 check() {
   got=$(cat "$work/.sha256-$2" 2>/dev/null); rm -f "$work/.sha256-$2"
   [ -n "$got" ] || fail "cannot hash $2"

@@ -17,7 +17,6 @@ from __future__ import annotations
 import base64
 import os
 import socket
-import tempfile
 import time
 
 from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import FleetError, StageError
@@ -30,6 +29,7 @@ from ansible_collections.kubesolo.fleet.plugins.module_utils._reference import p
 from ansible_collections.kubesolo.fleet.plugins.module_utils._release import STAGED_FILE_NAMES
 from ansible_collections.kubesolo.fleet.plugins.module_utils._store import (
     MAX_RECORD_BYTES,
+    PARTIAL_PREFIX,
     RECORD_NAME,
     SPACE_MARGIN_PERCENT,
     PathFacts,
@@ -61,13 +61,13 @@ class NodeCommandError(FleetError):
 class NodeStore:
     """The store behind ``dest`` on one node.
 
-    ``shell(script)`` runs a script with the node's /bin/sh and returns (rc,
-    stdout, stderr); ``put_file(local, remote)`` copies a file there.
+    ``shell(script, data=None)`` runs a script with the node's /bin/sh, ``data``
+    (bytes) on its stdin, and returns (rc, stdout, stderr); it raises
+    _node_transfer.NodeLinkError when the connection breaks.
     """
 
-    def __init__(self, shell, put_file, dest):
+    def __init__(self, shell, dest):
         self._shell = shell
-        self._put_file = put_file
         self.dest = dest.rstrip("/")
         self.store = store_dir(self.dest)
 
@@ -75,9 +75,9 @@ class NodeStore:
         """(rc, stdout, stderr) of ``script``, whatever its exit status."""
         return self._shell(script)
 
-    def run(self, script, what, error=NodeCommandError):
-        """The stdout of ``script``; ``error`` (with the script's reason) when it fails."""
-        rc, stdout, stderr = self._shell(script)
+    def run(self, script, what, error=NodeCommandError, data=None):
+        """The stdout of ``script`` (``data`` on its stdin); ``error`` (with the script's reason) when it fails."""
+        rc, stdout, stderr = self._shell(script, data)
         if rc != 0:
             reason = scripts.error_reason(stdout, stderr)
             raise error("{} failed on the node (exit {}){}".format(what, rc, ": " + reason if reason else ""))
@@ -165,13 +165,20 @@ class NodeStore:
         """The store's lock on the node (a NodeLock), waited for at most ``timeout`` seconds."""
         return NodeLock(self, timeout)
 
-    def prepare(self, total):
-        """A new work directory in the store, after checking there is room for ``total`` bytes plus 10 %.
+    def prepare(self, total, manifest_digest):
+        """The release's work directory in the store (``partial-<digest>``, where what an
+        interrupted run transferred waits), after checking there is room for ``total`` bytes
+        plus 10 % beyond what it holds.
 
-        Call it holding the lock: it removes what dead runs left in the store.
+        Call it holding the lock: it removes what dead runs left in the store, and the partial
+        directories of other releases.
         """
         needed_kib = int(space_needed(total) / 1024) + 1
-        script = scripts.render(scripts.PREPARE, store=quote(self.store), needed_kib=needed_kib)
+        work = f"{self.store}/{PARTIAL_PREFIX}{digest_name(manifest_digest)}"
+        keep = " ".join(name + suffix for name in STAGED_FILE_NAMES for suffix in ("", ".part"))
+        script = scripts.render(
+            scripts.PREPARE, store=quote(self.store), work=quote(work), keep=keep, needed_kib=needed_kib
+        )
         values = dict(scripts.parse_fields(self.run(script, f"preparing {self.store}")))
         if "space" in values:
             raise StageError(
@@ -179,31 +186,61 @@ class NodeStore:
                 f"{needed_kib} KiB needed "
                 f"(the release is {total} bytes, plus {SPACE_MARGIN_PERCENT}% margin); nothing was transferred"
             )
-        work = values.get("work", "")
-        if not work.startswith(self.store + "/tmp-"):
-            raise NodeCommandError(f"the node did not create a staging directory in {self.store}")
+        if values.get("work") != work:
+            raise NodeCommandError(f"the node did not create the staging directory {work}")
         return work
 
-    def put(self, local_path, work, name):
-        """Copy a file of the controller into the work directory as ``name``."""
-        self._put_file(local_path, f"{work}/{name}")
+    def layer_state(self, work, name, size):
+        """What ``work`` holds of layer file ``name``: {"done" or "part": (bytes, sha256 hex)}."""
+        script = scripts.render(scripts.LAYER_STATE, work=quote(work), name=quote(name), size=int(size))
+        state = {}
+        for kind, value in scripts.parse_fields(self.run(script, f"inspecting {work}/{name}")):
+            held, _sep, sha256 = value.partition(" ")
+            if kind in ("done", "part") and held.isascii() and held.isdigit():
+                state[kind] = (int(held), sha256.strip())
+        return state
+
+    def append(self, work, name, offset, chunk):
+        """Append ``chunk`` to ``work/name.part`` at ``offset``: (bytes the part holds, sha256 hex of what arrived)."""
+        part = f"{work}/{name}.part"
+        script = scripts.render(scripts.APPEND_CHUNK, part=quote(part), offset=int(offset))
+        rc, stdout, stderr = self._shell(script, chunk)
+        fields = dict(scripts.parse_fields(stdout))
+        held = fields.get("size", "")
+        if rc != 0 or not (held.isascii() and held.isdigit()):
+            reason = scripts.error_reason(stdout, stderr)
+            raise StageError(f"writing {part} failed on the node (exit {rc}){': ' + reason if reason else ''}")
+        held = int(held)
+        if "sum" in fields and held < offset + len(chunk):
+            # The whole chunk arrived (the link held), but not all of it reached the disk.
+            reason = scripts.error_reason("", stderr) or "the node wrote less than it received"
+            raise StageError(f"writing {part} failed on the node: {reason}")
+        return held, fields.get("sum", "")
+
+    def complete_layer(self, work, name, size):
+        """``work/name.part`` (or an already renamed ``work/name``) becomes ``work/name`` of ``size`` bytes."""
+        script = scripts.render(scripts.COMPLETE_LAYER, work=quote(work), name=quote(name), size=int(size))
+        self.run(script, f"completing {work}/{name}", error=StageError)
+
+    def remove(self, work, file_name):
+        self.run(scripts.render(scripts.REMOVE_FILE, path=quote(f"{work}/{file_name}")), f"removing {work}/{file_name}")
 
     def put_record(self, work, record):
-        with tempfile.NamedTemporaryFile("wb", suffix=".json") as record_file:
-            record_file.write(record_bytes(record))
-            record_file.flush()
-            self.put(record_file.name, work, RECORD_NAME)
+        """Write the release record into the work directory (through the shell: it is small)."""
+        data = record_bytes(record)
+        script = scripts.render(scripts.WRITE_FILE, path=quote(f"{work}/{RECORD_NAME}"))
+        self.run(script, f"writing {work}/{RECORD_NAME}", error=StageError, data=data)
 
-    def remove_work(self, work):
-        """Best effort: the work directory of a copy that failed."""
-        self._shell(scripts.render(scripts.REMOVE_WORK, work=quote(work)))
-
-    def publish(self, work, manifest_digest, files):
-        """Check the copied ``files`` (name -> record entry) by sha256 and publish them at dest."""
+    def publish(self, work, manifest_digest, files, verified=()):
+        """Check the ``files`` (name -> record entry) and publish them at dest: by sha256, or by
+        size for those in ``verified`` (hashed as they arrived)."""
         name = digest_name(manifest_digest)
         link_target = f"{os.path.basename(self.store)}/{name}"
         checks = "\n".join(
-            "check {} {}".format(quote(entry["sha256"]), quote(file_name)) for file_name, entry in sorted(files.items())
+            "check_size {} {}".format(int(entry["size"]), quote(file_name))
+            if file_name in verified
+            else "check {} {}".format(quote(entry["sha256"]), quote(file_name))
+            for file_name, entry in sorted(files.items())
         )
         script = scripts.render(
             scripts.PUBLISH,
@@ -212,7 +249,7 @@ class NodeStore:
             dest=quote(self.dest),
             name=name,
             checks=checks,
-            names=" ".join(quote(n) for n in sorted(files)),
+            hashed=" ".join(quote(n) for n in sorted(files) if n not in verified),
             target=quote(link_target),
             storebase=quote(os.path.basename(self.store)),
         )

@@ -27,8 +27,9 @@ STORE = "/var/lib/kubesolo/update/.staged.kubesolo-fleet"
 STAGED_NAMES = ["kubesolo-os.gz", "release.json", "vmlinuz"]
 #: sshd (LogLevel VERBOSE) logs this for every sftp session, i.e. for every file Ansible puts.
 SFTP_SESSION = "Starting session: subsystem 'sftp' for root"
-#: Files a controller delivery copies per release: the two layers and release.json.
-PUTS_PER_STAGE = 3
+#: Files a controller delivery copies with the connection's file transfer per release: the two layers
+#: (release.json, small, goes through the shell).
+PUTS_PER_STAGE = 2
 STAGE = "stage"
 
 

@@ -52,6 +52,7 @@ class Harness:
         self.task.diff = diff
         self.connection = MagicMock()
         self.connection._shell.tmpdir = "/remote/tmp"  # already made: no remote tmp round trip
+        self.connection.transport = "local"
         self.puts = []
         self.connection.put_file.side_effect = self._put
         self.commands = []
@@ -72,8 +73,8 @@ class Harness:
 
     def _execute(self, cmd, sudoable=True, in_data=None, executable=None, **_kwargs):
         self.commands.append((cmd, executable))
-        done = subprocess.run([executable or "/bin/sh", "-c", cmd], capture_output=True, text=True, check=False)
-        return {"rc": done.returncode, "stdout": done.stdout, "stderr": done.stderr}
+        done = subprocess.run([executable or "/bin/sh", "-c", cmd], input=in_data, capture_output=True, check=False)
+        return {"rc": done.returncode, "stdout": done.stdout.decode(), "stderr": done.stderr.decode()}
 
     def run(self, task_vars=None):
         return self.action.run(task_vars=task_vars if task_vars is not None else {"inventory_hostname": "node1"})
@@ -206,7 +207,15 @@ def test_controller_delivery_stages_then_is_idempotent(controller_args, monkeypa
         "initramfs_path": os.path.join(dest, "kubesolo-os.gz"),
         "version": "v0.3.0",
     }
-    assert result["transfer"] == {"retries": 0, "last_error": "", "resumed_bytes": 0, "fetched_bytes": total}
+    assert result["transfer"] == {
+        "retries": 0,
+        "last_error": "",
+        "resumed_bytes": 0,
+        "fetched_bytes": total,
+        "method": "put_file",  # auto, and the local connection copies files
+        "sent_bytes": total,
+        "interruptions": 0,
+    }
     with open(os.path.join(dest, "vmlinuz"), "rb") as handle:
         assert handle.read() == KERNEL_1
     # No architecture given: the node's uname -m chose it; every command ran with /bin/sh.
@@ -239,7 +248,7 @@ def test_a_second_node_uses_the_cache(controller_args, monkeypatch, tmp_path):
     assert result["bytes_downloaded"] == 0
     assert result["bytes_transferred"] == len(KERNEL_1) + len(INITRAMFS_1)
     assert len(registry.client.downloaded) == 2
-    assert [os.path.basename(path) for path in harness.puts] == ["vmlinuz", "kubesolo-os.gz", "release.json"]
+    assert [os.path.basename(path) for path in harness.puts] == ["vmlinuz.part", "kubesolo-os.gz.part"]
 
 
 def test_check_mode_reports_a_change_and_writes_nothing(controller_args, monkeypatch, tmp_path):
@@ -287,7 +296,9 @@ def test_a_failed_download_reports_the_transfer_too(controller_args, monkeypatch
     assert result["error_code"] == "registry_unreachable"
     assert result["msg"] == str(broken)
     assert not os.path.lexists(controller_args["dest"])
-    assert result["transfer"] == registry.client.transfer_summary()
+    assert result["transfer"] == dict(
+        registry.client.transfer_summary(), method="put_file", sent_bytes=0, interruptions=0
+    )
 
 
 def test_host_delivery_loads_nothing_of_controller_delivery_on_the_controller():

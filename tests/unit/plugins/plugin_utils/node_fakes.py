@@ -19,7 +19,8 @@ import pytest
 
 from ansible_collections.kubesolo.fleet.plugins.module_utils import _store
 from ansible_collections.kubesolo.fleet.plugins.module_utils._reference import parse_repository
-from ansible_collections.kubesolo.fleet.plugins.plugin_utils import _node_store
+from ansible_collections.kubesolo.fleet.plugins.module_utils._retry import RetryPolicy
+from ansible_collections.kubesolo.fleet.plugins.plugin_utils import _node_store, _node_transfer
 from ansible_collections.kubesolo.fleet.tests.unit.plugins.module_utils.fakes import make_release, sha256_digest
 
 KERNEL_1 = b"kernel v0.3.0\n" * 300
@@ -65,6 +66,9 @@ APPLETS = (
     "date",
     "pwd",
     "sha512sum",
+    "tee",
+    "dd",
+    "du",
 )
 SHELLS = ["system-sh", "busybox"]
 
@@ -79,7 +83,8 @@ def read(path):
 
 
 class Node:
-    """A local shell as the node: ``run`` and ``put`` as NodeStore takes them (shell, put_file), recorded."""
+    """A local shell as the node: ``run`` as NodeStore takes it (its shell) and ``put`` as a
+    connection's put_file, both recorded."""
 
     def __init__(self, argv, env=None):
         self.argv = list(argv)
@@ -87,17 +92,32 @@ class Node:
         self.scripts = []
         self.puts = []
 
-    def run(self, script):
+    def run(self, script, data=None):
         self.scripts.append(script)
-        done = subprocess.run(self.argv + [script], capture_output=True, text=True, env=self.env, check=False)
-        return done.returncode, done.stdout, done.stderr
+        done = subprocess.run(self.argv + [script], input=data, capture_output=True, env=self.env, check=False)
+        return done.returncode, done.stdout.decode(errors="replace"), done.stderr.decode(errors="replace")
 
     def put(self, local_path, remote_path):
         self.puts.append(remote_path)
         shutil.copyfile(local_path, remote_path)
 
     def store(self, dest):
-        return _node_store.NodeStore(self.run, self.put, dest)
+        return _node_store.NodeStore(self.run, dest)
+
+
+TRANSFER_METHODS = ["shell", "put_file"]
+
+
+def no_wait_policy(retries=3):
+    """A retry policy for the link that does not sleep."""
+    return RetryPolicy(retries, max_wait=0, budget=0, sleep=lambda _seconds: None)
+
+
+def transfer_of(method, node_store, put=None, **kwargs):
+    """The _node_transfer method ``method`` for ``node_store``; ``put`` is put_file's connection call."""
+    if method == "shell":
+        return _node_transfer.ShellStream(node_store, kwargs.pop("policy", no_wait_policy()), **kwargs)
+    return _node_transfer.PutFile(node_store, put, kwargs.pop("policy", no_wait_policy()), **kwargs)
 
 
 def busybox_bin_dir(tmp_path_factory):
@@ -150,7 +170,7 @@ def stage(node, dest, tmp_path, kernel, initramfs, version):
     store = node.store(dest)
     store.current_release()
     layers = release.staged_layers()
-    work = store.prepare(sum(layer["size"] for _name, layer in layers))
+    work = store.prepare(sum(layer["size"] for _name, layer in layers), release.manifest_digest)
     files = {}
     local = tmp_path / "controller-files"
     local.mkdir(exist_ok=True)
@@ -158,7 +178,7 @@ def stage(node, dest, tmp_path, kernel, initramfs, version):
         data = blobs[layer["digest"]]
         path = local / name
         path.write_bytes(data)
-        store.put(str(path), work, name)
+        node.put(str(path), f"{work}/{name}")
         files[name] = _store.file_entry(layer, sha256_hex(data))
     record = _store.build_record(release, REPOSITORY, files)
     store.put_record(work, record)
@@ -188,12 +208,14 @@ def expected_files(kernel, initramfs):
 
 
 def assert_holds(dest, release, record, kernel, initramfs, also_in_store=()):
-    """``dest`` holds ``release``, the only entry of the store besides ``also_in_store``."""
+    """``dest`` holds ``release``, the only entry of the store besides ``also_in_store`` and the
+    work directories (``partial-*``) where failed attempts keep what arrived for the next run."""
     assert os.readlink(dest) == os.path.join(os.path.basename(store_of(dest)), release_dir_of(release))
     assert read(os.path.join(dest, "vmlinuz")) == kernel
     assert read(os.path.join(dest, "kubesolo-os.gz")) == initramfs
     assert json.loads(read(os.path.join(dest, "release.json"))) == record
-    assert sorted(os.listdir(store_of(dest))) == sorted([release_dir_of(release)] + list(also_in_store))
+    entries = [entry for entry in os.listdir(store_of(dest)) if not entry.startswith("partial-")]
+    assert sorted(entries) == sorted([release_dir_of(release)] + list(also_in_store))
     assert leftovers(store_of(dest)) == []
 
 

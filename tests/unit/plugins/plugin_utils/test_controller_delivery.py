@@ -41,6 +41,7 @@ from ansible_collections.kubesolo.fleet.tests.unit.plugins.plugin_utils.node_fak
     KERNEL_1,
     KERNEL_2,
     REPOSITORY,
+    TRANSFER_METHODS,
     assert_holds,
     assert_space_refused,
     expected_files,
@@ -50,6 +51,7 @@ from ansible_collections.kubesolo.fleet.tests.unit.plugins.plugin_utils.node_fak
     release_dir_of,
     sha256_hex,
     store_of,
+    transfer_of,
 )
 
 
@@ -104,8 +106,23 @@ class Cache:
         return [call[1] for call in self.calls if call[0] == "prune"]
 
 
-def delivery_of(node, dest, cache, cache_keep=0):
-    return ControllerDelivery(node.store(dest), cache, cache_keep=cache_keep)
+@pytest.fixture(params=TRANSFER_METHODS, autouse=True)
+def method(request, monkeypatch):
+    """Every test runs with both transfer methods (delivery_of() builds the one of the test)."""
+    monkeypatch.setattr(Method, "name", request.param)
+    return request.param
+
+
+class Method:
+    """The transfer method of the running test (set by the ``method`` fixture)."""
+
+    name = "shell"
+
+
+def delivery_of(node, dest, cache, cache_keep=0, shell=None, put=None):
+    node_store = _node_store.NodeStore(shell or node.run, dest)
+    transfer = transfer_of(Method.name, node_store, put or node.put)
+    return ControllerDelivery(node_store, cache, transfer, cache_keep=cache_keep)
 
 
 def stage(node, dest, tmp_path, kernel, initramfs, version, corrupt=()):
@@ -138,7 +155,11 @@ def test_first_stage_publishes_the_release_behind_a_symlink(node, dest, tmp_path
     assert stat.S_IMODE(os.stat(release_dir).st_mode) == 0o755
     for name in ("vmlinuz", "kubesolo-os.gz", "release.json"):
         assert stat.S_IMODE(os.stat(os.path.join(release_dir, name)).st_mode) == 0o644
-    assert [os.path.basename(path) for path in node.puts] == ["vmlinuz", "kubesolo-os.gz", "release.json"]
+    if Method.name == "put_file":
+        assert [os.path.basename(path) for path in node.puts] == ["vmlinuz.part", "kubesolo-os.gz.part"]
+    else:
+        assert node.puts == []
+        assert sum(script.startswith("part=") for script in node.scripts) == 2  # one chunk each
 
 
 def test_the_record_is_the_one_host_delivery_writes(node, dest, tmp_path):
@@ -202,24 +223,38 @@ def test_restaging_a_damaged_release_repairs_it(node, dest, tmp_path):
 @pytest.mark.parametrize("corrupt_file, data", [("vmlinuz", KERNEL_2), ("kubesolo-os.gz", INITRAMFS_2)])
 def test_a_corrupted_cache_file_is_refused_and_the_previous_release_kept(node, dest, tmp_path, corrupt_file, data):
     first, first_staged, _cache = stage_first(node, dest, tmp_path)
-    with pytest.raises(StageError) as raised:
+    with pytest.raises(FleetError) as raised:
         stage(node, dest, tmp_path, KERNEL_2, INITRAMFS_2, "v0.4.0", corrupt=[sha256_digest(data)])
     altered = bytes([data[0] ^ 0xFF]) + data[1:]
     message = str(raised.value)
-    assert message.startswith(f"publishing the release at {dest} failed on the node (exit 3): ")
-    assert message.endswith(
-        f"{corrupt_file} arrived with sha256 {sha256_hex(altered)}, expected {sha256_hex(data)}; the previous release is kept"
-    )
-    assert raised.value.code == "stage_failed"
+    if Method.name == "put_file":
+        assert message.startswith(f"publishing the release at {dest} failed on the node (exit 3): ")
+        assert message.endswith(
+            f"{corrupt_file} arrived with sha256 {sha256_hex(altered)}, expected {sha256_hex(data)}; "
+            "the previous release is kept"
+        )
+        assert raised.value.code == "stage_failed"
+    else:
+        # The stream's own hash of what it sent is not the manifest's: the file is removed.
+        assert message == (
+            f"the controller cache's copy of {sha256_digest(data)} has sha256 {sha256_hex(altered)}, "
+            "not the manifest's digest; nothing was published and the previous release is kept"
+        )
+        assert raised.value.code == "digest_mismatch"
+        work = os.path.join(store_of(dest), "partial-" + release_dir_of(make_release(KERNEL_2, INITRAMFS_2, "v0.4.0")))
+        assert corrupt_file not in os.listdir(work) and corrupt_file + ".part" not in os.listdir(work)
     assert_holds(dest, first, first_staged.record, KERNEL_1, INITRAMFS_1)
     assert node.store(dest).current_release() == first_staged.record
 
 
 def test_a_corrupted_cache_file_on_a_first_stage_publishes_nothing(node, dest, tmp_path):
-    with pytest.raises(StageError, match="vmlinuz arrived with sha256"):
+    with pytest.raises(FleetError, match="vmlinuz arrived with sha256|cache's copy of"):
         stage(node, dest, tmp_path, KERNEL_1, INITRAMFS_1, "v0.3.0", corrupt=[sha256_digest(KERNEL_1)])
     assert not os.path.lexists(dest)
-    assert os.listdir(store_of(dest)) == []
+    # At most the work directory of the release, without the file that was wrong.
+    assert [entry for entry in os.listdir(store_of(dest)) if not entry.startswith("partial-")] == []
+    for entry in os.listdir(store_of(dest)):
+        assert not {"vmlinuz", "vmlinuz.part"} & set(os.listdir(os.path.join(store_of(dest), entry)))
 
 
 @pytest.mark.parametrize("make_foreign, expected", FOREIGN_DESTS, ids=FOREIGN_IDS)
@@ -245,12 +280,12 @@ def test_the_release_is_remembered_fetched_and_the_cache_pruned_after_publishing
     cache = Cache(str(tmp_path / "controller-cache"), [KERNEL_1, INITRAMFS_1])
     events = []
 
-    def shell(script):
+    def shell(script, data=None):
         events.append(("script", script.split("\n", 1)[0], len(cache.calls)))
-        return node.run(script)
+        return node.run(script, data)
 
     client = Client()
-    delivery = ControllerDelivery(_node_store.NodeStore(shell, node.put, dest), cache, cache_keep=2)
+    delivery = delivery_of(node, dest, cache, cache_keep=2, shell=shell)
     staged = delivery.stage(client, release, release.staged_layers())
     digests = [sha256_digest(KERNEL_1), sha256_digest(INITRAMFS_1)]
     assert cache.calls == [("remember", release.manifest_digest, digests), ("fetch_all", client, digests), ("prune", 2)]
@@ -258,7 +293,7 @@ def test_the_release_is_remembered_fetched_and_the_cache_pruned_after_publishing
     # Remembered before the node is prepared, fetched after; pruned once the release is published
     # and the lock released.
     (prepare,) = [event for event in events if event[1].startswith("set -e")]
-    (publish,) = [event for event in events if event[1].startswith("work=")]
+    (publish,) = [event for event in events if event[1].startswith("work=") and "; store=" in event[1]]
     assert prepare[2] == 1 and publish[2] == 2
     assert events.index(prepare) > 0 and events[0][1].startswith("store=")  # the lock comes first
     assert events[-1][2] == 2 and "lock" in events[-1][1]
@@ -274,7 +309,7 @@ def test_cache_keep_zero_never_prunes(node, dest, tmp_path):
 def test_a_failed_stage_prunes_nothing(node, dest, tmp_path):
     release = make_release(KERNEL_1, INITRAMFS_1)
     cache = Cache(str(tmp_path / "controller-cache"), [KERNEL_1, INITRAMFS_1], corrupt=[sha256_digest(KERNEL_1)])
-    with pytest.raises(StageError, match="vmlinuz arrived with sha256"):
+    with pytest.raises(FleetError, match="vmlinuz arrived with sha256|cache's copy of"):
         delivery_of(node, dest, cache, cache_keep=3).stage(Client(), release, release.staged_layers())
     assert [call[0] for call in cache.calls] == ["remember", "fetch_all"]
 
@@ -324,7 +359,7 @@ def test_a_node_whose_df_fails_is_not_staged_without_a_space_check(dest, tmp_pat
     assert leftovers(store_of(dest)) == []
 
 
-def test_a_failing_copy_removes_the_staging_directory(node, dest, tmp_path):
+def test_a_failing_copy_keeps_what_arrived_and_the_previous_release(node, dest, tmp_path):
     first, first_staged, _cache = stage_first(node, dest, tmp_path)
     copied = []
 
@@ -334,19 +369,31 @@ def test_a_failing_copy_removes_the_staging_directory(node, dest, tmp_path):
         shutil.copyfile(local_path, remote_path)
         copied.append(remote_path)
 
+    def shell(script, data=None):
+        if script.startswith("part=") and "kubesolo-os.gz" in script:
+            return 1, "", "tee: write error: No space left on device\n"
+        return node.run(script, data)
+
     release = make_release(KERNEL_2, INITRAMFS_2, "v0.4.0")
     cache = Cache(str(tmp_path / "controller-cache"), [KERNEL_2, INITRAMFS_2])
-    delivery = ControllerDelivery(_node_store.NodeStore(node.run, put, dest), cache, cache_keep=3)
+    delivery = delivery_of(node, dest, cache, cache_keep=3, shell=shell, put=put)
     with pytest.raises(StageError) as raised:
         delivery.stage(Client(), release, release.staged_layers())
-    assert str(raised.value) == "copying the release to the node failed: [Errno 28] No space left on device"
-    assert len(copied) == 1 and os.path.basename(copied[0]) == "vmlinuz"
-    assert not os.path.exists(os.path.dirname(copied[0]))
+    work = os.path.join(store_of(dest), "partial-" + release_dir_of(release))
+    if Method.name == "put_file":
+        assert str(raised.value) == "copying the release to the node failed: [Errno 28] No space left on device"
+    else:
+        assert str(raised.value) == (
+            f"writing {work}/kubesolo-os.gz.part failed on the node (exit 1): tee: write error: No space left on device"
+        )
+    # The kernel arrived whole: the next run takes it from there.
+    assert os.listdir(work) == ["vmlinuz"]
+    assert read(os.path.join(work, "vmlinuz")) == KERNEL_2
     assert cache.pruned() == []
     assert_holds(dest, first, first_staged.record, KERNEL_1, INITRAMFS_1)
 
 
-def test_a_failing_fetch_removes_the_staging_directory(node, dest, tmp_path):
+def test_a_failing_fetch_sends_nothing(node, dest, tmp_path):
     first, first_staged, _cache = stage_first(node, dest, tmp_path)
     mismatch = DigestMismatchError("blob has wrong content")
     cache = Cache(str(tmp_path / "controller-cache"), [KERNEL_2, INITRAMFS_2])
@@ -364,7 +411,8 @@ def test_a_failing_fetch_removes_the_staging_directory(node, dest, tmp_path):
     # Every layer is fetched before the first is copied: nothing reached the node.
     assert node.puts == []
     assert cache.pruned() == []
-    assert os.listdir(store_of(dest)) == [release_dir_of(first)]
+    assert sorted(os.listdir(store_of(dest))) == ["partial-" + release_dir_of(release), release_dir_of(first)]
+    assert os.listdir(os.path.join(store_of(dest), "partial-" + release_dir_of(release))) == []
     assert_holds(dest, first, first_staged.record, KERNEL_1, INITRAMFS_1)
 
 
@@ -372,14 +420,15 @@ def test_a_staging_directory_the_node_did_not_create_is_an_error(dest, tmp_path)
     cache = Cache(str(tmp_path / "controller-cache"), [KERNEL_1, INITRAMFS_1])
     cache.fetch_all = lambda *_args: pytest.fail("fetch called")
 
-    def shell(script):
+    def shell(script, data=None):
         if script.startswith("store="):  # the lock scripts: our keeper holds it
             return 0, f"euid={os.geteuid()}\nstore={os.geteuid()} 41ed\nheld=1 1\n", ""
         return 0, "work=/somewhere/else\n", ""
 
-    node_store = _node_store.NodeStore(shell, lambda *_args: pytest.fail("put called"), dest)
     release = make_release(KERNEL_1, INITRAMFS_1)
+    delivery = delivery_of(None, dest, cache, shell=shell, put=lambda *_args: pytest.fail("put called"))
     with pytest.raises(_node_store.NodeCommandError) as raised:
-        ControllerDelivery(node_store, cache, cache_keep=0).stage(Client(), release, release.staged_layers())
-    assert str(raised.value) == f"the node did not create a staging directory in {store_of(dest)}"
+        delivery.stage(Client(), release, release.staged_layers())
+    work = os.path.join(store_of(dest), "partial-" + release_dir_of(release))
+    assert str(raised.value) == f"the node did not create the staging directory {work}"
     assert raised.value.code == "node_command_failed"

@@ -54,6 +54,8 @@ from ansible_collections.kubesolo.fleet.tests.unit.plugins.plugin_utils.node_fak
     store_of,
 )
 
+MANIFEST_DIGEST = "sha256:" + "1" * 64
+
 # -- Staging ---------------------------------------------------------------
 
 
@@ -67,7 +69,7 @@ def test_the_store_steps_publish_the_release_behind_a_symlink(node, dest, tmp_pa
     assert stat.S_IMODE(os.stat(release_dir).st_mode) == 0o755
     for name in ("vmlinuz", "kubesolo-os.gz", "release.json"):
         assert stat.S_IMODE(os.stat(os.path.join(release_dir, name)).st_mode) == 0o644
-    assert [os.path.basename(path) for path in node.puts] == ["vmlinuz", "kubesolo-os.gz", "release.json"]
+    assert [os.path.basename(path) for path in node.puts] == ["vmlinuz", "kubesolo-os.gz"]  # the record goes by shell
     # The record is written as host delivery writes it.
     assert read(os.path.join(dest, "release.json")) == _store.record_bytes(record)
 
@@ -112,29 +114,35 @@ def test_a_dest_with_spaces_and_quotes_is_quoted(node, tmp_path):
     assert_holds(dest, second, record, KERNEL_2, INITRAMFS_2)
 
 
-def test_prepare_makes_a_work_directory_in_the_store_and_remove_work_removes_it(node, dest):
+def test_prepare_makes_the_release_work_directory_in_the_store_and_keeps_only_layers_there(node, dest):
     store = node.store(dest)
-    work = store.prepare(len(KERNEL_1))
-    assert os.path.dirname(work) == store_of(dest)
-    assert os.path.basename(work).startswith("tmp-")
+    work = store.prepare(len(KERNEL_1), MANIFEST_DIGEST)
+    assert work == os.path.join(store_of(dest), "partial-sha256-" + "1" * 64)
     assert os.path.isdir(work)
     assert stat.S_IMODE(os.stat(store_of(dest)).st_mode) == 0o755
+    assert stat.S_IMODE(os.stat(work).st_mode) == 0o755
     assert not os.path.lexists(dest)
-    store.remove_work(work)
-    assert os.listdir(store_of(dest)) == []
+    for name in ("vmlinuz", "kubesolo-os.gz.part", "release.json", ".sha256-vmlinuz", "other"):
+        with open(os.path.join(work, name), "wb") as handle:
+            handle.write(b"left by a run that died")
+    os.mkdir(os.path.join(work, "vmlinuz.part"))
+    os.symlink("/etc/passwd", os.path.join(work, "kubesolo-os.gz"))
+    assert store.prepare(len(KERNEL_1), MANIFEST_DIGEST) == work
+    # What an interrupted run transferred stays for the next to resume; nothing else does.
+    assert sorted(os.listdir(work)) == ["kubesolo-os.gz.part", "vmlinuz"]
 
 
 def test_publish_refuses_a_file_that_arrived_other_than_recorded(node, dest, tmp_path):
     first, first_record = stage_first(node, dest, tmp_path)
     release = make_release(KERNEL_2, INITRAMFS_2, "v0.4.0")
     store = node.store(dest)
-    work = store.prepare(len(KERNEL_2) + len(INITRAMFS_2))
+    work = store.prepare(len(KERNEL_2) + len(INITRAMFS_2), release.manifest_digest)
     files = {}
     for name, layer in release.staged_layers():
         data = KERNEL_2 if name == "vmlinuz" else INITRAMFS_2
         arrived = tmp_path / name
         arrived.write_bytes(data[:-1] + b"!" if name == "kubesolo-os.gz" else data)
-        store.put(str(arrived), work, name)
+        node.put(str(arrived), f"{work}/{name}")
         files[name] = _store.file_entry(layer, sha256_hex(data))
     store.put_record(work, _store.build_record(release, REPOSITORY, files))
     with pytest.raises(StageError) as raised:
@@ -181,11 +189,11 @@ def test_stage_never_removes_anything_outside_its_store(node, dest, tmp_path):
     store = node.store(dest)
     assert store.current_release() is None
     user_file = foreign_symlink(dest)
-    work = store.prepare(len(KERNEL_1) + len(INITRAMFS_1))
+    work = store.prepare(len(KERNEL_1) + len(INITRAMFS_1), release.manifest_digest)
     files = {}
     for (name, layer), data in zip(release.staged_layers(), (KERNEL_1, INITRAMFS_1)):
         (tmp_path / name).write_bytes(data)
-        store.put(str(tmp_path / name), work, name)
+        node.put(str(tmp_path / name), f"{work}/{name}")
         files[name] = _store.file_entry(layer, sha256_hex(data))
     store.put_record(work, _store.build_record(release, REPOSITORY, files))
     try:
@@ -256,7 +264,7 @@ def test_not_enough_space_on_the_node_is_refused_by_prepare(node, dest, tmp_path
     total = len(KERNEL_2) + len(INITRAMFS_2)
     node.puts = []
     with pytest.raises(StageError) as raised:
-        node.store(dest).prepare(total)
+        node.store(dest).prepare(total, MANIFEST_DIGEST)
     assert_space_refused(raised.value, dest, total, margin=10.0**12)
     assert raised.value.code == "stage_failed"
     assert node.puts == []
@@ -307,7 +315,7 @@ def test_a_node_whose_df_fails_is_not_prepared_without_a_space_check(dest, tmp_p
     node = node_with_tools(tmp_path, df='echo "df: /proc/mounts: No such file or directory" >&2\nexit 1\n')
     assert node.run("df -Pk /")[0] == 1
     with pytest.raises(FleetError) as raised:
-        node.store(dest).prepare(len(KERNEL_1) + len(INITRAMFS_1))
+        node.store(dest).prepare(len(KERNEL_1) + len(INITRAMFS_1), MANIFEST_DIGEST)
     assert str(raised.value) == (
         f"preparing {store_of(dest)} failed on the node (exit 5): cannot read the free space of {store_of(dest)} "
         "with df"
@@ -318,24 +326,23 @@ def test_a_node_whose_df_fails_is_not_prepared_without_a_space_check(dest, tmp_p
 
 
 def test_a_staging_directory_the_node_did_not_create_is_an_error(dest):
-    store = _node_store.NodeStore(
-        lambda script: (0, "work=/somewhere/else\n", ""), lambda *_args: pytest.fail("put called"), dest
-    )
+    store = _node_store.NodeStore(lambda script, data=None: (0, "work=/somewhere/else\n", ""), dest)
     with pytest.raises(_node_store.NodeCommandError) as raised:
-        store.prepare(len(KERNEL_1) + len(INITRAMFS_1))
-    assert str(raised.value) == f"the node did not create a staging directory in {store_of(dest)}"
+        store.prepare(len(KERNEL_1) + len(INITRAMFS_1), MANIFEST_DIGEST)
+    work = os.path.join(store_of(dest), "partial-sha256-" + "1" * 64)
+    assert str(raised.value) == f"the node did not create the staging directory {work}"
     assert raised.value.code == "node_command_failed"
 
 
 def test_what_a_node_answers_is_quoted_printably(dest):
     answers = {"prepare": "space=\x1b[2J12\n", "inspect": f"euid={os.geteuid()}\nlink=\x1b]0;owned\x07\n"}
 
-    def shell(script):
+    def shell(script, data=None):
         return 0, answers["prepare" if "df" in script else "inspect"], ""
 
-    store = _node_store.NodeStore(shell, lambda *_args: pytest.fail("put called"), dest)
+    store = _node_store.NodeStore(shell, dest)
     with pytest.raises(StageError) as raised:
-        store.prepare(len(KERNEL_1) + len(INITRAMFS_1))
+        store.prepare(len(KERNEL_1) + len(INITRAMFS_1), MANIFEST_DIGEST)
     assert f"not enough space on the node for {dest}: \\x1b[2J12 KiB free, " in str(raised.value)
     with pytest.raises(StageError) as raised:
         store.current_release()
@@ -353,13 +360,13 @@ def test_architecture_is_uname_m(node, dest):
 
 
 def test_architecture_strips_the_output():
-    store = _node_store.NodeStore(lambda script: (0, "  aarch64 \r\n", ""), None, "/var/lib/kubesolo/staged")
+    store = _node_store.NodeStore(lambda script, data=None: (0, "  aarch64 \r\n", ""), "/var/lib/kubesolo/staged")
     assert store.architecture() == "aarch64"
 
 
 def test_a_failing_node_command_names_its_last_stderr_line():
     store = _node_store.NodeStore(
-        lambda script: (127, "out\n", "sh: warning\nsh: uname: not found\n"), None, "/var/lib/kubesolo/staged"
+        lambda script, data=None: (127, "out\n", "sh: warning\nsh: uname: not found\n"), "/var/lib/kubesolo/staged"
     )
     with pytest.raises(_node_store.NodeCommandError) as raised:
         store.architecture()
@@ -369,10 +376,10 @@ def test_a_failing_node_command_names_its_last_stderr_line():
 
 def test_a_failing_node_command_without_stderr_names_stdout_or_nothing():
     with pytest.raises(_node_store.NodeCommandError) as raised:
-        _node_store.NodeStore(lambda script: (1, "only stdout\n", ""), None, "/x/staged").architecture()
+        _node_store.NodeStore(lambda script, data=None: (1, "only stdout\n", ""), "/x/staged").architecture()
     assert str(raised.value) == "reading the architecture failed on the node (exit 1): only stdout"
     with pytest.raises(_node_store.NodeCommandError) as raised:
-        _node_store.NodeStore(lambda script: (1, "", ""), None, "/x/staged").architecture()
+        _node_store.NodeStore(lambda script, data=None: (1, "", ""), "/x/staged").architecture()
     assert str(raised.value) == "reading the architecture failed on the node (exit 1)"
 
 
@@ -539,7 +546,7 @@ def test_prepare_sweeps_what_dead_runs_left(node, dest):
     for name in ("tmp-dead1", "trash-dead2", "link-3", ".lock-new-4", ".lock-stale-5"):
         os.mkdir(os.path.join(store, name))
         open(os.path.join(store, name, "data"), "wb").close()
-    os.mkdir(os.path.join(store, "partial-sha256-" + "0" * 64))  # host delivery resumes these
+    os.mkdir(os.path.join(store, "partial-sha256-" + "0" * 64))  # another release's
     with node.store(dest).lock(5):
-        work = node.store(dest).prepare(10)
-    assert sorted(os.listdir(store)) == ["partial-sha256-" + "0" * 64, os.path.basename(work)]
+        work = node.store(dest).prepare(10, MANIFEST_DIGEST)
+    assert sorted(os.listdir(store)) == [os.path.basename(work)]
