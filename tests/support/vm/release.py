@@ -42,6 +42,7 @@ from hashlib import sha256
 from pathlib import Path
 
 from ..artifacts import INITRAMFS_MEDIA_TYPE, KERNEL_MEDIA_TYPE
+from ..rootfs import install_binary, install_busybox
 from ..sshnode import DEFAULT_BUSYBOX
 from .kernel import Kernel
 
@@ -222,10 +223,10 @@ def _populate(  # pylint: disable=too-many-arguments
     (root / "tmp").chmod(0o1777)
     (root / "var/run").symlink_to("../run")
 
-    _install_busybox(root, busybox)
-    _install_binary(root, DROPBEAR, DROPBEAR)
+    install_busybox(root, busybox)
+    install_binary(root, DROPBEAR, DROPBEAR)
     if sftp_server:
-        _install_binary(root, SFTP_SERVER, NODE_SFTP_SERVER)
+        install_binary(root, SFTP_SERVER, NODE_SFTP_SERVER)
 
     order = kernel.load_order()
     target_modules = root / "lib/modules" / kernel.release
@@ -267,42 +268,6 @@ def _populate(  # pylint: disable=too-many-arguments
 def _write(path: Path, text: str, mode: int = 0o644) -> None:
     path.write_text(text, encoding="utf-8")
     path.chmod(mode)
-
-
-def _install_busybox(root: Path, busybox: str) -> None:
-    target = root / "bin/busybox"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(busybox, target)
-    applets = subprocess.run([busybox, "--list-full"], capture_output=True, text=True, check=True).stdout.split()
-    for applet in applets:
-        link = root / applet
-        if link.exists() or link.is_symlink():
-            continue
-        link.parent.mkdir(parents=True, exist_ok=True)
-        link.symlink_to(os.path.relpath(target, link.parent))
-
-
-def shared_libraries(binary: str) -> list[str]:
-    """Absolute paths of the libraries ``ldd`` says ``binary`` loads, the dynamic loader included."""
-    listing = subprocess.run(["ldd", binary], capture_output=True, text=True, check=True).stdout
-    libraries = []
-    for line in listing.splitlines():
-        # "libz.so.1 => /lib/x86_64-linux-gnu/libz.so.1 (0x...)" or "/lib64/ld-linux-x86-64.so.2 (0x...)"
-        match = re.search(r"(?:=>\s*)?(/\S+)\s+\(0x", line)
-        if match:
-            libraries.append(match.group(1))
-    return libraries
-
-
-def _install_binary(root: Path, source: str, node_path: str) -> None:
-    """Copy ``source`` to ``node_path`` in ``root``, with its libraries at the paths ldd reports."""
-    for path in [node_path, *shared_libraries(source)]:
-        origin = source if path == node_path else path
-        target = root / path.lstrip("/")
-        if target.exists():
-            continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(origin, target)  # follows symlinks: the node gets the file under the name asked for
 
 
 def _newc_cpio(root: Path) -> bytes:
