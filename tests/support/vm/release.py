@@ -42,6 +42,7 @@ from hashlib import sha256
 from pathlib import Path
 
 from ..artifacts import INITRAMFS_MEDIA_TYPE, KERNEL_MEDIA_TYPE
+from ..dropbearnode import DROPBEAR, DROPBEAR_SFTP_SERVER
 from ..rootfs import install_binary, install_busybox
 from ..sshnode import DEFAULT_BUSYBOX
 from .kernel import Kernel
@@ -52,12 +53,9 @@ HEALTH_COMMAND = f"grep -qx ok {HEALTH_FILE}"
 DATA_LABEL = "KSOLODATA"
 DATA_MOUNT = "/var/lib/kubesolo"
 
-DROPBEAR = "/usr/sbin/dropbear"
-DROPBEARKEY = "dropbearkey"
-#: OpenSSH's sftp server (Debian package openssh-sftp-server); dropbear runs it for "subsystem sftp".
+#: OpenSSH's sftp server (Debian package openssh-sftp-server); dropbear runs it for "subsystem sftp"
+#: from DROPBEAR_SFTP_SERVER, its compiled-in path.
 SFTP_SERVER = "/usr/lib/openssh/sftp-server"
-#: Where Debian's dropbear looks for it (its compiled-in SFTPSERVER_PATH).
-NODE_SFTP_SERVER = "/usr/lib/sftp-server"
 
 #: QEMU user networking: the guest's fixed address, the gateway (the host, as seen from the guest).
 GUEST_ADDRESS = "10.0.2.15/24"
@@ -154,18 +152,6 @@ class Release:
         return {path.name: sha256(path.read_bytes()).hexdigest() for path in (self.vmlinuz, self.initramfs)}
 
 
-def make_host_key(path: Path) -> Path:
-    """A dropbear-format ed25519 host key at ``path`` (one per test session: every release shares it,
-    as a real node keeps its host key across updates)."""
-    subprocess.run(
-        [DROPBEARKEY, "-t", "ed25519", "-f", str(path)],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        check=True,
-    )
-    return path
-
-
 def build_release(  # pylint: disable=too-many-arguments
     version: str,
     variant: str = "good",
@@ -180,7 +166,8 @@ def build_release(  # pylint: disable=too-many-arguments
     """Build the release ``version`` in ``out_dir/<version>-<variant>/`` and return it.
 
     ``authorized_key`` is the public key line root accepts; ``host_key`` a dropbear host key
-    (:func:`make_host_key`).  ``sftp_server=False`` leaves out the sftp server, as on a node where
+    (:func:`tests.support.dropbearnode.make_host_key`; one per test session: every release shares
+    it, as a real node keeps its host key across updates).  ``sftp_server=False`` leaves out the sftp server, as on a node where
     only scp or piped transfers work.
     """
     if variant not in VARIANTS:
@@ -226,7 +213,7 @@ def _populate(  # pylint: disable=too-many-arguments
     install_busybox(root, busybox)
     install_binary(root, DROPBEAR, DROPBEAR)
     if sftp_server:
-        install_binary(root, SFTP_SERVER, NODE_SFTP_SERVER)
+        install_binary(root, SFTP_SERVER, DROPBEAR_SFTP_SERVER)
 
     order = kernel.load_order()
     target_modules = root / "lib/modules" / kernel.release
