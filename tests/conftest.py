@@ -14,6 +14,8 @@ if str(REPO_ROOT) not in sys.path:
 
 # pylint: disable=wrong-import-position
 from tests.support.collection import collections_root  # noqa: E402
+from tests.support.dropbearnode import DropbearNode  # noqa: E402
+from tests.support.dropbearnode import missing_requirements as dropbear_missing_requirements  # noqa: E402
 from tests.support.playbook import run_playbook as _run_playbook  # noqa: E402
 from tests.support.registry import DEFAULT_BINARY, Registry  # noqa: E402
 from tests.support.sshnode import SSHNode, missing_requirements  # noqa: E402
@@ -52,6 +54,29 @@ def run_playbook(tmp_path):
     return run
 
 
+def _node_factory(node_class, problems: list[str], what: str):
+    """The generator behind ``ssh_node_factory`` and ``dropbear_node_factory``."""
+    if problems:
+        message = f"{what} unavailable (scripts/bootstrap installs the packages): " + "; ".join(problems)
+        if _in_ci():
+            pytest.fail(message)  # CI must never skip the end-to-end tests silently
+        pytest.skip(message)
+    nodes = []
+
+    def make(count: int = 1, *, names=None, **kwargs):
+        names = list(names) if names is not None else [f"node{len(nodes) + i + 1}" for i in range(count)]
+        created = []
+        for name in names:
+            node = node_class(name, **kwargs)
+            nodes.append(node)
+            created.append(node.start())
+        return created
+
+    yield make
+    for node in nodes:
+        node.stop()
+
+
 @pytest.fixture
 def ssh_node_factory():
     """``ssh_node_factory(count=1, **kwargs) -> [SSHNode, ...]``: started Python-less SSH nodes.
@@ -60,26 +85,19 @@ def ssh_node_factory():
     :class:`SSHNode` (``version_id``).  Every node is stopped when the test ends.
     Skipped locally when sshd, busybox-static or root is missing; a failure under CI.
     """
-    problems = missing_requirements()
-    if problems:
-        message = "SSH test nodes unavailable (scripts/bootstrap installs the packages): " + "; ".join(problems)
-        if _in_ci():
-            pytest.fail(message)  # CI must never skip the end-to-end tests silently
-        pytest.skip(message)
-    nodes: list[SSHNode] = []
+    yield from _node_factory(SSHNode, missing_requirements(), "SSH test nodes")
 
-    def make(count: int = 1, *, names=None, **kwargs) -> list[SSHNode]:
-        names = list(names) if names is not None else [f"node{len(nodes) + i + 1}" for i in range(count)]
-        created = []
-        for name in names:
-            node = SSHNode(name, **kwargs)
-            nodes.append(node)
-            created.append(node.start())
-        return created
 
-    yield make
-    for node in nodes:
-        node.stop()
+@pytest.fixture
+def dropbear_node_factory():
+    """``dropbear_node_factory(count=1, **kwargs) -> [DropbearNode, ...]``: started Python-less
+    dropbear nodes without sftp server or scp (only the shell receives files).
+
+    Named and stopped as by ``ssh_node_factory``; ``kwargs`` go to :class:`DropbearNode`
+    (``version_id``).  Skipped locally when dropbear-bin, busybox-static, root or CAP_SYS_ADMIN is
+    missing; a failure under CI.
+    """
+    yield from _node_factory(DropbearNode, dropbear_missing_requirements(), "dropbear test nodes")
 
 
 # ---------------------------------------------------------------- VM nodes (UEFI + GRUB + KubeSolo A/B layout)

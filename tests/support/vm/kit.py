@@ -7,11 +7,12 @@ import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 
+from ..dropbearnode import make_host_key
 from ..sshnode import SSH_KEYGEN
 from .disk import build_disk, build_efi_binary
 from .kernel import Kernel, get_kernel
 from .node import VMNode
-from .release import Release, build_release, make_host_key
+from .release import Release, build_release
 
 
 class VMKit:

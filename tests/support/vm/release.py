@@ -42,6 +42,8 @@ from hashlib import sha256
 from pathlib import Path
 
 from ..artifacts import INITRAMFS_MEDIA_TYPE, KERNEL_MEDIA_TYPE
+from ..dropbearnode import DROPBEAR, DROPBEAR_SFTP_SERVER
+from ..rootfs import install_binary, install_busybox
 from ..sshnode import DEFAULT_BUSYBOX
 from .kernel import Kernel
 
@@ -51,12 +53,9 @@ HEALTH_COMMAND = f"grep -qx ok {HEALTH_FILE}"
 DATA_LABEL = "KSOLODATA"
 DATA_MOUNT = "/var/lib/kubesolo"
 
-DROPBEAR = "/usr/sbin/dropbear"
-DROPBEARKEY = "dropbearkey"
-#: OpenSSH's sftp server (Debian package openssh-sftp-server); dropbear runs it for "subsystem sftp".
+#: OpenSSH's sftp server (Debian package openssh-sftp-server); dropbear runs it for "subsystem sftp"
+#: from DROPBEAR_SFTP_SERVER, its compiled-in path.
 SFTP_SERVER = "/usr/lib/openssh/sftp-server"
-#: Where Debian's dropbear looks for it (its compiled-in SFTPSERVER_PATH).
-NODE_SFTP_SERVER = "/usr/lib/sftp-server"
 
 #: QEMU user networking: the guest's fixed address, the gateway (the host, as seen from the guest).
 GUEST_ADDRESS = "10.0.2.15/24"
@@ -153,18 +152,6 @@ class Release:
         return {path.name: sha256(path.read_bytes()).hexdigest() for path in (self.vmlinuz, self.initramfs)}
 
 
-def make_host_key(path: Path) -> Path:
-    """A dropbear-format ed25519 host key at ``path`` (one per test session: every release shares it,
-    as a real node keeps its host key across updates)."""
-    subprocess.run(
-        [DROPBEARKEY, "-t", "ed25519", "-f", str(path)],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        check=True,
-    )
-    return path
-
-
 def build_release(  # pylint: disable=too-many-arguments
     version: str,
     variant: str = "good",
@@ -179,7 +166,8 @@ def build_release(  # pylint: disable=too-many-arguments
     """Build the release ``version`` in ``out_dir/<version>-<variant>/`` and return it.
 
     ``authorized_key`` is the public key line root accepts; ``host_key`` a dropbear host key
-    (:func:`make_host_key`).  ``sftp_server=False`` leaves out the sftp server, as on a node where
+    (:func:`tests.support.dropbearnode.make_host_key`; one per test session: every release shares
+    it, as a real node keeps its host key across updates).  ``sftp_server=False`` leaves out the sftp server, as on a node where
     only scp or piped transfers work.
     """
     if variant not in VARIANTS:
@@ -222,10 +210,10 @@ def _populate(  # pylint: disable=too-many-arguments
     (root / "tmp").chmod(0o1777)
     (root / "var/run").symlink_to("../run")
 
-    _install_busybox(root, busybox)
-    _install_binary(root, DROPBEAR, DROPBEAR)
+    install_busybox(root, busybox)
+    install_binary(root, DROPBEAR, DROPBEAR)
     if sftp_server:
-        _install_binary(root, SFTP_SERVER, NODE_SFTP_SERVER)
+        install_binary(root, SFTP_SERVER, DROPBEAR_SFTP_SERVER)
 
     order = kernel.load_order()
     target_modules = root / "lib/modules" / kernel.release
@@ -267,42 +255,6 @@ def _populate(  # pylint: disable=too-many-arguments
 def _write(path: Path, text: str, mode: int = 0o644) -> None:
     path.write_text(text, encoding="utf-8")
     path.chmod(mode)
-
-
-def _install_busybox(root: Path, busybox: str) -> None:
-    target = root / "bin/busybox"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(busybox, target)
-    applets = subprocess.run([busybox, "--list-full"], capture_output=True, text=True, check=True).stdout.split()
-    for applet in applets:
-        link = root / applet
-        if link.exists() or link.is_symlink():
-            continue
-        link.parent.mkdir(parents=True, exist_ok=True)
-        link.symlink_to(os.path.relpath(target, link.parent))
-
-
-def shared_libraries(binary: str) -> list[str]:
-    """Absolute paths of the libraries ``ldd`` says ``binary`` loads, the dynamic loader included."""
-    listing = subprocess.run(["ldd", binary], capture_output=True, text=True, check=True).stdout
-    libraries = []
-    for line in listing.splitlines():
-        # "libz.so.1 => /lib/x86_64-linux-gnu/libz.so.1 (0x...)" or "/lib64/ld-linux-x86-64.so.2 (0x...)"
-        match = re.search(r"(?:=>\s*)?(/\S+)\s+\(0x", line)
-        if match:
-            libraries.append(match.group(1))
-    return libraries
-
-
-def _install_binary(root: Path, source: str, node_path: str) -> None:
-    """Copy ``source`` to ``node_path`` in ``root``, with its libraries at the paths ldd reports."""
-    for path in [node_path, *shared_libraries(source)]:
-        origin = source if path == node_path else path
-        target = root / path.lstrip("/")
-        if target.exists():
-            continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(origin, target)  # follows symlinks: the node gets the file under the name asked for
 
 
 def _newc_cpio(root: Path) -> bytes:
