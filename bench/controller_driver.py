@@ -4,7 +4,8 @@ The counterpart of ``tests/support/stage_driver.py`` (host delivery) for the ben
 action plugin's own staging entry point, ``_staging.stage_release`` with a ``ControllerDelivery``
 (the node's current release, free-space check, ``BlobCache`` fill, copy, ``sha256sum`` check and
 atomic publish by ``/bin/sh``, cache pruning), with this machine as the node: the local connection's
-``put_file`` is a ``shutil.copyfile`` and its shell is ``/bin/sh -c``.  Left out: Ansible's argument
+``put_file`` is a ``shutil.copyfile`` and its shell is ``/bin/sh -c`` (``node_transfer: shell``
+streams through that shell).  Left out: Ansible's argument
 handling and result plumbing.
 
 Usage (a child process of the benchmark)::
@@ -29,9 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.support.stage_driver import peak_rss_kib  # noqa: E402  pylint: disable=wrong-import-position
 
 
-def _sh(script: str) -> tuple[int, str, str]:
-    done = subprocess.run(["/bin/sh", "-c", script], capture_output=True, text=True, check=False)
-    return done.returncode, done.stdout, done.stderr
+def _sh(script: str, data: bytes | None = None) -> tuple[int, str, str]:
+    done = subprocess.run(["/bin/sh", "-c", script], input=data, capture_output=True, check=False)
+    return done.returncode, done.stdout.decode(errors="replace"), done.stderr.decode(errors="replace")
 
 
 def main() -> int:
@@ -42,15 +43,25 @@ def main() -> int:
     from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import FleetError
     from ansible_collections.kubesolo.fleet.plugins.plugin_utils._blob_cache import BlobCache
     from ansible_collections.kubesolo.fleet.plugins.plugin_utils._controller_delivery import ControllerDelivery
+    from ansible_collections.kubesolo.fleet.plugins.module_utils._retry import RetryPolicy
     from ansible_collections.kubesolo.fleet.plugins.plugin_utils._node_store import NodeStore
+    from ansible_collections.kubesolo.fleet.plugins.plugin_utils._node_transfer import PutFile, ShellStream
 
     params = _options.default_params(_options.stage_argument_spec())
     params.update(options)
     params["architecture"] = params["architecture"] or "amd64"
     try:
-        node = NodeStore(_sh, shutil.copyfile, _options.stage_dest(params["dest"]))
+        node = NodeStore(_sh, _options.stage_dest(params["dest"]))
+        policy = RetryPolicy(params["retries"], params["retry_max_wait"], params["retry_budget"])
+        if params["node_transfer"] == "shell":
+            transfer = ShellStream(node, policy, params["transfer_chunk_size"], params["transfer_rate_limit"])
+        else:  # the local connection's put_file
+            transfer = PutFile(node, shutil.copyfile, policy)
         store = ControllerDelivery(
-            node, BlobCache(params["controller_cache"], params["lock_timeout"]), params["controller_cache_keep"]
+            node,
+            BlobCache(params["controller_cache"], params["lock_timeout"]),
+            transfer,
+            cache_keep=params["controller_cache_keep"],
         )
         client = _options.mirrored_client_from_params(params)
         outcome = _staging.stage_release(client, params, store)
