@@ -314,14 +314,18 @@ class PutFile:
         progress = Progress(name, layer["size"], time.monotonic)
         attempts = _Attempts(self.policy, stats, progress)
         while True:
-            stats.sent_bytes += layer["size"]
             try:
                 self.put_file(blob_path, f"{work}/{name}.part")
-                break
             except NodeLinkError as exc:
+                # How far a broken copy got is not known: counted whole. (A copy the connection
+                # refused, TransferUnavailableError, sent nothing.)
+                stats.sent_bytes += layer["size"]
                 if not self.retry:
                     raise
                 attempts.broken(exc)
+                continue
+            stats.sent_bytes += layer["size"]
+            break
         self.node.complete_layer(work, name, layer["size"])
         return None
 
