@@ -253,8 +253,6 @@ REMOVE_FILE = "rm -f @path"
 # Writes stdin (a small file) to @path through a temporary name.
 WRITE_FILE = "cat > @path.new && mv -f @path.new @path"
 
-REMOVE_WORK = "rm -rf @work"
-
 # Checks the files (@checks: 'check <sha256> <name>' for files copied as a whole, hashed here,
 # 'check_size <bytes> <name>' for files verified as they arrived), then publishes the work
 # directory as the release and points dest at it.

@@ -36,10 +36,13 @@ from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import (
     FleetError,
     StageError,
 )
+from ansible_collections.kubesolo.fleet.plugins.module_utils._options import (
+    DEFAULT_TRANSFER_CHUNK_SIZE,
+    MIN_TRANSFER_CHUNK_SIZE,
+)
 from ansible_collections.kubesolo.fleet.plugins.module_utils._reference import parse_digest
 
-DEFAULT_CHUNK_SIZE = 8 * 1024 * 1024
-MIN_CHUNK_SIZE = 64 * 1024
+MIN_CHUNK_SIZE = MIN_TRANSFER_CHUNK_SIZE
 _READ_SIZE = 1024 * 1024
 # Progress is reported at most this often per layer (and when a layer is done).
 PROGRESS_INTERVAL = 5.0
@@ -193,7 +196,7 @@ class ShellStream:
         self,
         node,
         policy,
-        chunk_size=DEFAULT_CHUNK_SIZE,
+        chunk_size=DEFAULT_TRANSFER_CHUNK_SIZE,
         rate_limit=0,
         report=None,
         clock=time.monotonic,
