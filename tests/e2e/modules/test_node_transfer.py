@@ -125,6 +125,23 @@ def test_the_rate_limit_slows_the_stream_and_verbose_mode_shows_progress(
     assert "0 interruptions, done" in run.stdout
 
 
+def test_put_file_passes_the_rate_limit_to_sftp(registry, ssh_node_factory, run_playbook, tmp_path):
+    repo = "transfer/limited-sftp"
+    repository = f"{registry.host}/{repo}"
+    manifest = push(registry, repo, "v0.3.0", 100_000, 1_400_000)
+    (node,) = ssh_node_factory(names=["sftp"])
+    rate = 400_000
+    warm = stage_task(repository, tmp_path / "cache", name="warm", dest="/var/lib/kubesolo/warm")
+    task = stage_task(repository, tmp_path / "cache", node_transfer="put_file", transfer_rate_limit=rate)
+    run = run_playbook(play(warm, task), inventory=node_inventory([node]))
+    assert run.rc == 0, run
+    assert run.result(STAGE, "sftp")["transfer"]["method"] == "put_file"
+    assert_node_holds(node, manifest, repository)
+    record = run.record(STAGE, "sftp")
+    seconds = record["finished"] - record["started"]
+    assert seconds >= 0.8 * layer_total(manifest) / rate, seconds  # sftp -l paces by its own clock
+
+
 def test_the_controller_holds_a_chunk_not_a_layer(registry, dropbear_node_factory, run_playbook, tmp_path):
     repo = "transfer/memory"
     repository = f"{registry.host}/{repo}"
