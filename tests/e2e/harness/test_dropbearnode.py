@@ -108,11 +108,17 @@ def test_plain_sftp_and_scp_clients_are_refused(dropbear_node_factory, tmp_path)
 
     attempts = {
         "sftp": subprocess.run(
-            ["sftp", *options, "-b", "-", target], input=f"put {source} /tmp/sftp\n", capture_output=True, text=True
+            ["sftp", *options, "-b", "-", target],
+            input=f"put {source} /tmp/sftp\n",
+            capture_output=True,
+            text=True,
+            check=False,
         ),
-        "scp": subprocess.run(["scp", *options, str(source), f"{target}:/tmp/scp"], capture_output=True, text=True),
+        "scp": subprocess.run(
+            ["scp", *options, str(source), f"{target}:/tmp/scp"], capture_output=True, text=True, check=False
+        ),
         "scp -O": subprocess.run(
-            ["scp", "-O", *options, str(source), f"{target}:/tmp/scp-O"], capture_output=True, text=True
+            ["scp", "-O", *options, str(source), f"{target}:/tmp/scp-O"], capture_output=True, text=True, check=False
         ),
     }
 
@@ -211,7 +217,9 @@ def test_run_ssh_command_and_repr(dropbear_node_factory):
     (node,) = dropbear_node_factory(version_id=None)
 
     completed = node.run("echo $HOME; test -e /etc/os-release || echo no-os-release; cat > /tmp/in", input="data")
-    tty = subprocess.run(node.ssh_command("tty", tty=True), stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    tty = subprocess.run(
+        node.ssh_command("tty", tty=True), stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False
+    )
 
     assert completed.stdout.split() == ["/root", "no-os-release"]
     assert node.path("/tmp/in").read_text(encoding="utf-8") == "data"

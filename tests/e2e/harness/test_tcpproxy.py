@@ -34,7 +34,7 @@ class _Server:
     def _serve(self) -> None:
         while True:
             try:
-                conn, _ = self._sock.accept()
+                conn, _peer = self._sock.accept()
             except OSError:
                 return
             threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
@@ -137,10 +137,10 @@ def test_cut_after_resets_both_sides_and_later_connections_pass(echo_server):
 
 def test_cuts_none_cuts_every_connection_and_zero_cuts_at_once(echo_server):
     with CuttingProxy(echo_server.address, cut_after=0, cuts=None) as proxy:
-        results = [_exchange(proxy.address, PAYLOAD) for _ in range(3)]
+        results = [_exchange(proxy.address, PAYLOAD) for _attempt in range(3)]
         proxy.wait_idle()
 
-        assert [end for _, end in results] == ["reset"] * 3
+        assert [end for _answer, end in results] == ["reset"] * 3
         assert [(c.bytes_up, c.cut) for c in proxy.connections] == [(0, True)] * 3
         assert proxy.cuts_done == 3 and proxy.cuts_left is None
 
@@ -169,7 +169,7 @@ def test_rearm_counts_from_now_on_an_open_connection_and_reset_counters(echo_ser
 def test_rate_limits_the_uplink(echo_server):
     with CuttingProxy(echo_server.address, rate=400_000) as proxy:
         started = time.monotonic()
-        answer, _ = _exchange(proxy.address, PAYLOAD)
+        answer, _end = _exchange(proxy.address, PAYLOAD)
         elapsed = time.monotonic() - started
 
     assert answer == PAYLOAD
@@ -203,7 +203,7 @@ def test_a_refused_target_resets_the_client():
     address = closed.getsockname()
     closed.close()
     with CuttingProxy(address) as proxy:
-        _, end = _exchange(proxy.address, b"hello")
+        _answer, end = _exchange(proxy.address, b"hello")
         proxy.wait_idle()
         (conn,) = proxy.connections
 
@@ -224,9 +224,15 @@ def test_ssh_through_the_proxy_is_cut_once_then_passes(kind, request):
     command = "cat > /tmp/blob && sha256sum /tmp/blob"
 
     with CuttingProxy((node.host, node.port), cut_after=200_000, cuts=1) as proxy:
-        plain = subprocess.run(node.ssh_command("echo hello", port=proxy.port), capture_output=True, timeout=30)
-        cut = subprocess.run(node.ssh_command(command, port=proxy.port), input=BLOB, capture_output=True, timeout=30)
-        again = subprocess.run(node.ssh_command(command, port=proxy.port), input=BLOB, capture_output=True, timeout=30)
+        plain = subprocess.run(
+            node.ssh_command("echo hello", port=proxy.port), capture_output=True, timeout=30, check=False
+        )
+        cut = subprocess.run(
+            node.ssh_command(command, port=proxy.port), input=BLOB, capture_output=True, timeout=30, check=False
+        )
+        again = subprocess.run(
+            node.ssh_command(command, port=proxy.port), input=BLOB, capture_output=True, timeout=30, check=False
+        )
         proxy.wait_idle()
 
     assert plain.returncode == 0 and plain.stdout == b"hello\n", plain
@@ -254,7 +260,7 @@ def test_a_cut_kills_the_control_master_and_the_next_command_reconnects(dropbear
     def ssh(command, stdin=b""):
         argv = node.ssh_command(command, port=proxy.port)
         # ssh keeps the first value of an option: these win over ssh_command's "no master".
-        return subprocess.run(argv[:1] + master + argv[1:], input=stdin, capture_output=True, timeout=30)
+        return subprocess.run(argv[:1] + master + argv[1:], input=stdin, capture_output=True, timeout=30, check=False)
 
     with CuttingProxy((node.host, node.port)) as proxy:
         assert ssh("echo one").stdout == b"one\n"

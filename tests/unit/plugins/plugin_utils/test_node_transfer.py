@@ -218,7 +218,7 @@ def test_the_rate_limit_paces_the_chunks():
     assert limit.chunk_size(8 * 1024 * 1024) == 100_000  # about a second's worth each
     assert limit.chunk_size(70_000) == 70_000
     assert RateLimit(1000).chunk_size(8 * 1024 * 1024) == MIN_CHUNK_SIZE  # a command per 64 KiB at least
-    for _ in range(10):
+    for _chunk in range(10):
         limit.sending()
         now[0] += 0.01  # the chunk itself took 10 ms
         limit.sent(100_000)
