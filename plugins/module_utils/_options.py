@@ -76,6 +76,12 @@ def registry_argument_spec(**extra):
 REGISTRY_MUTUALLY_EXCLUSIVE = [("tag", "digest")]
 
 
+# Bytes per command of the shell stream (plugin_utils/_node_transfer.py): the controller's
+# memory per node, and what a broken link costs at most.
+DEFAULT_TRANSFER_CHUNK_SIZE = 8 * 1024 * 1024
+MIN_TRANSFER_CHUNK_SIZE = 64 * 1024
+
+
 def stage_argument_spec():
     """update_stage's options; its action plugin validates controller delivery with them."""
     return registry_argument_spec(
@@ -87,11 +93,8 @@ def stage_argument_spec():
         lock_timeout=dict(type="float", default=300),
         node_transfer=dict(type="str", default="auto", choices=["auto", "put_file", "shell"]),
         transfer_rate_limit=dict(type="int", default=0),
-        transfer_chunk_size=dict(type="int", default=8 * 1024 * 1024),
+        transfer_chunk_size=dict(type="int", default=DEFAULT_TRANSFER_CHUNK_SIZE),
     )
-
-
-MIN_TRANSFER_CHUNK_SIZE = 64 * 1024
 
 
 def check_node_transfer(params):

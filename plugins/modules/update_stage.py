@@ -246,7 +246,7 @@ bytes_downloaded:
   type: int
   sample: 41943040
 bytes_transferred:
-  description: Layer bytes copied to the node over the connection.
+  description: Layer bytes sent to the node over the connection, resends included (as RV(transfer.sent_bytes)).
   returned: success and O(delivery=controller)
   type: int
   sample: 41943040

@@ -50,7 +50,7 @@ for s in A B; do
     echo "slot_$s=1"
     d="$mnt_root/slot$s"
     if [ -f "$d/@record" ]; then printf 'slot_%s_record=' "$s"; head -c 65536 "$d/@record" | base64 | tr -d '\n'; echo; fi
-    for f in @names; do if [ -f "$d/$f" ]; then printf 'slot_%s_size=%s %s\n' "$s" "$f" "$(wc -c < "$d/$f")"; fi; done
+    for f in @names; do if [ -f "$d/$f" ]; then printf 'slot_%s_size=%s %s\n' "$s" "$f" "$(stat -c %s "$d/$f")"; fi; done
   else echo "slot_$s=0"
   fi
 done

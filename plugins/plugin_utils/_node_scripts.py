@@ -6,8 +6,8 @@
 # Other collections and standalone plugins must not import it.
 """The sh scripts controller delivery runs on a node, as templates, and the parser of their output.
 
-They need a POSIX sh and busybox tools only (sha256sum, mkdir, mktemp, mv -T,
-ln, rm, df, awk, sed, readlink, base64, wc, stat, id, kill, sleep, date). Placeholders are ``@name``; every
+They need a POSIX sh and busybox tools only (sha256sum, tee, dd, du, mkdir, mktemp, mv -T,
+ln, rm, df, awk, sed, readlink, base64, stat, id, kill, sleep, date). Placeholders are ``@name``; every
 value that comes from a path or a digest is shell-quoted by the caller.
 Scripts report with ``key=value`` lines on stdout, and mark their own error
 lines with ERROR_MARKER: over SSH with a terminal, stderr and stdout arrive
@@ -81,7 +81,7 @@ if [ -L "$d" ]; then
   if [ -f "$d/@record" ]; then printf 'record='; head -c @max_record "$d/@record" | base64 | tr -d '\n'; echo; fi
   for f in @names; do
     if [ -f "$d/$f" ] && [ ! -L "$d/$f" ]; then
-      printf 'size=%s %s\n' "$f" "$(wc -c < "$d/$f")"
+      printf 'size=%s %s\n' "$f" "$(stat -c %s "$d/$f")"
       for a in @algorithms; do printf '%s=%s %s\n' "$a" "$f" "$("${a}sum" < "$d/$f" | cut -d" " -f1)"; done
     fi
   done
@@ -219,7 +219,7 @@ LAYER_STATE = r"""work=@work
 for kind in done part; do
   f="$work/@name"; [ "$kind" = done ] || f="$f.part"
   [ -f "$f" ] && [ ! -L "$f" ] || continue
-  have=$(wc -c < "$f")
+  have=$(stat -c %s "$f")
   if [ "$have" -gt @size ]; then rm -f "$f"; continue; fi
   sum=$(sha256sum < "$f") || { echo "@{marker}cannot hash $f" >&2; exit 3; }
   printf '%s=%s %s\n' "$kind" "$have" "${sum%% *}"
@@ -230,7 +230,7 @@ done
 # it) while hashing it: sum=<sha256 of what arrived>, size=<bytes in the part now>. Out of
 # step (the part is shorter than @offset) it reads nothing into the part: size=<bytes>.
 APPEND_CHUNK = r"""part=@part
-have=0; [ ! -f "$part" ] || have=$(wc -c < "$part")
+have=0; [ ! -f "$part" ] || have=$(stat -c %s "$part")
 if [ "$have" -lt @offset ]; then cat > /dev/null; echo "size=$have"; exit 0; fi
 if [ "$have" -gt @offset ]; then
   dd if=/dev/null of="$part" bs=1 seek=@offset 2>/dev/null \
@@ -238,13 +238,13 @@ if [ "$have" -gt @offset ]; then
 fi
 sum=$(tee -a "$part" | sha256sum)
 echo "sum=${sum%% *}"
-echo "size=$(wc -c < "$part")"
+echo "size=$(stat -c %s "$part")"
 """
 
 # The streamed layer is complete and matched: <name>.part becomes <name> (@size bytes).
 COMPLETE_LAYER = r"""work=@work; f="$work/@name"
 if [ -f "$f.part" ]; then mv -f "$f.part" "$f" || { echo "@{marker}cannot rename $f.part" >&2; exit 3; }; fi
-have=$(wc -c < "$f" 2>/dev/null)
+have=$(stat -c %s "$f" 2>/dev/null)
 [ "$have" = @size ] || { echo "@{marker}$f holds ${have:-no} bytes, expected @size" >&2; exit 3; }
 """
 
@@ -252,8 +252,6 @@ REMOVE_FILE = "rm -f @path"
 
 # Writes stdin (a small file) to @path through a temporary name.
 WRITE_FILE = "cat > @path.new && mv -f @path.new @path"
-
-REMOVE_WORK = "rm -rf @work"
 
 # Checks the files (@checks: 'check <sha256> <name>' for files copied as a whole, hashed here,
 # 'check_size <bytes> <name>' for files verified as they arrived), then publishes the work
@@ -264,7 +262,7 @@ fail() { rm -rf "$work"; echo "@{marker}$1" >&2; exit 3; }
 for f in @hashed; do { sha256sum < "$work/$f" | cut -d' ' -f1 > "$work/.sha256-$f"; } & done
 wait
 check_size() {
-  [ "$(wc -c < "$work/$2" 2>/dev/null)" = "$1" ] || fail "$2 does not hold its $1 bytes; the previous release is kept"
+  [ "$(stat -c %s "$work/$2" 2>/dev/null)" = "$1" ] || fail "$2 does not hold its $1 bytes; the previous release is kept"
 }
 check() {
   got=$(cat "$work/.sha256-$2" 2>/dev/null); rm -f "$work/.sha256-$2"

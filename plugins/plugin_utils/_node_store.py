@@ -89,9 +89,10 @@ class NodeStore:
     def current_release(self, rehash=False, layers=None):
         """The record of the release dest holds on the node, or None.
 
-        Its files must have their recorded sizes (``wc -c``), or with ``rehash``
-        their digests (``sha256sum``, a full read of the release): for the
-        release being staged (``layers``), the manifest's. Refuses a dest that
+        Its files must have their recorded sizes (``stat -c %s``, which reads
+        no data, where busybox ``wc -c`` would read every byte), or with
+        ``rehash`` their digests (``sha256sum``, a full read of the release):
+        for the release being staged (``layers``), the manifest's. Refuses a dest that
         kubesolo.fleet did not create, and a store another account could change.
         """
         algorithms = sorted({"sha256"} | {parse_digest(staged.layer["digest"])[0] for staged in layers or ()})

@@ -36,10 +36,13 @@ from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import (
     FleetError,
     StageError,
 )
+from ansible_collections.kubesolo.fleet.plugins.module_utils._options import (
+    DEFAULT_TRANSFER_CHUNK_SIZE,
+    MIN_TRANSFER_CHUNK_SIZE,
+)
 from ansible_collections.kubesolo.fleet.plugins.module_utils._reference import parse_digest
 
-DEFAULT_CHUNK_SIZE = 8 * 1024 * 1024
-MIN_CHUNK_SIZE = 64 * 1024
+MIN_CHUNK_SIZE = MIN_TRANSFER_CHUNK_SIZE
 _READ_SIZE = 1024 * 1024
 # Progress is reported at most this often per layer (and when a layer is done).
 PROGRESS_INTERVAL = 5.0
@@ -193,7 +196,7 @@ class ShellStream:
         self,
         node,
         policy,
-        chunk_size=DEFAULT_CHUNK_SIZE,
+        chunk_size=DEFAULT_TRANSFER_CHUNK_SIZE,
         rate_limit=0,
         report=None,
         clock=time.monotonic,
@@ -314,14 +317,18 @@ class PutFile:
         progress = Progress(name, layer["size"], time.monotonic)
         attempts = _Attempts(self.policy, stats, progress)
         while True:
-            stats.sent_bytes += layer["size"]
             try:
                 self.put_file(blob_path, f"{work}/{name}.part")
-                break
             except NodeLinkError as exc:
+                # How far a broken copy got is not known: counted whole. (A copy the connection
+                # refused, TransferUnavailableError, sent nothing.)
+                stats.sent_bytes += layer["size"]
                 if not self.retry:
                     raise
                 attempts.broken(exc)
+                continue
+            stats.sent_bytes += layer["size"]
+            break
         self.node.complete_layer(work, name, layer["size"])
         return None
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -20,6 +21,7 @@ from pathlib import Path
 import yaml
 
 from .collection import collections_root
+from .process import descendants
 
 CALLBACK_DIR = Path(__file__).resolve().parent / "callback"
 PLAYBOOK_TIMEOUT = 600
@@ -203,6 +205,22 @@ def run_playbook(
         check=False,
     )
     return PlaybookRun(completed.returncode, completed.stdout, completed.stderr, command.results(), command.argv)
+
+
+def kill_playbook(process: subprocess.Popen) -> None:
+    """SIGKILL a playbook started by :func:`start_playbook` and every process it forked: Ansible's
+    workers leave its process group, so killing the group alone lets a worker finish its task."""
+    doomed = descendants(process.pid)
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    for pid in doomed:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    process.wait()
 
 
 def start_playbook(plays_or_tasks: Sequence[Mapping] | str, **kwargs) -> tuple[subprocess.Popen, PlaybookCommand]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 import atexit
+import os
 import shutil
 import socket
 import subprocess
@@ -47,6 +48,25 @@ def closed_port() -> int:
     sock.bind(("127.0.0.1", 0))
     _CLOSED_PORTS.append(sock)
     return sock.getsockname()[1]
+
+
+def descendants(pid: int) -> set[int]:
+    """Children, grandchildren... of ``pid`` (from /proc/PID/stat)."""
+    children: dict[int, list[int]] = {}
+    for other in (int(entry) for entry in os.listdir("/proc") if entry.isdigit()):
+        try:
+            with open(f"/proc/{other}/stat", encoding="utf-8", errors="replace") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        children.setdefault(int(fields[1]), []).append(other)
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
 
 
 class ManagedProcess(abc.ABC):

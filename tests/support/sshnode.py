@@ -55,7 +55,7 @@ import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from .process import ManagedProcess, free_port
+from .process import ManagedProcess, descendants, free_port
 from .rootfs import install_busybox
 
 # free_port is defined in .process; tests import it from here too.
@@ -281,7 +281,7 @@ class BusyboxNode(ManagedProcess):
         """
         sessions = set()
         if self.running:
-            sessions = _descendants(self._process.pid)
+            sessions = descendants(self._process.pid)
         if self.workdir is not None:
             sessions |= _chrooted_in(self.chroot)
         for pid in sessions:
@@ -641,25 +641,6 @@ class SSHNode(BusyboxNode):
 
 def _proc_pids() -> list[int]:
     return [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]
-
-
-def _descendants(pid: int) -> set[int]:
-    """Children, grandchildren... of ``pid`` (from /proc/PID/stat)."""
-    children: dict[int, list[int]] = {}
-    for other in _proc_pids():
-        try:
-            with open(f"/proc/{other}/stat", encoding="utf-8", errors="replace") as handle:
-                fields = handle.read().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        children.setdefault(int(fields[1]), []).append(other)
-    found, todo = set(), [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            if child not in found:
-                found.add(child)
-                todo.append(child)
-    return found
 
 
 def _chrooted_in(chroot: Path) -> set[int]:

@@ -249,6 +249,31 @@ def test_check_and_rollout_over_python_less_and_python_nodes(
         assert role_results(again, STAGE, host)[0]["status"] == "skipped", host
 
 
+def test_rollout_over_dropbear_without_sftp_streams_through_the_shell(
+    registry, release, dropbear_node_factory, run_playbook, tmp_path
+):
+    (edge,) = dropbear_node_factory(names=["dropbear-edge"], version_id="v0.2.0")
+    report_dir = tmp_path / "report"
+    inv = mixed_inventory(
+        [edge],
+        Fleet(tmp_path, f"{registry.host}/{REPO}", {}),
+        kubesolo_fleet_controller_cache=str(tmp_path / "controller-cache"),
+        kubesolo_fleet_transfer_chunk_size=256 * 1024,
+    )
+    extra_vars = {"kubesolo_fleet_report_dir": str(report_dir)}
+    run = run_playbook("kubesolo.fleet.rollout", inventory=inv, extra_vars=extra_vars)
+    assert run.rc == 0, run
+    manifest = release.manifests[machine_goarch()]
+    result = stage_result(run, edge.name)["result"]
+    assert result["delivery"] == "controller", result
+    # The role's default (auto) found no sftp or scp there and streamed the layers through the shell.
+    assert result["transfer"]["method"] == "shell", result["transfer"]
+    assert result["transfer"]["sent_bytes"] == len(manifest.kernel) + len(manifest.initramfs)
+    assert_ssh_node_staged(edge, manifest)
+    assert version_id(edge) == "v0.3.0"
+    assert read_report(report_dir)[edge.name]["rollout"] == "activated"
+
+
 # ----------------------------------------------------------------------------------------------
 # 7. Host delivery forced on a node without Python fails, and stops the rollout before activation.
 

@@ -6,13 +6,11 @@ controller killed mid-rollout. About 5 minutes (VM boots take 20-30 s under TCG)
 
 from __future__ import annotations
 
-import os
-import signal
 import time
 
 import pytest
 
-from tests.support.playbook import start_playbook
+from tests.support.playbook import kill_playbook, start_playbook
 from tests.support.vm import read_grubenv, read_slot_file
 from tests.support.vm.node import close_control_masters
 from tests.support.vm.rollout import (
@@ -44,7 +42,8 @@ def test_three_nodes_update_to_slot_b_canary_first_and_a_rerun_changes_nothing(
     publish(run_playbook, registry, "kubesolo/vm-os", target, tmp_path)
     vms = boot_vms(vm_factory, ["vm1", "vm2", "vm3"], slot_a="v0.2.0")
     names = [vm.name for vm in vms]
-    inv = fleet_inventory(vms, registry, "kubesolo/vm-os", tmp_path)
+    # The layers go through the nodes' shell (dropbear's sftp server would take them too).
+    inv = fleet_inventory(vms, registry, "kubesolo/vm-os", tmp_path, kubesolo_fleet_node_transfer="shell")
 
     # 1. Every boot starts unverified (GRUB sets boot_success=0) until the node's agent marks it: the
     #    other slot is then the only known-good system, and nothing is written.
@@ -73,7 +72,14 @@ def test_three_nodes_update_to_slot_b_canary_first_and_a_rerun_changes_nothing(
     #    command does nothing, so the switch is all that happened).
     process, command = start_playbook(
         "kubesolo.fleet.rollout",
-        inventory=fleet_inventory(vms, registry, "kubesolo/vm-os", tmp_path, kubesolo_fleet_reboot_command="true"),
+        inventory=fleet_inventory(
+            vms,
+            registry,
+            "kubesolo/vm-os",
+            tmp_path,
+            kubesolo_fleet_reboot_command="true",
+            kubesolo_fleet_node_transfer="shell",
+        ),
         **rollout_options(tmp_path, "killed"),
     )
     deadline = time.monotonic() + 400
@@ -82,16 +88,18 @@ def test_three_nodes_update_to_slot_b_canary_first_and_a_rerun_changes_nothing(
         assert time.monotonic() < deadline, "the canary was never switched"
         time.sleep(0.5)
     time.sleep(3)  # inside the reboot wait now
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait(timeout=30)
+    kill_playbook(process)
     # The SSH connection masters outlive the kill (they detach); a controller that died takes them
     # along, and one left mid-reset once broke the rerun's first copy on a loaded machine.
     for vm in vms:
         close_control_masters(vm.control_path_dir)
     killed = command.results()
     assert [r["host"] for r in killed if r["task"] == SWITCH and r["status"] != "skipped"] == ["vm1"]
-    for name in names:  # all three were staged into slot B before the first batch
+    for name in names:  # all three were staged into slot B before the first batch, through the shell
         assert [r["status"] for r in killed if r["task"] == WRITE_SLOT and r["host"] == name] == ["changed"]
+        (staged,) = [r["result"] for r in killed if r["task"] == STAGE and r["host"] == name]
+        assert staged["transfer"]["method"] == "shell", staged["transfer"]
+        assert staged["transfer"]["sent_bytes"] == staged["bytes_transferred"] > 0
 
     # 4. The rerun finishes the canary (its switch is pending: reboot, verify, commit), then the rest,
     #    without a second transfer.

@@ -18,6 +18,7 @@ import sys
 from unittest.mock import MagicMock
 
 import pytest
+from ansible.errors import AnsibleConnectionFailure, AnsibleError
 from ansible.playbook.play_context import PlayContext
 
 from ansible_collections.kubesolo.fleet.plugins.action import update_stage
@@ -316,3 +317,142 @@ def test_host_delivery_loads_nothing_of_controller_delivery_on_the_controller():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=dict(os.environ, PYTHONPATH=root)
     )
     assert done.stdout.strip() == "[]", done.stdout
+
+
+# -- How the layers go to the node ----------------------------------------------
+
+
+class SSHOptions:
+    """The options of an ssh connection as the action plugin reads and sets them, and what each put saw."""
+
+    def __init__(self, harness, transfer_method="smart", working=("sftp", "scp")):
+        self.values = {"ssh_transfer_method": transfer_method, "sftp_extra_args": "", "scp_extra_args": ""}
+        self.working = working
+        self.tried = []
+        connection = harness.connection
+        connection.transport = "ssh"
+        connection.get_option.side_effect = self.values.get
+        connection.set_option.side_effect = self.values.__setitem__
+        connection.put_file.side_effect = self._put
+        self.harness = harness
+
+    def _put(self, local_path, remote_path):
+        method = self.values["ssh_transfer_method"]
+        self.tried.append((method, self.values["sftp_extra_args"], self.values["scp_extra_args"]))
+        if method not in self.working:
+            raise AnsibleError(f"failed to transfer file to {remote_path} with {method}")
+        self.harness._put(local_path, remote_path)
+
+
+def test_ssh_put_file_tries_sftp_then_scp_never_piped(controller_args, monkeypatch):
+    patch_registry(monkeypatch, Registry(KERNEL_1, INITRAMFS_1, "v0.3.0"))
+    harness = Harness(dict(controller_args, architecture="amd64"))
+    ssh = SSHOptions(harness, working=("scp",))
+    result = harness.run()
+    assert "failed" not in result, result
+    assert result["transfer"]["method"] == "put_file"
+    assert [method for method, _sftp, _scp in ssh.tried] == ["sftp", "scp", "sftp", "scp"]
+    assert ssh.values["ssh_transfer_method"] == "smart"  # restored
+
+
+def test_where_neither_sftp_nor_scp_works_auto_streams_through_the_shell(controller_args, monkeypatch, tmp_path):
+    patch_registry(monkeypatch, Registry(KERNEL_1, INITRAMFS_1, "v0.3.0"))
+    harness = Harness(dict(controller_args, architecture="amd64"))
+    ssh = SSHOptions(harness, working=())
+    result = harness.run()
+    assert "failed" not in result, result
+    assert result["transfer"]["method"] == "shell"
+    assert result["transfer"]["sent_bytes"] == len(KERNEL_1) + len(INITRAMFS_1)
+    assert result["transfer"]["interruptions"] == 0
+    assert [method for method, _sftp, _scp in ssh.tried] == ["sftp", "scp"]  # then not again
+    assert harness.puts == []
+    staged = os.path.realpath(controller_args["dest"])
+    assert open(os.path.join(staged, "vmlinuz"), "rb").read() == KERNEL_1
+
+
+def test_put_file_on_a_node_that_cannot_take_files_fails_with_its_code(controller_args, monkeypatch):
+    patch_registry(monkeypatch, Registry(KERNEL_1, INITRAMFS_1, "v0.3.0"))
+    harness = Harness(dict(controller_args, architecture="amd64", node_transfer="put_file"))
+    SSHOptions(harness, working=())
+    result = harness.run()
+    assert result["failed"] is True
+    assert result["error_code"] == "node_transfer_unavailable"
+    assert result["msg"].startswith("the connection cannot copy files to this node: failed to transfer file to ")
+    assert result["transfer"]["method"] == "put_file"
+    assert result["transfer"]["sent_bytes"] == 0
+
+
+def test_the_rate_limit_goes_to_sftp_and_scp_as_kbit(controller_args, monkeypatch):
+    patch_registry(monkeypatch, Registry(KERNEL_1, INITRAMFS_1, "v0.3.0"))
+    harness = Harness(dict(controller_args, architecture="amd64", transfer_rate_limit=1_000_000))
+    ssh = SSHOptions(harness, working=("sftp",))
+    ssh.values["sftp_extra_args"] = "-q"
+    result = harness.run()
+    assert "failed" not in result, result
+    # 1 MB/s is 7812 Kbit/s of 1024 bits, as sftp -l and scp -l count them.
+    assert ssh.tried[0] == ("sftp", "-q -l 7812", " -l 7812")
+    assert ssh.values["sftp_extra_args"] == "-q" and ssh.values["scp_extra_args"] == ""
+
+
+@pytest.mark.parametrize("transport, configured", [("local", None), ("ssh", "piped")])
+def test_a_copy_that_cannot_honour_the_limit_or_would_hold_the_file_in_memory_is_not_used(
+    controller_args, monkeypatch, transport, configured
+):
+    patch_registry(monkeypatch, Registry(KERNEL_1, INITRAMFS_1, "v0.3.0"))
+    limit = 1_000_000 if transport == "local" else 0
+    harness = Harness(dict(controller_args, architecture="amd64", transfer_rate_limit=limit))
+    if transport == "ssh":
+        ssh = SSHOptions(harness, transfer_method=configured)
+    result = harness.run()
+    assert "failed" not in result, result
+    assert result["transfer"]["method"] == "shell"
+    assert harness.puts == []
+    if transport == "ssh":
+        assert ssh.tried == []
+
+
+def test_a_broken_connection_is_retried_and_counted(controller_args, monkeypatch):
+    patch_registry(monkeypatch, Registry(KERNEL_1, INITRAMFS_1, "v0.3.0"))
+    harness = Harness(dict(controller_args, architecture="amd64", node_transfer="shell", retry_max_wait=0))
+    execute = harness.action._low_level_execute_command
+    broken = []
+
+    def flaky(cmd, sudoable=True, in_data=None, executable=None, **kwargs):
+        if in_data is not None and cmd.startswith("part=") and not broken:
+            broken.append(cmd)
+            raise AnsibleConnectionFailure("Data could not be sent to remote host. Connection reset by peer")
+        return execute(cmd, sudoable=sudoable, in_data=in_data, executable=executable, **kwargs)
+
+    harness.action._low_level_execute_command = flaky
+    result = harness.run()
+    assert "failed" not in result, result
+    assert len(broken) == 1
+    assert result["transfer"]["interruptions"] == 1
+    assert result["transfer"]["sent_bytes"] == len(KERNEL_1) * 2 + len(INITRAMFS_1)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ({"transfer_rate_limit": -1}, "transfer_rate_limit must not be negative (0 means no limit)"),
+        ({"transfer_chunk_size": 1000}, "transfer_chunk_size must be at least 65536 bytes"),
+    ],
+)
+def test_bad_transfer_options_fail_with_invalid_parameter(controller_args, monkeypatch, args, message):
+    patch_registry(monkeypatch, Registry(KERNEL_1, INITRAMFS_1, "v0.3.0"))
+    result = Harness(dict(controller_args, **args)).run()
+    assert result["failed"] is True
+    assert result["error_code"] == "invalid_parameter"
+    assert result["msg"] == message
+
+
+def test_verbose_mode_shows_the_progress_of_each_layer(controller_args, monkeypatch):
+    patch_registry(monkeypatch, Registry(KERNEL_1, INITRAMFS_1, "v0.3.0"))
+    shown = []
+    monkeypatch.setattr(update_stage.display, "verbosity", 1)
+    monkeypatch.setattr(update_stage.display, "v", lambda line, host=None: shown.append((host, line)))
+    result = Harness(dict(controller_args, architecture="amd64", node_transfer="shell")).run()
+    assert "failed" not in result, result
+    assert [host for host, _line in shown] == ["node1", "node1"]
+    assert shown[0][1].startswith("node transfer of vmlinuz: 0.0 of 0.0 MiB on the node")
+    assert shown[1][1].endswith(", done")

@@ -57,7 +57,6 @@ APPLETS = (
     "test",
     "true",
     "cat",
-    "wc",
     "stat",
     "id",
     "sed",

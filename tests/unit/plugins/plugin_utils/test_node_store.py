@@ -100,7 +100,7 @@ def test_a_rerun_compares_sizes_and_reads_no_staged_byte(node, dest, tmp_path):
     _release, record = stage_first(node, dest, tmp_path)
     node.scripts.clear()
     assert node.store(dest).current_release() == record
-    assert "sha256sum" not in node.scripts[-1] and "wc -c" in node.scripts[-1]
+    assert "sha256sum" not in node.scripts[-1] and "stat -c %s" in node.scripts[-1]
 
 
 def test_a_dest_with_spaces_and_quotes_is_quoted(node, tmp_path):
