@@ -79,7 +79,6 @@ import platform
 import re
 import shlex
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -96,7 +95,13 @@ from tests.support.collection import collections_root  # noqa: E402
 from tests.support.dropbearnode import DROPBEAR, DropbearNode  # noqa: E402
 from tests.support.dropbearnode import missing_requirements as dropbear_missing  # noqa: E402
 from tests.support.fleet import Fleet  # noqa: E402
-from tests.support.playbook import PLAYBOOK_TIMEOUT, PlaybookRun, run_playbook, start_playbook  # noqa: E402
+from tests.support.playbook import (  # noqa: E402
+    PLAYBOOK_TIMEOUT,
+    PlaybookRun,
+    kill_playbook,
+    run_playbook,
+    start_playbook,
+)
 from tests.support.registry import Registry  # noqa: E402
 from tests.support.sshnode import DEFAULT_SSHD, SSH_COMMON_ARGS, SSHNode  # noqa: E402
 from tests.support.sshnode import inventory as ssh_inventory  # noqa: E402
@@ -229,8 +234,7 @@ class Bench:
                 time.sleep(interval)
         finally:
             if process.poll() is None:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+                kill_playbook(process)
         wall = time.monotonic() - start
         output = (command.cwd / "playbook.log").read_text(encoding="utf-8", errors="replace")
         run = PlaybookRun(process.returncode, output, "", command.results(), command.argv)
