@@ -41,12 +41,12 @@ ssh
     neither sftp nor scp (``tests/support/dropbearnode.py``).  The controller cache is filled
     beforehand (one local-connection run) and its blobs read once into the page cache, so what is
     measured is the node transfer, not the registry download.  One ``ansible-playbook`` run per
-    server, size and repetition: trivial ``debug`` tasks for the per-task overhead, then for each
-    ``ssh_args`` variant (Ansible's default, which includes ``-C``, and the same without ``-C``;
-    each with a ControlPersist master of its own, as compression is the master's) a check-mode
-    ``update_stage`` that opens the master, and ``update_stage`` with each ``node_transfer`` the
-    server takes (``shell``; ``put_file``, over sftp, on OpenSSH only) into a fresh dest.
-    Transfer time = task time - overhead.  Beside it, the same two cached blobs by hand over the
+    server, size, ``node_transfer`` the server takes (``shell``; ``put_file``, over sftp, on
+    OpenSSH only), ``ssh_args`` variant (Ansible's default, which includes ``-C``, and the same
+    without ``-C``; each with a ControlPersist master of its own, as compression is the master's)
+    and repetition: trivial ``debug`` tasks for the per-task overhead, a check-mode
+    ``update_stage`` that opens the master, ``update_stage`` into a fresh dest.  Transfer time =
+    task time - overhead.  Beside it, the same two cached blobs by hand over the
     same server, options and (already open) master: ``ssh 'cat > f' < layer`` for each, then
     ``ssh sha256sum f1 f2``; ``scp`` (sftp) of both, then the same hash (OpenSSH only); the faster
     is "best hand-rolled".  References, not candidates: the first with ``sync`` (update_stage
@@ -802,8 +802,12 @@ class SSHBench:
         return facts
 
     def size_rows(self, node, server: str, mib: int) -> tuple[list[dict], list[dict]]:
-        """The staging and hand-rolled rows of one server and size, ``repeat`` times, interleaved."""
-        runs: dict[tuple[str, str], list] = {}
+        """The staging and hand-rolled rows of one server and size, ``repeat`` times, interleaved.
+
+        Every case runs alone (a task's time in a playbook grew with the staging tasks before it:
+        about 15 % after two), and each repetition starts the cases one further along.
+        """
+        staged = [(transfer, variant) for transfer in SSH_TRANSFERS[server] for variant in SSH_ARGS]
         hand_rolled = [
             (method, variant)
             for method in SSH_HAND_ROLLED
@@ -811,30 +815,29 @@ class SSHBench:
             if (method in BEST_SSH_OF or variant == LIMITED_SSH_ARGS)
             and (server == "openssh" or method not in NEEDS_SFTP)
         ]
-        for rep in range(1, self.options.repeat + 1):
-            log(f"ssh: {server}, 2 x {mib} MiB, repetition {rep}/{self.options.repeat}")
-            for case, measured in self.stage_run(node, server, mib).items():
-                runs.setdefault(case, []).append(measured)
-            for case in hand_rolled:
-                runs.setdefault(case, []).append(self.hand_rolled_run(node, mib, *case))
+        cases = [(self.stage_run, case) for case in staged] + [(self.hand_rolled_run, case) for case in hand_rolled]
+        runs: dict[tuple[str, str], list] = {}
+        for rep in range(self.options.repeat):
+            log(f"ssh: {server}, 2 x {mib} MiB, repetition {rep + 1}/{self.options.repeat}")
+            for measure, case in cases[rep:] + cases[:rep]:
+                runs.setdefault(case, []).append(measure(node, mib, *case))
         size, common = self.bench.releases[mib]["bytes"], {"server": server, "mib_per_layer": mib}
         staging = []
-        for transfer in SSH_TRANSFERS[server]:
-            for variant in SSH_ARGS:
-                stages = runs[transfer, variant]
-                module = summary(r["task_s"] - r["overhead_s"] for r in stages)
-                staging.append(
-                    {
-                        **common,
-                        "transfer": transfer,
-                        "ssh_args": variant,
-                        "task_s": summary(r["task_s"] for r in stages),
-                        "overhead_s": summary(r["overhead_s"] for r in stages),
-                        "module_s": module,
-                        "mib_s": size / MIB / module["median"],
-                        "sent_bytes": max(r["sent_bytes"] for r in stages),
-                    }
-                )
+        for transfer, variant in staged:
+            stages = runs[transfer, variant]
+            module = summary(r["task_s"] - r["overhead_s"] for r in stages)
+            staging.append(
+                {
+                    **common,
+                    "transfer": transfer,
+                    "ssh_args": variant,
+                    "task_s": summary(r["task_s"] for r in stages),
+                    "overhead_s": summary(r["overhead_s"] for r in stages),
+                    "module_s": module,
+                    "mib_s": size / MIB / module["median"],
+                    "sent_bytes": max(r["sent_bytes"] for r in stages),
+                }
+            )
         rows = [
             {**common, "method": method, "ssh_args": variant, "s": summary(runs[method, variant])}
             for method, variant in hand_rolled
@@ -843,44 +846,24 @@ class SSHBench:
             row["mib_s"] = size / MIB / row["s"]["median"]
         return staging, rows
 
-    def stage_run(self, node, server: str, mib: int) -> dict:
-        """One playbook: trivial tasks, then per ssh_args variant a check-mode update_stage (which opens
-        the variant's master) and update_stage with each node_transfer into a fresh dest."""
+    def stage_run(self, node, mib: int, transfer: str, variant: str) -> dict:
+        """One playbook: trivial tasks, a check-mode update_stage (which opens the ssh_args variant's
+        master), update_stage with ``transfer`` into a fresh dest."""
         tasks = [{"name": f"overhead {i}", **OVERHEAD_TASK["controller"]} for i in range(OVERHEAD_RUNS)]
-        for variant in SSH_ARGS:
-            tasks.append(
-                {
-                    **self.stage_task(f"open {variant}", mib, f"{NODE_BENCH_DIR}/open/staged", node, variant),
-                    "check_mode": True,
-                }
-            )
-            tasks += [
-                self.stage_task(
-                    f"{transfer} {variant}",
-                    mib,
-                    f"{NODE_BENCH_DIR}/{transfer}-{variant}/staged",
-                    node,
-                    variant,
-                    node_transfer=transfer,
-                )
-                for transfer in SSH_TRANSFERS[server]
-            ]
+        tasks += [
+            {**self.stage_task("open", mib, f"{NODE_BENCH_DIR}/open/staged", node, variant), "check_mode": True},
+            self.stage_task("stage", mib, f"{NODE_BENCH_DIR}/stage/staged", node, variant, node_transfer=transfer),
+        ]
         run, _wall = self.node_playbook(node, tasks)
-        overhead = statistics.median(task_seconds(run, f"overhead {i}", SSH_HOST) for i in range(OVERHEAD_RUNS))
-        measured = {}
-        for variant in SSH_ARGS:
-            for transfer in SSH_TRANSFERS[server]:
-                name = f"{transfer} {variant}"
-                task_s, result = task_seconds(run, name, SSH_HOST), run.result(name, SSH_HOST)
-                if not result.get("changed") or result.get("transfer", {}).get("method") != transfer:
-                    raise RuntimeError(f"{name}: expected a change by {transfer}: {result}")
-                measured[transfer, variant] = {
-                    "task_s": task_s,
-                    "overhead_s": overhead,
-                    "sent_bytes": result["transfer"]["sent_bytes"],
-                }
+        result = run.result("stage", SSH_HOST)
+        if not result.get("changed") or result.get("transfer", {}).get("method") != transfer:
+            raise RuntimeError(f"{transfer} with {variant} ssh_args: expected a change by {transfer}: {result}")
         clear_node(node)
-        return measured
+        return {
+            "task_s": task_seconds(run, "stage", SSH_HOST),
+            "overhead_s": statistics.median(task_seconds(run, f"overhead {i}", SSH_HOST) for i in range(OVERHEAD_RUNS)),
+            "sent_bytes": result["transfer"]["sent_bytes"],
+        }
 
     def hand_rolled_run(self, node, mib: int, method: str, variant: str) -> float:
         """Copy both cached blobs by hand with ``method`` over ``variant``'s (open) master; check the
