@@ -35,6 +35,29 @@ fleet
     ``kubesolo.fleet.check`` and a staging-only ``kubesolo.fleet.rollout`` (``kubesolo_fleet_activation=none``)
     over N simulated nodes (``tests/support/fleet.py``), host and controller delivery, fresh nodes
     and cache each run: wall time, registry requests and blob bytes (access log).
+ssh
+    Controller delivery over real SSH servers on 127.0.0.1, the Python-less busybox nodes of the
+    tests: OpenSSH's sshd with internal-sftp (``tests/support/sshnode.py``) and dropbear with
+    neither sftp nor scp (``tests/support/dropbearnode.py``).  The controller cache is filled
+    beforehand (one local-connection run) and its blobs read once into the page cache, so what is
+    measured is the node transfer, not the registry download.  One ``ansible-playbook`` run per
+    server, size, ``node_transfer`` the server takes (``shell``; ``put_file``, over sftp, on
+    OpenSSH only), ``ssh_args`` variant (Ansible's default, which includes ``-C``, and the same
+    without ``-C``; each with a ControlPersist master of its own, as compression is the master's)
+    and repetition: trivial ``debug`` tasks for the per-task overhead, a check-mode
+    ``update_stage`` that opens the master, ``update_stage`` into a fresh dest.  Transfer time =
+    task time - overhead.  Beside it, the same two cached blobs by hand over the
+    same server, options and (already open) master: ``ssh 'cat > f' < layer`` for each, then
+    ``ssh sha256sum f1 f2``; ``scp`` (sftp) of both, then the same hash (OpenSSH only); the faster
+    is "best hand-rolled".  References, not candidates: the first with ``sync`` (update_stage
+    syncs when it publishes), and ``ssh 'tee f | sha256sum' < layer`` (hashing as the bytes
+    arrive, as the shell stream does), both without ``-C`` only.  Rate limit: ``shell`` and
+    ``put_file`` over OpenSSH without ``-C`` at each ``--ssh-rate-limits`` (smallest size), the
+    bytes in the node's store sampled every 10 ms; achieved rate = bytes / (last byte's arrival -
+    first byte's).  Memory: the shell stream over OpenSSH, the ``ansible-playbook`` process tree
+    polled every 0.1 s for ``VmHWM`` (``ProcessTree``).  Link facts: the negotiated cipher and
+    compression (``ssh -v``), a bare ``ssh 'cat > /dev/null' < blob``, busybox ``sha256sum`` and
+    ``wc -c`` of a cached blob (the node's applets, run on the host: the same static binary).
 machine
     CPU, ``openssl speed -evp sha256`` at 1 MiB blocks, Python's hashlib at 1 MiB chunks (from the
     CPU cache) and over a 128 MiB buffer (from memory), loopback (curl of the largest blob to
@@ -48,6 +71,7 @@ writeback does not slow the next.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -68,10 +92,21 @@ if str(REPO_ROOT) not in sys.path:
 
 # pylint: disable=wrong-import-position
 from tests.support.collection import collections_root  # noqa: E402
+from tests.support.dropbearnode import DROPBEAR, DropbearNode  # noqa: E402
+from tests.support.dropbearnode import missing_requirements as dropbear_missing  # noqa: E402
 from tests.support.fleet import Fleet  # noqa: E402
-from tests.support.playbook import run_playbook  # noqa: E402
+from tests.support.playbook import (  # noqa: E402
+    PLAYBOOK_TIMEOUT,
+    PlaybookRun,
+    kill_playbook,
+    run_playbook,
+    start_playbook,
+)
 from tests.support.registry import Registry  # noqa: E402
-from tests.support.staging import hermetic_env, stage_task  # noqa: E402
+from tests.support.sshnode import DEFAULT_SSHD, SSH_COMMON_ARGS, SSHNode  # noqa: E402
+from tests.support.sshnode import inventory as ssh_inventory  # noqa: E402
+from tests.support.sshnode import missing_requirements as sshnode_missing  # noqa: E402
+from tests.support.staging import hermetic_env, stage_task, store_of  # noqa: E402
 
 MIB = 1024 * 1024
 DELIVERIES = ("host", "controller")
@@ -79,6 +114,8 @@ DRIVERS = {"host": REPO_ROOT / "tests/support/stage_driver.py", "controller": RE
 #: The trivial task whose time is the fixed per-task cost of each delivery (see above), run OVERHEAD_RUNS times.
 OVERHEAD_TASK = {"host": {"ansible.builtin.ping": {}}, "controller": {"ansible.builtin.debug": {"msg": "overhead"}}}
 OVERHEAD_RUNS = 3
+CONFIG_KEYS = ("sizes", "repeat", "fleet", "fleet_mib", "forks", "quick", "skopeo", "only")
+CONFIG_KEYS += ("ssh_sizes", "ssh_memory_sizes", "ssh_rate_limits")
 MARKER = "bench-mark=rerun"
 NODE_VERSION, RELEASE_VERSION = "v0.9.0", "v1.0.0"
 STAGE_TASK = "Stage the release"  # the os_update role's staging task
@@ -179,6 +216,28 @@ class Bench:
         start = time.monotonic()
         run = run_playbook(plays, tmp_path=self.work / "runs" / str(self._runs), env=self.env, **kwargs)
         wall = time.monotonic() - start
+        if run.rc != 0:
+            raise RuntimeError(f"ansible-playbook failed:\n{run}")
+        return run, wall
+
+    def watched_playbook(self, plays, sample, interval: float, timeout: float = PLAYBOOK_TIMEOUT, **kwargs):
+        """``playbook``, calling ``sample(pid)`` with the pid of ``ansible-playbook`` every ``interval``
+        seconds while it runs."""
+        self._runs += 1
+        start = time.monotonic()
+        process, command = start_playbook(plays, tmp_path=self.work / "runs" / str(self._runs), env=self.env, **kwargs)
+        try:
+            while process.poll() is None:
+                if time.monotonic() - start > timeout:
+                    raise RuntimeError(f"ansible-playbook ran for over {timeout} s")
+                sample(process.pid)
+                time.sleep(interval)
+        finally:
+            if process.poll() is None:
+                kill_playbook(process)
+        wall = time.monotonic() - start
+        output = (command.cwd / "playbook.log").read_text(encoding="utf-8", errors="replace")
+        run = PlaybookRun(process.returncode, output, "", command.results(), command.argv)
         if run.rc != 0:
             raise RuntimeError(f"ansible-playbook failed:\n{run}")
         return run, wall
@@ -414,15 +473,15 @@ class Bench:
 
     def run(self) -> dict:
         options = self.options
-        self.publish(sorted(set(options.sizes) | {options.fleet_mib}))
+        everything = options.only is None
+        sizes = set(options.ssh_sizes) | set(options.ssh_memory_sizes)
+        self.publish(sorted(sizes | (set(options.sizes) | {options.fleet_mib} if everything else set())))
         results = {
-            "config": {
-                key: getattr(options, key)
-                for key in ("sizes", "repeat", "fleet", "fleet_mib", "forks", "quick", "skopeo")
-            },
+            "config": {key: getattr(options, key) for key in CONFIG_KEYS},
             "machine": self.machine_facts(),
-            "sizes": [self.size_rows(mib) for mib in options.sizes],
-            "fleet": [row for n in options.fleet for row in self.fleet_rows(n)],
+            "sizes": [self.size_rows(mib) for mib in options.sizes] if everything else [],
+            "fleet": [row for n in options.fleet for row in self.fleet_rows(n)] if everything else [],
+            "ssh": SSHBench(self).run(),
         }
         return results
 
@@ -506,6 +565,11 @@ def _output(command: list[str]) -> str:
     return subprocess.run(command, capture_output=True, text=True, check=True).stdout
 
 
+def _output_and_errors(command: list[str]) -> str:
+    done = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=True)
+    return done.stdout
+
+
 def _timed_together(commands: list[list[str]]) -> float:
     """Seconds until every one of ``commands``, started at once, has succeeded."""
     start = time.monotonic()
@@ -514,6 +578,464 @@ def _timed_together(commands: list[list[str]]) -> float:
     if any(codes):
         raise RuntimeError(f"{commands} failed: {codes}")
     return time.monotonic() - start
+
+
+# -------------------------------------------------------------------- controller delivery over SSH
+
+SSH_SERVERS = {"openssh": SSHNode, "dropbear": DropbearNode}
+SERVER_VERSION = {"openssh": [DEFAULT_SSHD, "-V"], "dropbear": [DROPBEAR, "-V"]}
+#: The node_transfer methods each server takes: dropbear has neither sftp nor scp.
+SSH_TRANSFERS = {"openssh": ("shell", "put_file"), "dropbear": ("shell",)}
+#: ``ansible_ssh_args`` of each variant; None leaves Ansible's default, ANSIBLE_SSH_ARGS.
+SSH_ARGS = {"default": None, "no_compression": "-o ControlMaster=auto -o ControlPersist=60s"}
+ANSIBLE_SSH_ARGS = "-C -o ControlMaster=auto -o ControlPersist=60s"
+#: The rate limited and the memory runs: the variant that leaves the most headroom.
+LIMITED_SSH_ARGS = "no_compression"
+#: Hand-rolled copies of the cached blobs {l0} and {l1} to {f0} and {f1} (in {dir}) on the node.
+SSH_HAND_ROLLED = {
+    "cat_then_sha256sum": "{ssh} 'cat > {f0}' < {l0} && {ssh} 'cat > {f1}' < {l1} && {ssh} 'sha256sum {f0} {f1}'",
+    "scp_then_sha256sum": "{scp} {l0} {l1} {target}:{dir}/ && {ssh} 'sha256sum {f0} {f1}'",
+    "cat_sha256sum_sync": "{ssh} 'cat > {f0}' < {l0} && {ssh} 'cat > {f1}' < {l1} && {ssh} 'sha256sum {f0} {f1} && sync'",
+    "tee_sha256sum": "{ssh} 'tee {f0} | sha256sum' < {l0} && {ssh} 'tee {f1} | sha256sum' < {l1}",
+}
+#: The candidates for "best hand-rolled" (copy, then hash); the others are references, run without -C only.
+BEST_SSH_OF = ("cat_then_sha256sum", "scp_then_sha256sum")
+NEEDS_SFTP = ("scp_then_sha256sum",)
+LABELS.update(
+    {
+        "cat_then_sha256sum": "`ssh 'cat > f' < layer` x2, then `ssh sha256sum f1 f2`",
+        "scp_then_sha256sum": "`scp` (sftp) of both, then `ssh sha256sum f1 f2`",
+        "cat_sha256sum_sync": "`ssh 'cat > f' < layer` x2, then `ssh 'sha256sum f1 f2 && sync'` (syncs as the module does)",
+        "tee_sha256sum": "`ssh 'tee f | sha256sum' < layer` x2 (hashed as it arrives, as the shell stream)",
+    }
+)
+NODE_BENCH_DIR = "/var/lib/kubesolo/bench"  # every dest of the section is below it, on the node
+SSH_HOST = "node"
+RATE_SAMPLE_S, MEMORY_SAMPLE_S = 0.01, 0.1
+SSH_PLAYBOOK_TIMEOUT = 3600  # a shell stream of 2 x 512 MiB takes minutes here
+
+
+class ProcessTree:
+    """Peak memory of a process tree, polled: ``sample(root)`` walks the tree below ``root`` through
+    ``/proc/PID/task/TID/children`` and keeps each process's largest ``VmHWM``.  VmHWM is the
+    process's own high-water mark, so a poll that comes late still sees the peak (all but the last
+    interval before the process ends).  Processes are told apart by their executable: ``root``,
+    the forks of ansible-playbook (``python``: one worker per task and host), the ``ssh`` clients
+    (the ControlPersist master detaches from the tree and is not seen)."""
+
+    def __init__(self) -> None:
+        self.peaks: dict[int, tuple[str, int]] = {}  # pid -> (kind, VmHWM KiB)
+
+    def sample(self, root: int) -> None:
+        todo = [root]
+        while todo:
+            pid = todo.pop()
+            try:
+                exe = Path(os.readlink(f"/proc/{pid}/exe")).name
+                status = Path(f"/proc/{pid}/status").read_text(encoding="utf-8")
+                for task in os.listdir(f"/proc/{pid}/task"):
+                    todo += [int(c) for c in Path(f"/proc/{pid}/task/{task}/children").read_text().split()]
+            except OSError:
+                continue  # gone meanwhile
+            hwm = re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE)
+            if hwm:
+                kind = "root" if pid == root else "python" if exe.startswith("python") else exe
+                self.peaks[pid] = (kind, max(int(hwm.group(1)), self.peaks.get(pid, (kind, 0))[1]))
+
+    def peak_kib(self, kind: str) -> int:
+        return max((kib for k, kib in self.peaks.values() if k == kind), default=0)
+
+    def count(self, kind: str) -> int:
+        return sum(k == kind for k, _kib in self.peaks.values())
+
+
+class NodeBytes:
+    """When a release's bytes arrived on the node: ``sample()`` sums the sizes of the files in the
+    store beside each dest (through the host's view of the node's chroot) and notes the time."""
+
+    def __init__(self, node, dests) -> None:
+        self.stores = {dest: node.path(str(store_of(Path(dest)))) for dest in dests}
+        self.samples: dict[str, list[tuple[float, int]]] = {dest: [] for dest in dests}
+
+    def sample(self, _root: int = 0) -> None:
+        now = time.monotonic()
+        for dest, store in self.stores.items():
+            held = 0
+            for directory, _dirs, files in os.walk(store):
+                for name in files:
+                    if name != "release.json":
+                        with contextlib.suppress(OSError):
+                            held += os.stat(os.path.join(directory, name)).st_size
+            self.samples[dest].append((now, held))
+
+    def arrival(self, dest: str, size: int) -> tuple[float, float]:
+        """(when the first byte was seen, when all ``size`` bytes were) in ``dest``'s store."""
+        samples = self.samples[dest]
+        return next(t for t, held in samples if held > 0), next(t for t, held in samples if held >= size)
+
+
+class SSHBench:
+    """Controller delivery to real SSH nodes, against hand-rolled copies (module docstring: ssh)."""
+
+    def __init__(self, bench: Bench) -> None:
+        self.bench = bench
+        self.options = bench.options
+        self.caches: dict[int, Path] = {}  # MiB per layer -> its filled controller cache
+
+    def run(self) -> dict:
+        options = self.options
+        problems = sorted(set(sshnode_missing()) | set(dropbear_missing()))
+        if problems:
+            log(f"ssh: skipped: {'; '.join(problems)}")
+            return {"skipped": "; ".join(problems)}
+        self.fill_caches(sorted(set(options.ssh_sizes) | set(options.ssh_memory_sizes)))
+        results: dict = {"machine": {}, "staging": [], "hand_rolled": [], "comparison": []}
+        for server, node_class in SSH_SERVERS.items():
+            with node_class(SSH_HOST) as node:
+                for variant in SSH_ARGS:
+                    control_dir(node, variant).mkdir(mode=0o700)
+                results["machine"][server] = self.link_facts(node, server)
+                for mib in options.ssh_sizes:
+                    staging, hand_rolled = self.size_rows(node, server, mib)
+                    results["staging"] += staging
+                    results["hand_rolled"] += hand_rolled
+                    results["comparison"] += ssh_comparisons(staging, hand_rolled)
+                if server == "openssh":
+                    results["rate_limit"] = [
+                        row
+                        for limit in options.ssh_rate_limits
+                        for row in self.rate_limit_rows(node, server, min(options.ssh_sizes), limit)
+                    ]
+                    for row in results["rate_limit"]:
+                        unlimited = [
+                            r["mib_s"]
+                            for r in results["staging"]
+                            if (r["server"], r["mib_per_layer"], r["transfer"], r["ssh_args"])
+                            == (server, row["mib_per_layer"], row["transfer"], row["ssh_args"])
+                        ]
+                        row["unlimited_mib_s"] = unlimited[0] if unlimited else None
+                    results["memory"] = [self.memory_row(node, server, mib) for mib in options.ssh_memory_sizes]
+        return results
+
+    # ---------------------------------------------------------------- set-up
+
+    def fill_caches(self, sizes) -> None:
+        """A controller cache per size, filled by one local run; its blobs are then read once, so that
+        every measured run reads them from the page cache."""
+        log(f"ssh: filling the controller caches ({', '.join(f'2 x {mib} MiB' for mib in sizes)})")
+        scratch = self.bench.scratch("ssh-fill")
+        for mib in sizes:
+            self.caches[mib] = self.bench.work / "ssh-cache" / str(mib)
+        run, _wall = self.bench.playbook(
+            [self.stage_task(f"fill {mib}", mib, scratch / str(mib) / "staged") for mib in sizes]
+        )
+        for mib in sizes:
+            if not run.result(f"fill {mib}").get("changed"):
+                raise RuntimeError(f"filling the controller cache with 2 x {mib} MiB failed:\n{run}")
+            for blob in self.blobs(mib):
+                with open(blob, "rb") as handle:
+                    while handle.read(4 * MIB):
+                        pass
+        shutil.rmtree(scratch)
+
+    def blobs(self, mib: int) -> list[Path]:
+        """The cached files of the release's two layers, in the manifest's order."""
+        return [self.caches[mib] / "blobs" / digest.replace(":", "/") for digest in self.bench.releases[mib]["layers"]]
+
+    def stage_task(self, name: str, mib: int, dest, node=None, variant: str = "", **args) -> dict:
+        """update_stage of the release of ``mib`` through its cache; towards ``node``, the task's
+        connection takes ``variant``'s ssh_args and ControlPersist master."""
+        task = stage_task(
+            name,
+            self.bench.releases[mib]["repo"],
+            dest,
+            cache=self.caches[mib],
+            tag="stable",
+            plain_http=True,
+            controller_cache_keep=0,
+            **args,
+        )
+        if node is not None:
+            task["vars"] = {"ansible_control_path_dir": str(control_dir(node, variant))}
+            if SSH_ARGS[variant] is not None:
+                task["vars"]["ansible_ssh_args"] = SSH_ARGS[variant]
+        return task
+
+    def node_playbook(self, node, tasks, watch=None, interval: float = 0.0):
+        """Run ``tasks`` against ``node``, from a clean bench directory there; (run, wall).  The
+        ControlPersist masters are closed after, so every run opens its own."""
+        clear_node(node)
+        plays = [{"name": "ssh", "hosts": SSH_HOST, "gather_facts": False, "tasks": tasks}]
+        settle()
+        try:
+            if watch is None:
+                return self.bench.playbook(plays, inventory=ssh_inventory([node]), timeout=SSH_PLAYBOOK_TIMEOUT)
+            return self.bench.watched_playbook(
+                plays, watch, interval, inventory=ssh_inventory([node]), timeout=SSH_PLAYBOOK_TIMEOUT
+            )
+        finally:
+            close_masters(node)
+
+    # ---------------------------------------------------------------- measurements
+
+    def link_facts(self, node, server: str) -> dict:
+        """What bounds a transfer to this server: the cipher, a bare stream, the node's busybox."""
+        log(f"ssh: {server} facts")
+        facts = {"version": _output_and_errors(SERVER_VERSION[server]).strip()}
+        blob = self.blobs(max(self.caches))[0]
+        size = blob.stat().st_size
+        for variant in SSH_ARGS:
+            ssh = ssh_argv(node, variant)
+            verbose = _output_and_errors([ssh[0], "-v", "-o", "ControlMaster=no", *ssh[1:], "true"])
+            kex = re.search(r"client->server cipher: (\S+) MAC: \S+ compression: (\S+)", verbose)
+            facts[f"cipher_{variant}"], facts[f"compression_{variant}"] = kex.groups() if kex else ("?", "?")
+            _output([*ssh, "true"])  # opens the master
+            with open(blob, "rb") as handle:
+                start = time.monotonic()
+                subprocess.run([*ssh, "cat > /dev/null"], stdin=handle, check=True)
+            facts[f"stream_{variant}_mib_s"] = size / MIB / (time.monotonic() - start)
+            close_masters(node)
+        for applet in ("sha256sum", "wc"):
+            seconds, _out = run_measured([node.busybox, applet, *(["-c"] if applet == "wc" else []), str(blob)])
+            facts[f"busybox_{applet}_mib_s"] = size / MIB / seconds
+        facts["busybox"] = _output_and_errors([node.busybox]).split("\n")[0].strip()
+        return facts
+
+    def size_rows(self, node, server: str, mib: int) -> tuple[list[dict], list[dict]]:
+        """The staging and hand-rolled rows of one server and size, ``repeat`` times, interleaved.
+
+        Every case runs alone (a task's time in a playbook grew with the staging tasks before it:
+        about 15 % after two), and each repetition starts the cases one further along.
+        """
+        staged = [(transfer, variant) for transfer in SSH_TRANSFERS[server] for variant in SSH_ARGS]
+        hand_rolled = [
+            (method, variant)
+            for method in SSH_HAND_ROLLED
+            for variant in SSH_ARGS
+            if (method in BEST_SSH_OF or variant == LIMITED_SSH_ARGS)
+            and (server == "openssh" or method not in NEEDS_SFTP)
+        ]
+        cases = [(self.stage_run, case) for case in staged] + [(self.hand_rolled_run, case) for case in hand_rolled]
+        runs: dict[tuple[str, str], list] = {}
+        for rep in range(self.options.repeat):
+            log(f"ssh: {server}, 2 x {mib} MiB, repetition {rep + 1}/{self.options.repeat}")
+            for measure, case in cases[rep:] + cases[:rep]:
+                runs.setdefault(case, []).append(measure(node, mib, *case))
+        size, common = self.bench.releases[mib]["bytes"], {"server": server, "mib_per_layer": mib}
+        staging = []
+        for transfer, variant in staged:
+            stages = runs[transfer, variant]
+            module = summary(r["task_s"] - r["overhead_s"] for r in stages)
+            staging.append(
+                {
+                    **common,
+                    "transfer": transfer,
+                    "ssh_args": variant,
+                    "task_s": summary(r["task_s"] for r in stages),
+                    "overhead_s": summary(r["overhead_s"] for r in stages),
+                    "module_s": module,
+                    "mib_s": size / MIB / module["median"],
+                    "sent_bytes": max(r["sent_bytes"] for r in stages),
+                }
+            )
+        rows = [
+            {**common, "method": method, "ssh_args": variant, "s": summary(runs[method, variant])}
+            for method, variant in hand_rolled
+        ]
+        for row in rows:
+            row["mib_s"] = size / MIB / row["s"]["median"]
+        return staging, rows
+
+    def stage_run(self, node, mib: int, transfer: str, variant: str) -> dict:
+        """One playbook: trivial tasks, a check-mode update_stage (which opens the ssh_args variant's
+        master), update_stage with ``transfer`` into a fresh dest."""
+        tasks = [{"name": f"overhead {i}", **OVERHEAD_TASK["controller"]} for i in range(OVERHEAD_RUNS)]
+        tasks += [
+            {**self.stage_task("open", mib, f"{NODE_BENCH_DIR}/open/staged", node, variant), "check_mode": True},
+            self.stage_task("stage", mib, f"{NODE_BENCH_DIR}/stage/staged", node, variant, node_transfer=transfer),
+        ]
+        run, _wall = self.node_playbook(node, tasks)
+        result = run.result("stage", SSH_HOST)
+        if not result.get("changed") or result.get("transfer", {}).get("method") != transfer:
+            raise RuntimeError(f"{transfer} with {variant} ssh_args: expected a change by {transfer}: {result}")
+        clear_node(node)
+        return {
+            "task_s": task_seconds(run, "stage", SSH_HOST),
+            "overhead_s": statistics.median(task_seconds(run, f"overhead {i}", SSH_HOST) for i in range(OVERHEAD_RUNS)),
+            "sent_bytes": result["transfer"]["sent_bytes"],
+        }
+
+    def hand_rolled_run(self, node, mib: int, method: str, variant: str) -> float:
+        """Copy both cached blobs by hand with ``method`` over ``variant``'s (open) master; check the
+        node's digests; return seconds."""
+        clear_node(node)
+        remote = f"{NODE_BENCH_DIR}/hand"
+        node.path(remote).mkdir()
+        ssh, blobs = ssh_argv(node, variant), self.blobs(mib)
+        _output([*ssh, "true"])  # opens the master
+        script = SSH_HAND_ROLLED[method].format(
+            ssh=shlex.join(ssh),
+            scp=shlex.join(["scp", "-q", *ssh_options(node, variant), "-P", str(node.port)]),
+            target=ssh[-1],
+            dir=remote,
+            l0=shlex.quote(str(blobs[0])),
+            l1=shlex.quote(str(blobs[1])),
+            f0=f"{remote}/{blobs[0].name}",
+            f1=f"{remote}/{blobs[1].name}",
+        )
+        settle()
+        try:
+            seconds, output = run_measured(["bash", "-c", "set -euo pipefail\n" + script])
+        finally:
+            close_masters(node)
+        got = re.findall(r"^([0-9a-f]{64}) ", output, re.MULTILINE)
+        expected = [blob.name for blob in blobs]
+        if got != expected:
+            raise RuntimeError(f"{method} over {variant} ssh_args hashed {got}, expected {expected}:\n{output}")
+        clear_node(node)
+        return seconds
+
+    def rate_limit_rows(self, node, server: str, mib: int, limit_mib_s: int) -> list[dict]:
+        """update_stage with each node_transfer under transfer_rate_limit, the node's bytes sampled."""
+        log(f"ssh: {server}, 2 x {mib} MiB, transfer_rate_limit {limit_mib_s} MiB/s")
+        limit = limit_mib_s * MIB
+        dests = {transfer: f"{NODE_BENCH_DIR}/rate-{transfer}/staged" for transfer in SSH_TRANSFERS[server]}
+        tasks = [
+            {
+                **self.stage_task("open", mib, f"{NODE_BENCH_DIR}/open/staged", node, LIMITED_SSH_ARGS),
+                "check_mode": True,
+            }
+        ]
+        tasks += [
+            self.stage_task(
+                transfer, mib, dest, node, LIMITED_SSH_ARGS, node_transfer=transfer, transfer_rate_limit=limit
+            )
+            for transfer, dest in dests.items()
+        ]
+        arrivals = NodeBytes(node, dests.values())
+        run, _wall = self.node_playbook(node, tasks, arrivals.sample, RATE_SAMPLE_S)
+        size, rows = self.bench.releases[mib]["bytes"], []
+        for transfer, dest in dests.items():
+            task_s, result = task_seconds(run, transfer, SSH_HOST), run.result(transfer, SSH_HOST)
+            first, last = arrivals.arrival(dest, size)
+            achieved = size / (last - first)
+            rows.append(
+                {
+                    "server": server,
+                    "mib_per_layer": mib,
+                    "transfer": result["transfer"]["method"],
+                    "ssh_args": LIMITED_SSH_ARGS,
+                    "limit_mib_s": limit / MIB,
+                    "task_s": task_s,
+                    "sent_bytes": result["transfer"]["sent_bytes"],
+                    "arrival_s": last - first,
+                    "achieved_mib_s": achieved / MIB,
+                    "deviation": achieved / limit - 1,
+                }
+            )
+        clear_node(node)
+        return rows
+
+    def memory_row(self, node, server: str, mib: int) -> dict:
+        """Peak RSS of the Ansible worker that stages the release of ``mib`` with the shell stream."""
+        log(f"ssh: {server}, 2 x {mib} MiB, peak RSS of the shell stream")
+        task = self.stage_task(
+            "stage", mib, f"{NODE_BENCH_DIR}/memory/staged", node, LIMITED_SSH_ARGS, node_transfer="shell"
+        )
+        tree = ProcessTree()
+        run, _wall = self.node_playbook(node, [task], tree.sample, MEMORY_SAMPLE_S)
+        task_s = task_seconds(run, "stage", SSH_HOST)
+        clear_node(node)
+        return {
+            "server": server,
+            "mib_per_layer": mib,
+            "transfer": "shell",
+            "ssh_args": LIMITED_SSH_ARGS,
+            "task_s": task_s,
+            "workers": tree.count("python"),
+            "worker_peak_rss_kib": tree.peak_kib("python"),
+            "playbook_peak_rss_kib": tree.peak_kib("root"),
+            "ssh_clients": tree.count("ssh"),
+            "ssh_peak_rss_kib": tree.peak_kib("ssh"),
+        }
+
+
+def control_dir(node, variant: str) -> Path:
+    """Where the ControlPersist master of ``variant`` towards ``node`` lives (one per variant, since a
+    master's compression is what every command through it gets).  Short: a socket path has at most
+    107 bytes, and ssh adds 17 while it creates one."""
+    return node.control_path_dir / str(list(SSH_ARGS).index(variant))
+
+
+def close_masters(node) -> None:
+    """Ask every ControlPersist master towards ``node`` to exit."""
+    for variant in SSH_ARGS:
+        for sock in control_dir(node, variant).iterdir():
+            subprocess.run(
+                ["ssh", "-F", "/dev/null", "-o", f"ControlPath={sock}", "-O", "exit", node.host],
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                timeout=10,
+                check=False,
+            )
+
+
+def clear_node(node) -> None:
+    """An empty bench directory on ``node``, every earlier dest gone."""
+    shutil.rmtree(node.path(NODE_BENCH_DIR), ignore_errors=True)
+    node.path(NODE_BENCH_DIR).mkdir(parents=True)
+
+
+def ssh_options(node, variant: str) -> list[str]:
+    """The options of an ``ssh`` (or ``scp``) to ``node`` as Ansible's connection passes them: the
+    ``variant``'s ssh_args and master, the node's key and common arguments."""
+    return [
+        "-F",
+        "/dev/null",
+        *shlex.split(SSH_ARGS[variant] or ANSIBLE_SSH_ARGS),
+        "-o",
+        f"ControlPath={control_dir(node, variant)}/%r@%h:%p",
+        "-o",
+        f"IdentityFile={node.client_key}",
+        *shlex.split(SSH_COMMON_ARGS),
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "LogLevel=ERROR",
+    ]
+
+
+def ssh_argv(node, variant: str) -> list[str]:
+    """``ssh`` to ``node`` (a command to append); the last item is the target."""
+    return ["ssh", *ssh_options(node, variant), "-p", str(node.port), "-T", f"root@{node.host}"]
+
+
+def ssh_comparisons(staging: list[dict], hand_rolled: list[dict]) -> list[dict]:
+    """Per server, size and ssh_args variant: the shell stream's MiB/s against put_file's (same
+    variant, and Ansible's default) and the best hand-rolled copy-then-hash of the same variant."""
+    rows = []
+    by_key = {(r["transfer"], r["ssh_args"]): r for r in staging}
+    for (transfer, variant), shell in by_key.items():
+        if transfer != "shell":
+            continue
+        put_file, default_put_file = by_key.get(("put_file", variant)), by_key.get(("put_file", "default"))
+        candidates = [r for r in hand_rolled if r["ssh_args"] == variant and r["method"] in BEST_SSH_OF]
+        best = max(candidates, key=lambda r: r["mib_s"])
+        rows.append(
+            {
+                "server": shell["server"],
+                "mib_per_layer": shell["mib_per_layer"],
+                "ssh_args": variant,
+                "shell_mib_s": shell["mib_s"],
+                "put_file_mib_s": put_file["mib_s"] if put_file else None,
+                "best_hand_rolled": best["method"],
+                "best_hand_rolled_mib_s": best["mib_s"],
+                "shell_vs_put_file": shell["mib_s"] / put_file["mib_s"] if put_file else None,
+                "shell_vs_default_put_file": shell["mib_s"] / default_put_file["mib_s"] if default_put_file else None,
+                "shell_vs_hand_rolled": shell["mib_s"] / best["mib_s"],
+            }
+        )
+    return rows
 
 
 # -------------------------------------------------------------------- report
@@ -604,7 +1126,89 @@ def markdown(results: dict) -> str:
             f"| {row['nodes']} | {row['playbook']} | {row['delivery']} | {_t(row['wall_s'])} | "
             f"{row['requests']} | {row['manifest_gets']} | {row['blob_gets']} | {row['blob_bytes'] / MIB:.0f} |"
         )
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + ssh_markdown(results["ssh"])) + "\n"
+
+
+def ssh_markdown(ssh: dict) -> list[str]:
+    lines = ["", "## Controller delivery over SSH", ""]
+    if "skipped" in ssh:
+        return lines + [f"Skipped: {ssh['skipped']}."]
+    lines += [
+        "Controller cache filled beforehand and in the page cache: the times are the node transfer. "
+        "Transfer = update_stage task time - per-task overhead (`ansible.builtin.debug`). ssh_args: "
+        f"`default` is Ansible's (`{ANSIBLE_SSH_ARGS}`), `no_compression` is `{SSH_ARGS['no_compression']}`; "
+        "the hand-rolled copies use the same options and ControlPersist master. Ratios: MiB/s over MiB/s.",
+        "",
+        "| server | fact | value |",
+        "| --- | --- | --- |",
+    ]
+    for server, facts in ssh["machine"].items():
+        for key, value in facts.items():
+            lines.append(f"| {server} | {key} | {f'{value:.0f}' if isinstance(value, float) else value} |")
+    lines += [
+        "",
+        "| server | MiB/layer | node_transfer | ssh_args | update_stage task | per-task overhead | transfer | MiB/s |",
+        "| --- | ---: | --- | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for r in ssh["staging"]:
+        lines.append(
+            f"| {r['server']} | {r['mib_per_layer']} | {r['transfer']} | {r['ssh_args']} | {_t(r['task_s'])} | "
+            f"{_t(r['overhead_s'])} | {_t(r['module_s'])} | {r['mib_s']:.0f} |"
+        )
+    lines += [
+        "",
+        "| server | MiB/layer | hand-rolled | ssh_args | seconds | MiB/s |",
+        "| --- | ---: | --- | --- | ---: | ---: |",
+    ]
+    for r in ssh["hand_rolled"]:
+        lines.append(
+            f"| {r['server']} | {r['mib_per_layer']} | {LABELS[r['method']]} | {r['ssh_args']} | {_t(r['s'])} | "
+            f"{r['mib_s']:.0f} |"
+        )
+    lines += [
+        "",
+        "| server | MiB/layer | ssh_args | shell MiB/s | put_file MiB/s | best hand-rolled MiB/s | shell/put_file | "
+        "shell/put_file with default ssh_args | shell/best hand-rolled |",
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in ssh["comparison"]:
+        put_file = "-" if r["put_file_mib_s"] is None else f"{r['put_file_mib_s']:.0f}"
+        lines.append(
+            f"| {r['server']} | {r['mib_per_layer']} | {r['ssh_args']} | {r['shell_mib_s']:.0f} | {put_file} | "
+            f"{r['best_hand_rolled_mib_s']:.0f} ({r['best_hand_rolled']}) | {_x(r['shell_vs_put_file'])} | "
+            f"{_x(r['shell_vs_default_put_file'])} | {_x(r['shell_vs_hand_rolled'])} |"
+        )
+    lines += [
+        "",
+        "Rate limit: the achieved rate is the release's bytes over the time from their first to their last "
+        "arrival on the node (sampled every 10 ms); unlimited: the same case's transfer MiB/s above.",
+        "",
+        "| server | MiB/layer | node_transfer | ssh_args | limit MiB/s | unlimited MiB/s | task s | arrival s | "
+        "achieved MiB/s | deviation |",
+        "| --- | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in ssh["rate_limit"]:
+        unlimited = "-" if r["unlimited_mib_s"] is None else f"{r['unlimited_mib_s']:.0f}"
+        lines.append(
+            f"| {r['server']} | {r['mib_per_layer']} | {r['transfer']} | {r['ssh_args']} | {r['limit_mib_s']:.0f} | "
+            f"{unlimited} | {r['task_s']:.2f} | {r['arrival_s']:.2f} | {r['achieved_mib_s']:.1f} | "
+            f"{r['deviation']:+.1%} |"
+        )
+    lines += [
+        "",
+        "Peak RSS (`VmHWM`, polled every 0.1 s) of the processes of the `ansible-playbook` run that stages the "
+        "release with the shell stream: the forked worker that runs update_stage, the main process, the ssh clients.",
+        "",
+        "| server | MiB/layer | node_transfer | task s | worker MiB | ansible-playbook MiB | ssh clients MiB |",
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for r in ssh["memory"]:
+        lines.append(
+            f"| {r['server']} | {r['mib_per_layer']} | {r['transfer']} | {r['task_s']:.2f} | "
+            f"{r['worker_peak_rss_kib'] / 1024:.1f} | {r['playbook_peak_rss_kib'] / 1024:.1f} | "
+            f"{r['ssh_peak_rss_kib'] / 1024:.1f} |"
+        )
+    return lines
 
 
 # -------------------------------------------------------------------- command line
@@ -624,14 +1228,26 @@ def parse_args(argv) -> argparse.Namespace:
     parser.add_argument("--fleet", type=_mib_list, help="simulated fleet sizes (default 1,10,50; --quick: 1,2)")
     parser.add_argument("--fleet-mib", type=int, help="MiB per layer of the fleet release (default 16; --quick: 1)")
     parser.add_argument("--forks", type=int, default=10, help="ansible-playbook forks for the fleet runs (default 10)")
-    parser.add_argument("--quick", action="store_true", help="a tiny smoke run (under a minute)")
+    parser.add_argument("--ssh-sizes", type=_mib_list, help="MiB per layer over SSH (default 64,256; --quick: 8)")
+    parser.add_argument(
+        "--ssh-memory-sizes", type=_mib_list, help="MiB per layer of the peak RSS runs (default 64,512; --quick: 8)"
+    )
+    parser.add_argument(
+        "--ssh-rate-limits",
+        type=_mib_list,
+        help="MiB/s of the rate limited runs, smallest SSH size (default 16,8; --quick: 8)",
+    )
+    parser.add_argument("--only", choices=["ssh"], help="run only this section (and the machine facts)")
+    parser.add_argument("--quick", action="store_true", help="a tiny smoke run (about a minute)")
     parser.add_argument("--no-skopeo", dest="skopeo", action="store_false", help="leave skopeo out")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench/results", help="output directory")
     options = parser.parse_args(argv)
     defaults = (
         {"sizes": [1], "repeat": 1, "fleet": [1, 2], "fleet_mib": 1}
+        | {"ssh_sizes": [8], "ssh_memory_sizes": [8], "ssh_rate_limits": [8]}
         if options.quick
         else {"sizes": [1, 64, 256, 1024], "repeat": 3, "fleet": [1, 10, 50], "fleet_mib": 16}
+        | {"ssh_sizes": [64, 256], "ssh_memory_sizes": [64, 512], "ssh_rate_limits": [16, 8]}
     )
     for key, value in defaults.items():
         if getattr(options, key) is None:

@@ -1,8 +1,10 @@
 """Smoke run of the staging benchmark: ``bench/run --quick`` must work and report sane numbers.
 
-The full benchmark is not part of the test run; this only keeps it from rotting (about 45 s).
-skopeo is an optional package of the benchmark that the bootstrap does not install: where it is
-missing the run gets ``--no-skopeo`` (the test never installs packages) and checks everything else.
+The full benchmark is not part of the test run; this only keeps it from rotting (about 55 s, 15 of
+them controller delivery over SSH).  skopeo is an optional package of the benchmark that the
+bootstrap does not install: where it is missing the run gets ``--no-skopeo`` (the test never
+installs packages) and checks everything else.  The SSH section needs what the SSH test nodes need
+(root, sshd, dropbear, busybox); without it the section says why it was skipped.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import shutil
 import subprocess
 
 from tests.support.collection import REPO_ROOT
+from tests.support.dropbearnode import missing_requirements as dropbear_missing
+from tests.support.sshnode import missing_requirements as sshnode_missing
 from tests.support.staging import require_distribution
 
 MIB = 1024 * 1024
@@ -29,7 +33,7 @@ def test_quick_benchmark_reports_every_section(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
 
     results = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))
-    assert set(results) == {"config", "machine", "sizes", "fleet"}
+    assert set(results) == {"config", "machine", "sizes", "fleet", "ssh"}
     assert results["config"]["skopeo"] is skopeo
     machine = results["machine"]
     for fact in (
@@ -77,6 +81,8 @@ def test_quick_benchmark_reports_every_section(tmp_path):
         assert fleet[nodes, "rollout", "controller"]["blob_bytes"] == 2 * MIB
         assert fleet[nodes, "rollout", "host"]["blob_bytes"] == nodes * 2 * MIB
 
+    check_ssh_section(results["ssh"])
+
     report = (tmp_path / "results.md").read_text(encoding="utf-8")
     for heading in (
         "## Machine",
@@ -84,6 +90,50 @@ def test_quick_benchmark_reports_every_section(tmp_path):
         "## The same two blobs without Ansible",
         "## Rerun of an already staged release",
         "## Fleet",
+        "## Controller delivery over SSH",
     ):
         assert heading in report
     assert report in done.stdout
+
+
+def check_ssh_section(ssh) -> None:
+    """Controller delivery over SSH with 2 x 8 MiB: every server, method and variant reported."""
+    problems = sshnode_missing() + dropbear_missing()
+    if problems:
+        assert set(ssh) == {"skipped"} and ssh["skipped"], ssh
+        return
+    assert set(ssh) == {"machine", "staging", "hand_rolled", "comparison", "rate_limit", "memory"}
+    variants = {"default", "no_compression"}
+    for server in ("openssh", "dropbear"):
+        facts = ssh["machine"][server]
+        assert facts["busybox_sha256sum_mib_s"] > 0 and facts["busybox_wc_mib_s"] > 0, facts
+        for variant in variants:
+            assert facts[f"stream_{variant}_mib_s"] > 0 and facts[f"cipher_{variant}"] != "?", facts
+        assert facts["compression_no_compression"] == "none", facts
+    staging = {(r["server"], r["transfer"], r["ssh_args"]): r for r in ssh["staging"]}
+    assert set(staging) == {("openssh", t, v) for t in ("shell", "put_file") for v in variants} | {
+        ("dropbear", "shell", v) for v in variants
+    }
+    for key, row in staging.items():
+        assert row["mib_per_layer"] == 8 and row["sent_bytes"] == 2 * 8 * MIB, key
+        for stat in ("task_s", "overhead_s", "module_s"):
+            assert positive(row[stat]), (key, stat, row)
+        assert row["task_s"]["median"] > row["module_s"]["median"] and row["mib_s"] > 0, (key, row)
+    hand_rolled = {(r["server"], r["method"], r["ssh_args"]) for r in ssh["hand_rolled"]}
+    assert ("openssh", "scp_then_sha256sum", "default") in hand_rolled
+    assert not any(server == "dropbear" and method.startswith("scp") for server, method, _v in hand_rolled)
+    for row in ssh["hand_rolled"]:
+        assert positive(row["s"]) and row["mib_s"] > 0, row
+    comparison = {(r["server"], r["ssh_args"]): r for r in ssh["comparison"]}
+    assert set(comparison) == {(s, v) for s in ("openssh", "dropbear") for v in variants}
+    for (server, _variant), row in comparison.items():
+        assert row["shell_vs_hand_rolled"] > 0 and row["best_hand_rolled_mib_s"] > 0, row
+        assert (row["shell_vs_put_file"] is None) is (server == "dropbear"), row
+    assert {r["transfer"] for r in ssh["rate_limit"]} == {"shell", "put_file"}
+    for row in ssh["rate_limit"]:
+        assert row["limit_mib_s"] == 8 and row["sent_bytes"] == 2 * 8 * MIB, row
+        assert row["arrival_s"] > 0 and row["achieved_mib_s"] > 0 and row["unlimited_mib_s"] > 0, row
+    (memory,) = ssh["memory"]
+    assert memory["workers"] == 1 and memory["mib_per_layer"] == 8, memory
+    # The worker is a fork of ansible-playbook: its peak includes what it shares with the main process.
+    assert memory["worker_peak_rss_kib"] >= memory["playbook_peak_rss_kib"] / 2 > 0, memory
