@@ -41,9 +41,9 @@ def main() -> int:
     # pylint: disable=import-outside-toplevel,import-error
     from ansible_collections.kubesolo.fleet.plugins.module_utils import _options, _staging
     from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import FleetError
+    from ansible_collections.kubesolo.fleet.plugins.module_utils._retry import RetryPolicy
     from ansible_collections.kubesolo.fleet.plugins.plugin_utils._blob_cache import BlobCache
     from ansible_collections.kubesolo.fleet.plugins.plugin_utils._controller_delivery import ControllerDelivery
-    from ansible_collections.kubesolo.fleet.plugins.module_utils._retry import RetryPolicy
     from ansible_collections.kubesolo.fleet.plugins.plugin_utils._node_store import NodeStore
     from ansible_collections.kubesolo.fleet.plugins.plugin_utils._node_transfer import PutFile, ShellStream
 
