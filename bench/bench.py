@@ -606,7 +606,7 @@ LABELS.update(
         "cat_then_sha256sum": "`ssh 'cat > f' < layer` x2, then `ssh sha256sum f1 f2`",
         "scp_then_sha256sum": "`scp` (sftp) of both, then `ssh sha256sum f1 f2`",
         "cat_sha256sum_sync": "`ssh 'cat > f' < layer` x2, then `ssh 'sha256sum f1 f2 && sync'` (syncs as the module does)",
-        "tee_sha256sum": "`ssh 'tee f | sha256sum' < layer` x2 (hashed as it arrives, as the shell stream)",
+        "tee_sha256sum": "`ssh 'tee f \\| sha256sum' < layer` x2 (hashed as it arrives, as the shell stream)",
     }
 )
 NODE_BENCH_DIR = "/var/lib/kubesolo/bench"  # every dest of the section is below it, on the node
