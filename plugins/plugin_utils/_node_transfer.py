@@ -68,7 +68,6 @@ class TransferStats:
         self.sent_bytes = 0  # layer bytes that went to the node, including those sent again
         self.resumed_bytes = 0  # bytes the node already held and kept
         self.interruptions = 0  # broken tries that were tried again
-        self.last_error = ""
 
     def summary(self):
         return {
@@ -174,7 +173,6 @@ class _Attempts:
                 f"(retries and retry_budget); last: {message}"
             )
         self.stats.interruptions += 1
-        self.stats.last_error = message
         self.progress.interruptions += 1
 
     def progressed(self):
@@ -232,12 +230,12 @@ class ShellStream:
                 try:
                     held, node_sha256 = self.node.append(work, name, offset, chunk)
                 except NodeLinkError as exc:
-                    stats.sent_bytes += len(chunk)
-                    progress.sent += len(chunk)
-                    attempts.broken(exc)
-                    continue
+                    held, broken = None, exc
                 stats.sent_bytes += len(chunk)
                 progress.sent += len(chunk)
+                if held is None:
+                    attempts.broken(broken)
+                    continue
                 self.rate.sent(len(chunk))
                 if held == offset + len(chunk) and node_sha256 == chunk_sha256:
                     hashes.update(chunk)
@@ -357,9 +355,8 @@ class AutoTransfer:
                 return self.put_file.send(blob_path, layer, work, name, stats)
             except TransferUnavailableError:
                 pass
-            except NodeLinkError as exc:
+            except NodeLinkError:
                 stats.interruptions += 1
-                stats.last_error = str(exc)
             self.current = self.shell_stream
         return self.shell_stream.send(blob_path, layer, work, name, stats)
 
