@@ -227,14 +227,15 @@ class ShellStream:
                     )
                 chunk_sha256 = hashlib.sha256(chunk).hexdigest()
                 self.rate.sending()
+                link_error = None
                 try:
                     held, node_sha256 = self.node.append(work, name, offset, chunk)
                 except NodeLinkError as exc:
-                    held, broken = None, exc
+                    link_error = exc
                 stats.sent_bytes += len(chunk)
                 progress.sent += len(chunk)
-                if held is None:
-                    attempts.broken(broken)
+                if link_error is not None:
+                    attempts.broken(link_error)
                     continue
                 self.rate.sent(len(chunk))
                 if held == offset + len(chunk) and node_sha256 == chunk_sha256:
