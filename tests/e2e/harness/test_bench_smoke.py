@@ -1,6 +1,6 @@
 """Smoke run of the staging benchmark: ``bench/run --quick`` must work and report sane numbers.
 
-The full benchmark is not part of the test run; this only keeps it from rotting (about 55 s, 15 of
+The full benchmark is not part of the test run; this only keeps it from rotting (about 60 s, 20 of
 them controller delivery over SSH).  skopeo is an optional package of the benchmark that the
 bootstrap does not install: where it is missing the run gets ``--no-skopeo`` (the test never
 installs packages) and checks everything else.  The SSH section needs what the SSH test nodes need
