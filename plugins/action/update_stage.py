@@ -23,9 +23,13 @@ class ActionModule(ActionBase):
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
         if self._task.args.get("delivery", "host") == "host":
+            try:
+                module_args = _with_key_files_read(self._task.args)
+            except Exception as exc:  # pylint: disable=broad-except  # a FleetError: an unreadable key file
+                return dict(result, failed=True, msg=str(exc), error_code=getattr(exc, "code", "invalid_parameter"))
             result.update(
                 self._execute_module(
-                    module_name="kubesolo.fleet.update_stage", module_args=self._task.args, task_vars=task_vars
+                    module_name="kubesolo.fleet.update_stage", module_args=module_args, task_vars=task_vars
                 )
             )
             return result
@@ -36,11 +40,16 @@ class ActionModule(ActionBase):
         # controller (requests alone costs a tenth of a second per task).
         # pylint: disable=import-outside-toplevel
         from ansible_collections.kubesolo.fleet.plugins.module_utils import _options, _staging
+        from ansible_collections.kubesolo.fleet.plugins.module_utils._cosign import (
+            CRYPTOGRAPHY_IMPORT_ERROR,
+            HAS_CRYPTOGRAPHY,
+        )
         from ansible_collections.kubesolo.fleet.plugins.module_utils._oci._transport import (
             HAS_REQUESTS,
             REQUESTS_IMPORT_ERROR,
         )
         from ansible_collections.kubesolo.fleet.plugins.module_utils._results import failure_result, stage_result
+        from ansible_collections.kubesolo.fleet.plugins.module_utils._signatures import POLICY_OFF, effective_policy
         from ansible_collections.kubesolo.fleet.plugins.plugin_utils._blob_cache import BlobCache, default_cache_root
         from ansible_collections.kubesolo.fleet.plugins.plugin_utils._controller_delivery import ControllerDelivery
         from ansible_collections.kubesolo.fleet.plugins.plugin_utils._node_store import NodeStore
@@ -54,6 +63,13 @@ class ActionModule(ActionBase):
                 failed=True,
                 exception=REQUESTS_IMPORT_ERROR,
                 msg="controller delivery needs the Python library requests on the controller",
+            )
+        if not HAS_CRYPTOGRAPHY and effective_policy(params) != POLICY_OFF:
+            return dict(
+                result,
+                failed=True,
+                exception=CRYPTOGRAPHY_IMPORT_ERROR,
+                msg="verifying signatures needs the Python library cryptography on the controller",
             )
         client = store = None
         try:
@@ -165,6 +181,18 @@ class ActionModule(ActionBase):
         if rc == 0:
             raise TransferUnavailableError(f"the connection cannot copy files to this node: {_first_line(failure)}")
         raise NodeLinkError(f"copying {local_path} to the node failed: {_first_line(failure)}")
+
+
+def _with_key_files_read(args):
+    """The task's arguments with the signature key files read here, on the controller, so the
+    module on the node gets the keys themselves."""
+    keys = args.get("signature_keys")
+    if not keys or not isinstance(keys, list):
+        return args
+    # pylint: disable=import-outside-toplevel
+    from ansible_collections.kubesolo.fleet.plugins.module_utils._signatures import read_key_files
+
+    return dict(args, signature_keys=read_key_files(keys))
 
 
 @contextlib.contextmanager

@@ -90,6 +90,7 @@ options:
     type: path
 requirements:
   - requests (Python library) on the machine that runs the module
+  - cryptography (Python library) on the machine that verifies or makes signatures
 notes:
   - Public registries that hand out anonymous bearer tokens for pulls (such as C(ghcr.io))
     work without credentials. Bearer tokens are cached per scope for the run and fetched again once when
@@ -168,4 +169,31 @@ options:
     description: Also resolve the tag at the mirrors (only for mirrors you trust to be current).
     type: bool
     default: false
+  signature_keys:
+    description:
+      - Public keys (PEM) trusted to sign releases, each given inline or as the path of a file. ECDSA keys (what
+        C(cosign generate-key-pair) makes) with SHA-256, RSA keys (PKCS#1 v1.5 with SHA-256) and Ed25519 keys are
+        accepted, as cosign verifies them.
+      - Files are read on the controller by M(kubesolo.fleet.update_stage), and on the machine that runs the module by
+        M(kubesolo.fleet.update_info).
+      - A signature by any one of them is enough.
+    type: list
+    elements: str
+    default: []
+  signature_policy:
+    description:
+      - What the release must carry, checked after the reference is resolved to digests and before any layer is
+        read, in check mode too.
+      - V(required) - a cosign signature by a trusted key, on the index the reference names or on the platform
+        manifest it selects, whose payload names that digest and this O(repository). Fails with C(error_code)
+        V(signature_missing) when there is none and V(signature_invalid) when one is present but none verifies.
+      - V(if_present) - releases without any signature pass; a signature that is present must verify, else
+        V(signature_invalid).
+      - V(off) - signatures are not looked at.
+      - V(auto) - V(required) when O(signature_keys) are given, else V(off).
+      - Signatures are looked up in cosign's layout (tag C(sha256-<hex>.sig)) at the mirror that served the digest, if
+        one did, and at the upstream; a signature must name the upstream O(repository) wherever it is served.
+    type: str
+    default: auto
+    choices: [auto, required, if_present, "off"]
 """

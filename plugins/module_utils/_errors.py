@@ -126,3 +126,30 @@ class UnsafePathError(StageError):
     """A directory on the way to ``dest`` (or the store beside it) another account could change."""
 
     code = "unsafe_path"
+
+
+class SignatureError(FleetError):
+    """The release does not pass the signature policy; ``check`` is the _signatures.SignatureCheck and
+    ``release`` the _release.Release, whose summary the result keeps (what was refused)."""
+
+    code = "signature_invalid"
+
+    def __init__(self, message, check, release):
+        super().__init__(message)
+        self.check = check
+        self.release = release
+
+    def details(self):
+        return dict(self.release.summary(), signature=self.check.as_result())
+
+
+class SignatureMissingError(SignatureError):
+    """No signature of the release was found and the policy requires one."""
+
+    code = "signature_missing"
+
+
+class SignatureInvalidError(SignatureError):
+    """A signature is present but none verifies with a trusted key (or it does not sign this release)."""
+
+    code = "signature_invalid"

@@ -56,6 +56,13 @@ class MirroredClient:
         self.sources[manifest.digest] = location
         return manifest
 
+    def signature_sources(self, digest):
+        """[(location, RegistryClient)] to look up the signatures of ``digest`` at: the mirror that
+        served it, if one did, then the upstream."""
+        served = self.sources.get(digest)
+        sources = [(location, client) for location, client in self.mirrors if location == served]
+        return sources + [(str(self.repository.registry), self.upstream)]
+
     def download_blob(self, digest, size, fileobj):
         def attempt(client):
             try:

@@ -26,6 +26,11 @@ from ansible_collections.kubesolo.fleet.plugins.module_utils._reference import (
 )
 from ansible_collections.kubesolo.fleet.plugins.module_utils._release import resolve
 from ansible_collections.kubesolo.fleet.plugins.module_utils._retry import RetryPolicy
+from ansible_collections.kubesolo.fleet.plugins.module_utils._signatures import (
+    SignaturePolicy,
+    signature_argument_spec,
+    verify_release,
+)
 
 DEFAULT_TAG = "stable"
 
@@ -69,6 +74,7 @@ def registry_argument_spec(**extra):
         architecture=dict(type="str"),
         mirrors=dict(type="list", elements="dict", options=MIRROR_SPEC, default=[]),
         mirror_tags=dict(type="bool", default=False),
+        **signature_argument_spec(),
         **extra,
     )
 
@@ -163,17 +169,21 @@ def mirrored_client_from_params(params):
 
 
 def resolve_from_params(client, params, default_architecture):
-    """The release the release options name, read through ``client``; raises FleetError."""
+    """The release the release options name, read through ``client`` and checked against the
+    signature policy before anything else is read; raises FleetError."""
     if params["digest"]:
         parse_digest(params["digest"])
     else:
         validate_tag(params["tag"] or DEFAULT_TAG)
-    return resolve(
+    policy = SignaturePolicy.from_params(params)
+    release = resolve(
         client,
         params["architecture"] or default_architecture,
         tag=params["tag"] or DEFAULT_TAG,
         digest=params["digest"],
     )
+    release.signature = verify_release(client, release, policy)
+    return release
 
 
 def stage_dest(dest):

@@ -147,25 +147,37 @@ def plan_release(artifacts, metadata, tags):
     return ReleasePlan(unique_blobs, manifests, index, list(tags))
 
 
-def publish(client, plan, check_mode=False):
-    """Push what the registry lacks; returns a dict of what was (or would be) pushed."""
-    pushed = {"blobs": [], "manifests": [], "tags": []}
-    for blob in plan.blobs:
-        if client.exists("blobs", blob.digest) is None:
-            pushed["blobs"].append(blob.digest)
-            if not check_mode:
-                _upload(client, blob)
+def publish(client, plan, check_mode=False, sign=None):
+    """Push what the registry lacks; returns a dict of what was (or would be) pushed.
+
+    ``sign`` (digests -> the digests it signed) signs the index and the manifests
+    before any tag moves, so a tag never points at a release without its signatures.
+    """
+    pushed = {"blobs": upload_missing(client, plan.blobs, check_mode), "manifests": [], "tags": [], "signed": []}
     for document in plan.manifests + [plan.index]:
         if client.exists("manifests", document.digest) is None:
             pushed["manifests"].append(document.digest)
             if not check_mode:
                 client.put_manifest(document.digest, document.data, document.media_type)
+    if sign is not None:
+        pushed["signed"] = sign([plan.index.digest] + [manifest.digest for manifest in plan.manifests])
     for tag in plan.tags:
         if _tag_digest(client, tag) != plan.index.digest:
             pushed["tags"].append(tag)
             if not check_mode:
                 client.put_manifest(tag, plan.index.data, plan.index.media_type)
     return pushed
+
+
+def upload_missing(client, blobs, check_mode=False):
+    """Upload those of ``blobs`` the registry lacks; their digests."""
+    missing = []
+    for blob in blobs:
+        if client.exists("blobs", blob.digest) is None:
+            missing.append(blob.digest)
+            if not check_mode:
+                _upload(client, blob)
+    return missing
 
 
 def _tag_digest(client, tag):

@@ -56,6 +56,8 @@ class Release:
         self.available_architectures = available
         self.metadata = metadata
         self.layers = layers
+        # The _signatures.SignatureCheck of the release, once it is checked.
+        self.signature = None
 
     @property
     def manifest_digest(self):
@@ -70,6 +72,7 @@ class Release:
             "available_architectures": self.available_architectures,
             "metadata": self.metadata,
             "layers": self.layers,
+            "signature": self.signature.as_result() if self.signature else None,
         }
 
     def staged_layers(self):

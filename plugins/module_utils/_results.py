@@ -12,6 +12,7 @@ import os
 
 from ansible.module_utils.basic import missing_required_lib
 
+from ansible_collections.kubesolo.fleet.plugins.module_utils._cosign import CRYPTOGRAPHY_IMPORT_ERROR, HAS_CRYPTOGRAPHY
 from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import FleetError, InternalError
 from ansible_collections.kubesolo.fleet.plugins.module_utils._oci._transport import HAS_REQUESTS, REQUESTS_IMPORT_ERROR
 from ansible_collections.kubesolo.fleet.plugins.module_utils._text import printable
@@ -47,6 +48,12 @@ def fail_without_requests(module):
     """Ansible's usual missing-library failure when requests cannot be imported."""
     if not HAS_REQUESTS:
         module.fail_json(msg=missing_required_lib("requests"), exception=REQUESTS_IMPORT_ERROR)
+
+
+def fail_without_cryptography(module, needed):
+    """Ansible's usual missing-library failure when signatures are ``needed`` and cryptography cannot be imported."""
+    if needed and not HAS_CRYPTOGRAPHY:
+        module.fail_json(msg=missing_required_lib("cryptography"), exception=CRYPTOGRAPHY_IMPORT_ERROR)
 
 
 def client_result(client):

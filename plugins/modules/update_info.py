@@ -119,6 +119,40 @@ layers:
       description: Size of the layer in bytes.
       type: int
       sample: 12582912
+signature:
+  description:
+    - What the signature policy (O(signature_policy)) found. Also returned when the task fails with C(error_code)
+      V(signature_missing) or V(signature_invalid).
+  returned: success, and failure by the signature policy
+  type: dict
+  contains:
+    policy:
+      description: The policy applied, V(required), V(if_present) or V(off) (V(auto) resolved).
+      type: str
+      sample: required
+    verified:
+      description: Whether a signature by a trusted key verified; false when the policy is V(off) or none is present.
+      type: bool
+      sample: true
+    digest:
+      description: The digest the verified signature signs, the index's or the platform manifest's; null if none.
+      type: str
+      sample: sha256:9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c4f1b3c0d2e
+    key_fingerprint:
+      description:
+        - C(sha256:) and the hex SHA-256 of the DER SubjectPublicKeyInfo of the key that verified it (what
+          C(openssl pkey -pubin -outform DER | sha256sum) prints for its PEM); null if none.
+      type: str
+      sample: sha256:0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c4f1b3c0d2e9a8b7c6d5e4f3a2b1c
+    source:
+      description: The registry or mirror location that served the verified signature; null if none.
+      type: str
+      sample: ghcr.io
+    problems:
+      description: Why each signature that was found did not verify (at V(signature_invalid)); empty otherwise.
+      type: list
+      elements: str
+      sample: []
 sources:
   description: Which registry (the upstream or a mirror location) served each manifest, by digest.
   returned: success
@@ -143,7 +177,7 @@ error_code:
     - On failure, a stable code for the kind of error, for example C(architecture_not_shipped),
       C(not_found), C(registry_unreachable), C(authentication_failed), C(invalid_manifest),
       C(digest_mismatch), C(invalid_reference), C(registry_error) (for example a redirect from HTTPS to
-      plain HTTP, which is refused).
+      plain HTTP, which is refused), C(signature_missing) and C(signature_invalid) (see O(signature_policy)).
     - C(internal_error) is an unexpected failure (a bug); it is reported like any other, never as a traceback.
   returned: failure
   type: str
@@ -154,8 +188,12 @@ import platform
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.kubesolo.fleet.plugins.module_utils import _options
-from ansible_collections.kubesolo.fleet.plugins.module_utils._results import fail_module, fail_without_requests
+from ansible_collections.kubesolo.fleet.plugins.module_utils import _options, _signatures
+from ansible_collections.kubesolo.fleet.plugins.module_utils._results import (
+    fail_module,
+    fail_without_cryptography,
+    fail_without_requests,
+)
 
 
 def main():
@@ -165,6 +203,7 @@ def main():
         supports_check_mode=True,
     )
     fail_without_requests(module)
+    fail_without_cryptography(module, _signatures.effective_policy(module.params) != _signatures.POLICY_OFF)
     client = None
     try:
         client = _options.mirrored_client_from_params(module.params)

@@ -17,6 +17,10 @@ description:
     then an OCI image index with one entry per platform, then the tags.
   - Idempotent. Manifests are serialised deterministically; blobs and manifests the registry already
     has are not pushed again, and a tag that already points at the same index is left alone.
+  - With O(signing_key), signs the index and each platform manifest the way C(cosign sign --recursive --key) does
+    (a simple-signing signature at tag C(sha256-<hex>.sig)), before any tag moves. This is idempotent too; a
+    digest that already carries a valid signature by this key is not signed again, and other signers' signatures
+    are kept.
   - For release pipelines and test fleets; it runs where the files are, usually the controller.
 author:
   - kubesolo.fleet maintainers (@kubesolo)
@@ -70,10 +74,25 @@ options:
         description: Path of the gzip-compressed initramfs.
         type: path
         required: true
+  signing_key:
+    description:
+      - A PEM private key (PKCS#8, optionally encrypted, or a traditional EC or RSA key; ECDSA, RSA or Ed25519) to sign
+        the release with, inline or the path of a file. Never logged or returned.
+      - The encrypted key format of C(cosign generate-key-pair) (C(ENCRYPTED SIGSTORE PRIVATE KEY)) is not read; make
+        the key with OpenSSL, for example
+        C(openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 | openssl pkcs8 -topk8 -out release.key),
+        and publish its public key (C(openssl pkey -in release.key -pubout)) to the fleet. cosign verifies these
+        signatures with that public key too.
+      - The payload names the digest and O(repository) as given, which is the repository that
+        M(kubesolo.fleet.update_stage) then expects.
+    type: str
+  signing_key_passphrase:
+    description: The passphrase of an encrypted O(signing_key). Never logged or returned.
+    type: str
 attributes:
   check_mode:
     support: full
-    details: Hashes the files and asks the registry what it has; pushes nothing.
+    details: Hashes the files and asks the registry what it has (signatures too); pushes and signs nothing.
 seealso:
   - module: kubesolo.fleet.update_info
 """
@@ -124,12 +143,23 @@ pushed:
       description: Tags set to the index.
       type: list
       elements: str
+    signed:
+      description: Digests that got a new signature by O(signing_key); empty without one.
+      type: list
+      elements: str
+signing_key_fingerprint:
+  description: The fingerprint of O(signing_key)'s public key (as RV(kubesolo.fleet.update_info#module:signature.key_fingerprint)).
+  returned: success and O(signing_key) is set
+  type: str
+  sample: sha256:0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c4f1b3c0d2e9a8b7c6d5e4f3a2b1c
 error_code:
   description: On failure, a stable code for the kind of error (see M(kubesolo.fleet.update_info)).
   returned: failure
   type: str
   sample: invalid_parameter
 """
+
+import functools
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -138,7 +168,12 @@ from ansible_collections.kubesolo.fleet.plugins.module_utils._options import (
     connection_argument_spec,
 )
 from ansible_collections.kubesolo.fleet.plugins.module_utils._publish import plan_release, publish
-from ansible_collections.kubesolo.fleet.plugins.module_utils._results import fail_module, fail_without_requests
+from ansible_collections.kubesolo.fleet.plugins.module_utils._results import (
+    fail_module,
+    fail_without_cryptography,
+    fail_without_requests,
+)
+from ansible_collections.kubesolo.fleet.plugins.module_utils._signatures import load_signing_key, sign_digests
 
 METADATA_OPTIONS = ("version", "channel", "min_compatible_version", "release_notes", "release_date")
 
@@ -162,23 +197,34 @@ def main():
                     initramfs=dict(type="path", required=True),
                 ),
             ),
+            signing_key=dict(type="str", no_log=True),
+            signing_key_passphrase=dict(type="str", no_log=True),
         ),
         supports_check_mode=True,
     )
     fail_without_requests(module)
     params = module.params
+    fail_without_cryptography(module, bool(params["signing_key"]))
+    signing_key = sign = None
     try:
+        if params["signing_key"]:
+            signing_key = load_signing_key(params["signing_key"], params["signing_key_passphrase"])
         client = client_from_params(params)
         plan = plan_release(params["artifacts"], dict((key, params[key]) for key in METADATA_OPTIONS), params["tags"])
-        pushed = publish(client, plan, check_mode=module.check_mode)
+        if signing_key is not None:
+            sign = functools.partial(sign_digests, client, signing_key, check_mode=module.check_mode)
+        pushed = publish(client, plan, check_mode=module.check_mode, sign=sign)
     except Exception as exc:  # pylint: disable=broad-except  # a result with an error_code, never a traceback
         fail_module(module, exc)
-    module.exit_json(
+    result = dict(
         changed=any(pushed.values()),
         index_digest=plan.index.digest,
         manifests=plan.manifest_digests(),
         pushed=pushed,
     )
+    if signing_key is not None:
+        result["signing_key_fingerprint"] = signing_key.trusted.fingerprint
+    module.exit_json(**result)
 
 
 if __name__ == "__main__":

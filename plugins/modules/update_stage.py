@@ -15,6 +15,10 @@ description:
     C(<dest>/vmlinuz) and its initramfs layer (C(application/vnd.kubesolo.os.initramfs.v1+gzip))
     as C(<dest>/kubesolo-os.gz), with a C(<dest>/release.json) record of what was staged.
     Other layers are ignored.
+  - With O(signature_keys) (or O(signature_policy) other than V(off)), the release's cosign signature is verified
+    right after the reference is resolved to its digests, before any layer is read or anything is written, also
+    when O(dest) already holds the release; a release that fails the policy is not staged and O(dest) keeps
+    what it holds. With O(delivery=controller) the signature is verified on the controller.
   - Every byte is checked against the layer's size and digest while it streams to disk. An interrupted
     download (network fault, killed process, power loss) is kept in the store and resumed by the next run,
     and faults worth it are retried (see O(retries)).
@@ -291,6 +295,40 @@ transfer:
       description: Blob bytes that arrived from registries in this run, including any that had to be fetched again.
       type: int
       sample: 41943040
+signature:
+  description:
+    - What the signature policy (O(signature_policy)) found. Also returned when the task fails with C(error_code)
+      V(signature_missing) or V(signature_invalid).
+  returned: success, and failure by the signature policy
+  type: dict
+  contains:
+    policy:
+      description: The policy applied, V(required), V(if_present) or V(off) (V(auto) resolved).
+      type: str
+      sample: required
+    verified:
+      description: Whether a signature by a trusted key verified; false when the policy is V(off) or none is present.
+      type: bool
+      sample: true
+    digest:
+      description: The digest the verified signature signs, the index's or the platform manifest's; null if none.
+      type: str
+      sample: sha256:9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c4f1b3c0d2e
+    key_fingerprint:
+      description:
+        - C(sha256:) and the hex SHA-256 of the DER SubjectPublicKeyInfo of the key that verified it (what
+          C(openssl pkey -pubin -outform DER | sha256sum) prints for its PEM); null if none.
+      type: str
+      sample: sha256:0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c4f1b3c0d2e9a8b7c6d5e4f3a2b1c
+    source:
+      description: The registry or mirror location that served the verified signature; null if none.
+      type: str
+      sample: ghcr.io
+    problems:
+      description: Why each signature that was found did not verify (at V(signature_invalid)); empty otherwise.
+      type: list
+      elements: str
+      sample: []
 sources:
   description:
     - Which registry (the upstream or a mirror location) served each manifest and layer fetched by this run, by digest.
@@ -318,7 +356,8 @@ delivery:
   sample: controller
 error_code:
   description: On failure, a stable code for the kind of error (see M(kubesolo.fleet.update_info)),
-    plus C(layer_missing), C(size_mismatch), C(stage_failed) and C(unsafe_path) (see O(dest)).
+    plus C(layer_missing), C(size_mismatch), C(stage_failed) and C(unsafe_path) (see O(dest)); with a signature
+    policy C(signature_missing) and C(signature_invalid).
   returned: failure
   type: str
   sample: digest_mismatch
@@ -326,10 +365,11 @@ error_code:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.kubesolo.fleet.plugins.module_utils import _options, _staging
+from ansible_collections.kubesolo.fleet.plugins.module_utils import _options, _signatures, _staging
 from ansible_collections.kubesolo.fleet.plugins.module_utils._host_store import HostStore
 from ansible_collections.kubesolo.fleet.plugins.module_utils._results import (
     fail_module,
+    fail_without_cryptography,
     fail_without_requests,
     stage_result,
 )
@@ -346,6 +386,7 @@ def main():
     try:
         store = HostStore(_options.stage_dest(params["dest"]), params["lock_timeout"])
         fail_without_requests(module)
+        fail_without_cryptography(module, _signatures.effective_policy(module.params) != _signatures.POLICY_OFF)
         client = _options.mirrored_client_from_params(params)
         outcome = _staging.stage_release(client, params, store, check_mode=module.check_mode)
     except Exception as exc:  # pylint: disable=broad-except  # a result with an error_code, never a traceback

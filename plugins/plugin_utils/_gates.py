@@ -26,6 +26,9 @@ ACTION_STAGE = "stage"
 ACTION_CURRENT = "current"
 ACTION_BLOCKED = "blocked"
 
+# The error codes of update_info that are the signature policy refusing the release.
+SIGNATURE_ERRORS = ("signature_missing", "signature_invalid")
+
 _WINDOW_RE = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])-([01][0-9]|2[0-3]):([0-5][0-9])$")
 _TIME_RE = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])$")
 
@@ -81,7 +84,8 @@ def decide(  # pylint: disable=too-many-arguments
     ``node``) when it is updated through its slots, else None.
     """
     decision = _decide_by_version(release, current_version, channel, allow_downgrade, maintenance_window, local_time)
-    if boot is None or boot.get("boot_success"):
+    if boot is None or boot.get("boot_success") or release.get("error_code") in SIGNATURE_ERRORS:
+        # A release refused by the signature policy is not finished either: nothing of it is trusted.
         return decision
     return _decide_in_trial_boot(decision, boot, maintenance_window, local_time)
 
@@ -158,7 +162,10 @@ def _decide_by_version(release, current_version, channel, allow_downgrade, maint
         "release_channel": printable(release_channel),
         "architecture": release.get("architecture", ""),
         "manifest_digest": release.get("manifest_digest", ""),
+        "index_digest": release.get("index_digest") or "",
         "min_compatible_version": _shown(metadata.get("min_compatible_version", "")),
+        "signed": _signed(release),
+        "signing_key": (release.get("signature") or {}).get("key_fingerprint"),
     }
     reasons = []
     current = _parse_or_none(current_version)
@@ -181,6 +188,9 @@ def _decide_by_version(release, current_version, channel, allow_downgrade, maint
                 ),
             )
         )
+        return _finish(decision, ACTION_BLOCKED, reasons)
+    if release.get("error_code") in SIGNATURE_ERRORS:
+        reasons.append(_signature_reason(release))
         return _finish(decision, ACTION_BLOCKED, reasons)
     target = _parse_or_none(available)
     if target is None:
@@ -232,6 +242,26 @@ def _decide_by_version(release, current_version, channel, allow_downgrade, maint
                 )
             )
     return _finish(decision, ACTION_BLOCKED if reasons else ACTION_STAGE, reasons)
+
+
+def _signed(release):
+    """``yes``, ``no`` or ``invalid`` for the report; None when signatures are not checked."""
+    if release.get("error_code") == "signature_invalid":
+        return "invalid"
+    if release.get("error_code") == "signature_missing":
+        return "no"
+    signature = release.get("signature") or {}
+    if signature.get("policy") in (None, "off"):
+        return None
+    return "yes" if signature.get("verified") else "no"
+
+
+def _signature_reason(release):
+    if release["error_code"] == "signature_missing":
+        return _reason("signature_missing", "the release has no cosign signature and the signature policy requires one")
+    problems = (release.get("signature") or {}).get("problems") or []
+    first = printable(problems[0], limit=300) if problems else "no signature verifies with a trusted key"
+    return _reason("signature_invalid", f"no signature of the release verifies with a trusted key: {first}")
 
 
 def _finish(decision, action, reasons):

@@ -130,7 +130,7 @@ def test_publish_is_resolvable_idempotent_and_has_a_real_check_mode(registry, bu
 
     assert again.rc == 0, again
     assert again.status("publish") == "ok"
-    assert again.result("publish")["pushed"] == {"blobs": [], "manifests": [], "tags": []}
+    assert again.result("publish")["pushed"] == {"blobs": [], "manifests": [], "tags": [], "signed": []}
     assert again.result("publish")["index_digest"] == first["index_digest"]
     assert writes(registry, mark) == []
 

@@ -14,6 +14,7 @@ from ansible_collections.kubesolo.fleet.plugins.filter import fleet
 from ansible_collections.kubesolo.fleet.plugins.plugin_utils._gates import decide
 
 MANIFEST_DIGEST = "sha256:" + "ef" * 32
+INDEX_DIGEST = "sha256:" + "01" * 32
 
 
 def release(version="v0.3.0", channel="stable", architecture="amd64"):
@@ -30,7 +31,7 @@ def release(version="v0.3.0", channel="stable", architecture="amd64"):
             "release_date": "",
         },
         "manifest_digest": MANIFEST_DIGEST,
-        "index_digest": "sha256:" + "01" * 32,
+        "index_digest": INDEX_DIGEST,
         "architecture": architecture,
         "available_architectures": ["amd64", "arm64"],
     }
@@ -153,6 +154,9 @@ def test_update_decision_stage():
         "architecture": "amd64",
         "manifest_digest": MANIFEST_DIGEST,
         "min_compatible_version": "v0.2.0",
+        "index_digest": INDEX_DIGEST,
+        "signed": None,
+        "signing_key": None,
         "action": "stage",
         "reasons": [],
     }
@@ -263,6 +267,9 @@ def _decision(action, host=None):
         "architecture": "amd64",
         "manifest_digest": MANIFEST_DIGEST,
         "min_compatible_version": "v0.2.0",
+        "index_digest": INDEX_DIGEST,
+        "signed": None,
+        "signing_key": None,
         "action": action,
         "reasons": [],
     }

@@ -374,7 +374,8 @@ class FakePushRegistry:
     published release can be resolved again. Every call lands in ``calls``.
     """
 
-    def __init__(self):
+    def __init__(self, repository="registry.example.com/kubesolo/os"):
+        self.repository = _reference.parse_repository(repository)
         self.blobs = {}
         self.manifests = {}
         self.tags = {}
@@ -408,9 +409,24 @@ class FakePushRegistry:
     def get_manifest(self, reference, accept=_manifests.INDEX_MEDIA_TYPES + _manifests.MANIFEST_MEDIA_TYPES):
         self.calls.append(("get_manifest", reference))
         digest = self.tags.get(reference, reference)
+        if digest not in self.manifests:
+            raise _errors.NotFoundError(f"{reference} was not found")
         data, media_type = self.manifests[digest]
         assert media_type in accept
         return _manifests.ManifestDocument(data, media_type, digest, json.loads(data.decode("utf-8")))
+
+    def download_blob(self, digest, size, fileobj):
+        """Like the client's: the blob into ``fileobj``, checked against ``size`` and ``digest``."""
+        self.calls.append(("download_blob", digest))
+        if digest not in self.blobs:
+            raise _errors.NotFoundError(f"blob {digest} was not found")
+        data = self.blobs[digest]
+        if len(data) != size:
+            raise _errors.SizeMismatchError(f"blob {digest} is {len(data)} bytes, not {size}")
+        if sha256_digest(data) != digest:
+            raise _errors.DigestMismatchError(f"blob {digest} has other content")
+        fileobj.write(data)
+        return hashlib.sha256(data).hexdigest()
 
     def pushes(self):
         """The calls that changed the repository."""

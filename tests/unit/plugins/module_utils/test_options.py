@@ -38,7 +38,15 @@ def test_the_stage_spec_extends_the_release_and_connection_specs():
     release = set(_options.registry_argument_spec())
     stage = set(_options.stage_argument_spec())
     assert connection < release < stage
-    assert release - connection == {"tag", "digest", "architecture", "mirrors", "mirror_tags"}
+    assert release - connection == {
+        "tag",
+        "digest",
+        "architecture",
+        "mirrors",
+        "mirror_tags",
+        "signature_keys",
+        "signature_policy",
+    }
     assert _options.stage_argument_spec()["password"]["no_log"] is True
     assert _options.MIRROR_SPEC["password"]["no_log"] is True
 

@@ -400,10 +400,11 @@ def _everything(plan):
         "blobs": [blob.digest for blob in plan.blobs],
         "manifests": [m.digest for m in plan.manifests] + [plan.index.digest],
         "tags": list(plan.tags),
+        "signed": [],
     }
 
 
-NOTHING = {"blobs": [], "manifests": [], "tags": []}
+NOTHING = {"blobs": [], "manifests": [], "tags": [], "signed": []}
 
 
 def test_first_publish_pushes_everything(artifacts):
@@ -498,6 +499,7 @@ def test_tag_pointing_elsewhere_is_moved(tmp_path):
         "blobs": [sha256_digest(new_initramfs)],  # the config and the kernel are already there
         "manifests": [new.manifests[0].digest, new.index.digest],
         "tags": ["stable", "v0.4.0"],
+        "signed": [],
     }
     assert registry.tags == {"stable": new.index.digest, "v0.3.0": old.index.digest, "v0.4.0": new.index.digest}
     assert sha256_digest(new_contents["amd64"][0]) not in pushed["blobs"]
@@ -510,7 +512,7 @@ def test_only_a_moved_tag_is_pushed(artifacts):
     registry.tags["stable"] = plan.manifests[0].digest  # someone pointed stable at the amd64 manifest
     registry.calls = []
     pushed = _publish.publish(registry, plan)
-    assert pushed == {"blobs": [], "manifests": [], "tags": ["stable"]}
+    assert pushed == {"blobs": [], "manifests": [], "tags": ["stable"], "signed": []}
     assert registry.pushes() == [("put_manifest", "stable", _manifests.MEDIA_OCI_INDEX)]
     assert registry.tags["stable"] == plan.index.digest
 
@@ -523,5 +525,5 @@ def test_missing_blob_is_pushed_again(artifacts):
     lost = sha256_digest(contents["arm64"][1])
     del registry.blobs[lost]
     registry.calls = []
-    assert _publish.publish(registry, plan) == {"blobs": [lost], "manifests": [], "tags": []}
+    assert _publish.publish(registry, plan) == {"blobs": [lost], "manifests": [], "tags": [], "signed": []}
     assert registry.blobs[lost] == contents["arm64"][1]

@@ -110,6 +110,7 @@ def test_resolve_summary():
         "available_architectures": ["amd64", "arm64"],
         "metadata": METADATA,
         "layers": release.layers,
+        "signature": None,
     }
 
 

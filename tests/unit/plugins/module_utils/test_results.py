@@ -126,3 +126,28 @@ def test_the_diff_of_a_record_without_a_digest_or_version():
     done = outcome(current={"metadata": "not a dict"})
     result = _results.stage_result(done, "/staged", "host", FakeBlobClient([]), diff=True)
     assert result["diff"]["before"] == {"version": "", "manifest_digest": ""}
+
+
+class FailingModule:
+    """Records fail_json like AnsibleModule, which exits."""
+
+    def __init__(self):
+        self.failure = None
+
+    def fail_json(self, **result):
+        self.failure = result
+        raise SystemExit(1)
+
+
+def test_signatures_without_cryptography_fail_like_any_missing_library(monkeypatch):
+    module = FailingModule()
+    _results.fail_without_cryptography(module, needed=True)  # it is installed here
+    assert module.failure is None
+    monkeypatch.setattr(_results, "HAS_CRYPTOGRAPHY", False)
+    monkeypatch.setattr(_results, "CRYPTOGRAPHY_IMPORT_ERROR", "Traceback: No module named 'cryptography'")
+    _results.fail_without_cryptography(module, needed=False)
+    assert module.failure is None
+    with pytest.raises(SystemExit):
+        _results.fail_without_cryptography(module, needed=True)
+    assert "Failed to import the required Python library (cryptography)" in module.failure["msg"]
+    assert module.failure["exception"] == "Traceback: No module named 'cryptography'"

@@ -200,6 +200,9 @@ def test_stage_returns_every_decision_field():
         "architecture": "amd64",
         "manifest_digest": MANIFEST_DIGEST,
         "min_compatible_version": "v0.2.0",
+        "index_digest": INDEX_DIGEST,
+        "signed": None,
+        "signing_key": None,
         "action": "stage",
         "reasons": [],
     }
@@ -450,6 +453,9 @@ def test_architecture_not_shipped_lists_what_ships():
         "architecture": "riscv64",
         "manifest_digest": "",
         "min_compatible_version": "",
+        "index_digest": "",
+        "signed": None,
+        "signing_key": None,
         "action": "blocked",
         "reasons": [
             {
@@ -600,3 +606,73 @@ def test_an_unshipped_architecture_is_blocked_whatever_the_slots_say():
     booted = boot(success=False, active="B", slot_b="")
     decision = decide(not_shipped(), "v0.2.0", "stable", boot=booted)
     assert codes(decision) == ["architecture_not_shipped"]
+
+
+# -- The signature policy -------------------------------------------------------------
+
+FINGERPRINT = "sha256:" + "12" * 32
+
+
+def signed(verified=True, policy="required"):
+    """A successful update_info result under a signature policy."""
+    result = release()
+    result["signature"] = {
+        "policy": policy,
+        "verified": verified,
+        "digest": INDEX_DIGEST if verified else None,
+        "key_fingerprint": FINGERPRINT if verified else None,
+        "source": "ghcr.io" if verified else None,
+        "problems": [],
+    }
+    return result
+
+
+def refused(error_code, problems=()):
+    """A failed update_info result: the signature policy refused the release (with its summary)."""
+    result = dict(signed(verified=False), failed=True, error_code=error_code, msg="refused")
+    result["signature"]["problems"] = list(problems)
+    return result
+
+
+def test_a_verified_release_stages_and_says_by_which_key():
+    decision = decide(signed(), "v0.2.0", "stable")
+    assert decision["action"] == "stage"
+    assert (decision["signed"], decision["signing_key"]) == ("yes", FINGERPRINT)
+
+
+def test_an_unsigned_release_under_if_present_stages_as_unsigned():
+    decision = decide(signed(verified=False, policy="if_present"), "v0.2.0", "stable")
+    assert decision["action"] == "stage"
+    assert (decision["signed"], decision["signing_key"]) == ("no", None)
+
+
+def test_a_release_without_the_required_signature_is_blocked():
+    decision = decide(refused("signature_missing"), "v0.2.0", "stable")
+    assert decision["action"] == "blocked"
+    assert codes(decision) == ["signature_missing"]
+    assert decision["signed"] == "no"
+    # What was refused is still shown.
+    assert decision["available_version"] == "v0.3.0" and decision["manifest_digest"] == MANIFEST_DIGEST
+
+
+def test_a_release_with_a_bad_signature_is_blocked_with_the_first_problem():
+    decision = decide(
+        refused("signature_invalid", ["ghcr.io: signature x verifies with no trusted key\x1b[2J"]), "v0.2.0", "stable"
+    )
+    assert decision["action"] == "blocked"
+    assert codes(decision) == ["signature_invalid"]
+    assert decision["signed"] == "invalid"
+    assert "verifies with no trusted key\\x1b[2J" in decision["reasons"][0]["message"]
+
+
+def test_a_refused_release_is_blocked_even_when_a_trial_boot_of_it_waits_to_be_committed():
+    boot = {
+        "boot_success": False,
+        "switch_pending": False,
+        "running_slot": "B",
+        "active_slot": "B",
+        "slots": {"B": {"manifest_digest": MANIFEST_DIGEST}},
+    }
+    decision = decide(refused("signature_missing"), "v0.2.0", "stable", boot=boot)
+    assert decision["action"] == "blocked" and codes(decision) == ["signature_missing"]
+    assert decide(signed(), "v0.2.0", "stable", boot=boot)["action"] == "stage"
