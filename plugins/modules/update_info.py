@@ -12,8 +12,8 @@ version_added: 0.1.0
 description:
   - Resolves a KubeSolo OS release in an OCI registry (a tag or a digest) to the manifest for
     one architecture and returns its metadata annotations and layers.
-  - The cheap "what is available" probe; it reads the index and one manifest and never
-    downloads a blob.
+  - The cheap "what is available" probe; it reads the index and one manifest (and, with a signature
+    policy, their signatures) and never downloads a layer.
 author:
   - kubesolo.fleet maintainers (@kubesolo)
 extends_documentation_fragment:
@@ -46,6 +46,17 @@ EXAMPLES = r"""
     tag: v0.3.0
     architecture: arm64
     ca_path: /etc/pki/example-ca.pem
+
+- name: Only accept a release signed with the publisher's cosign key
+  kubesolo.fleet.update_info:
+    repository: ghcr.io/portainer/kubesolo-os
+    signature_keys:
+      - files/kubesolo-release.pub
+  register: signed
+
+- name: Show who signed it
+  ansible.builtin.debug:
+    msg: "{{ signed.metadata.version }} signed by {{ signed.signature.key_fingerprint }}"
 """
 
 RETURN = r"""

@@ -113,6 +113,18 @@ EXAMPLES = r"""
       - architecture: arm64
         kernel: build/arm64/Image
         initramfs: build/arm64/kubesolo-os.gz
+
+- name: Publish and sign with the release key
+  kubesolo.fleet.update_publish:
+    repository: registry.example.com/kubesolo/os
+    tags: [v0.3.1, stable]
+    version: v0.3.1
+    artifacts:
+      - architecture: amd64
+        kernel: build/amd64/vmlinuz
+        initramfs: build/amd64/kubesolo-os.gz
+    signing_key: "{{ lookup('ansible.builtin.env', 'RELEASE_KEY_FILE') }}"
+    signing_key_passphrase: "{{ release_key_passphrase }}"
 """
 
 RETURN = r"""

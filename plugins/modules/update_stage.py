@@ -181,6 +181,14 @@ EXAMPLES = r"""
       kubesolo.fleet.update_stage:
         tag: v0.3.0
         dest: /var/lib/kubesolo/update/staged
+
+- name: Stage only what the publisher signed (the key file is read on the controller)
+  kubesolo.fleet.update_stage:
+    repository: ghcr.io/portainer/kubesolo-os
+    dest: /var/lib/kubesolo/update/staged
+    signature_keys:
+      - files/kubesolo-release.pub
+    signature_policy: required
 """
 
 RETURN = r"""

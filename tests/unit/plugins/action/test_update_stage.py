@@ -147,6 +147,27 @@ def test_host_delivery_runs_the_module_with_the_task_args(args, monkeypatch):
     assert harness.puts == []
 
 
+def test_host_delivery_hands_the_module_the_key_files_read_on_the_controller(monkeypatch, tmp_path):
+    patch_registry(monkeypatch, lambda *_a: pytest.fail("host delivery must not resolve on the controller"))
+    key_file = tmp_path / "release.pub"
+    key_file.write_text("-----BEGIN PUBLIC KEY-----\nfrom the controller\n-----END PUBLIC KEY-----\n")
+    inline = "-----BEGIN PUBLIC KEY-----\ninline\n-----END PUBLIC KEY-----\n"
+    args = {"repository": REPOSITORY, "dest": "/var/lib/kubesolo/staged", "signature_keys": [str(key_file), inline]}
+    harness = Harness(dict(args))
+    harness.run({"inventory_hostname": "node1"})
+    sent = harness.action._execute_module.call_args.kwargs["module_args"]
+    assert sent["signature_keys"] == [key_file.read_text(), inline]
+    assert harness.task.args["signature_keys"] == [str(key_file), inline]  # the task itself is left alone
+
+
+def test_host_delivery_with_an_unreadable_key_file_fails_on_the_controller(monkeypatch, tmp_path):
+    harness = Harness({"repository": REPOSITORY, "dest": "/d", "signature_keys": [str(tmp_path / "missing.pub")]})
+    result = harness.run({"inventory_hostname": "node1"})
+    assert result["failed"] is True and result["error_code"] == "invalid_parameter"
+    assert "cannot read the signature key" in result["msg"]
+    harness.action._execute_module.assert_not_called()
+
+
 # -- Controller delivery -----------------------------------------------------
 
 
