@@ -14,6 +14,7 @@ from ansible_collections.kubesolo.fleet.plugins.module_utils._oci._client import
 from ansible_collections.kubesolo.fleet.plugins.module_utils._oci._manifests import MEDIA_OCI_MANIFEST
 from ansible_collections.kubesolo.fleet.plugins.module_utils._reference import parse_repository
 from tests.support.artifacts import deterministic_bytes
+from tests.support.registry import Registry
 
 PASSPHRASE = "correct horse battery staple"
 ARCHES = ("amd64", "arm64")
@@ -304,3 +305,33 @@ def test_if_present_lets_an_unsigned_release_through_and_still_refuses_a_bad_sig
     assert unsigned["signature"]["policy"] == "if_present" and unsigned["signature"]["verified"] is False
     assert run.result("wrong key")["error_code"] == "signature_invalid"
     assert not (tmp_path / "wrong").exists()
+
+
+def test_a_mirror_can_neither_hide_nor_forge_a_signature(registry, keys, run_playbook, tmp_path):
+    with Registry() as mirror:
+        # Signed upstream; the mirror holds the same release without its signatures.
+        files = build(tmp_path, "mirror-hides")
+        signed = publish(registry, "sig/mirror-hides", files, "v1.0.0", key=keys["release"])
+        publish(mirror, "sig/mirror-hides", files, "v1.0.0")
+        # Unsigned upstream; the mirror adds a signature of its own.
+        files = build(tmp_path, "mirror-forges")
+        publish(registry, "sig/mirror-forges", files, "v1.0.0")
+        publish(mirror, "sig/mirror-forges", files, "v1.0.0", key=keys["other"])
+        mirrors = [{"location": mirror.host, "plain_http": True}]
+        public_key = keys["release"].public_path
+        run = run_playbook(
+            [
+                stage_task(registry, "sig/mirror-hides", tmp_path / "hides", "hides", public_key, mirrors=mirrors),
+                stage_task(registry, "sig/mirror-forges", tmp_path / "forges", "forges", public_key, mirrors=mirrors),
+            ]
+        )
+        assert run.rc == 0, run
+        hides = run.result("hides")
+        assert hides["changed"] is True
+        assert hides["sources"][hides["manifest_digest"]] == mirror.host  # the mirror served the release
+        assert hides["signature"]["source"] == registry.host  # the upstream vouched for it
+        assert hides["signature"]["digest"] == signed.index.digest
+        forges = run.result("forges")
+        assert forges["error_code"] == "signature_invalid"
+        assert f"{mirror.host}: signature" in forges["msg"]
+        assert not (tmp_path / "forges").exists()
