@@ -167,6 +167,6 @@ def test_publish_moves_stable_to_a_new_index(registry, build, run_playbook, tmp_
     assert new_index != first.result("publish")["index_digest"]
     assert run.result("new version")["pushed"]["tags"] == ["v2.1.0"]  # stable stays where it was
     assert run.status("move stable") == "changed"
-    assert run.result("move stable")["pushed"] == {"blobs": [], "manifests": [], "tags": ["stable"]}
+    assert run.result("move stable")["pushed"] == {"blobs": [], "manifests": [], "tags": ["stable"], "signed": []}
     assert manifest(registry, "stable")[0] == new_index
     assert manifest(registry, "v2.0.0")[0] == first.result("publish")["index_digest"]
