@@ -186,13 +186,18 @@ class ActionModule(ActionBase):
 def _with_key_files_read(args):
     """The task's arguments with the signature key files read here, on the controller, so the
     module on the node gets the keys themselves."""
-    keys = args.get("signature_keys")
-    if not keys or not isinstance(keys, list):
+    if not args.get("signature_keys"):
         return args
     # pylint: disable=import-outside-toplevel
-    from ansible_collections.kubesolo.fleet.plugins.module_utils._signatures import read_key_files
+    from ansible_collections.kubesolo.fleet.plugins.module_utils._signatures import (
+        POLICY_OFF,
+        effective_policy,
+        read_key_files,
+    )
 
-    return dict(args, signature_keys=read_key_files(keys))
+    if effective_policy(args) == POLICY_OFF:
+        return args
+    return dict(args, signature_keys=read_key_files(args["signature_keys"]))
 
 
 @contextlib.contextmanager

@@ -175,7 +175,11 @@ options:
         C(cosign generate-key-pair) makes) with SHA-256, RSA keys (PKCS#1 v1.5 with SHA-256) and Ed25519 keys are
         accepted, as cosign verifies them.
       - Files are read on the controller by M(kubesolo.fleet.update_stage), and on the machine that runs the module by
-        M(kubesolo.fleet.update_info).
+        M(kubesolo.fleet.update_info); a relative path is relative to the current directory there (not to a role's
+        C(files/); use the P(ansible.builtin.file#lookup) lookup for that). Only regular files are read, and a private
+        key is refused.
+      - At most 32 signatures per digest are looked at; whoever can push to the signature tag can hide a valid
+        signature behind junk (the release is then refused, never accepted).
       - A signature by any one of them is enough.
     type: list
     elements: str

@@ -132,8 +132,6 @@ class SignatureError(FleetError):
     """The release does not pass the signature policy; ``check`` is the _signatures.SignatureCheck and
     ``release`` the _release.Release, whose summary the result keeps (what was refused)."""
 
-    code = "signature_invalid"
-
     def __init__(self, message, check, release):
         super().__init__(message)
         self.check = check

@@ -18,14 +18,19 @@ The format itself is in _cosign.
 from __future__ import annotations
 
 import io
+import os
+import stat
 
 from ansible_collections.kubesolo.fleet.plugins.module_utils import _cosign
 from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import (
+    DigestMismatchError,
     FleetError,
+    ManifestError,
     NotFoundError,
     ParameterError,
     SignatureInvalidError,
     SignatureMissingError,
+    SizeMismatchError,
 )
 from ansible_collections.kubesolo.fleet.plugins.module_utils._oci._manifests import (
     MANIFEST_MEDIA_TYPES,
@@ -41,6 +46,9 @@ POLICY_OFF = "off"
 POLICIES = (POLICY_AUTO, POLICY_REQUIRED, POLICY_IF_PRESENT, POLICY_OFF)
 
 PEM_MARKER = "-----BEGIN"
+
+# What a registry can answer at a signature tag that is a refusal, not a fault of the lookup.
+UNUSABLE_ANSWERS = (ManifestError, DigestMismatchError, SizeMismatchError)
 
 
 def signature_argument_spec():
@@ -64,21 +72,33 @@ def is_pem(entry):
     return isinstance(entry, str) and PEM_MARKER in entry
 
 
+def _read_key_file(path, limit):
+    """The bytes of the key file ``path``; ParameterError (the path named, never the content)."""
+    try:
+        # A FIFO or a device would block or never end: only a regular file is read.
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise ParameterError(f"the key file {printable(repr(path))} is not a regular file")
+        with open(path, "rb") as handle:
+            return handle.read(limit)
+    except (OSError, TypeError, ValueError) as exc:
+        reason = getattr(exc, "strerror", None) or "not a valid path"
+        raise ParameterError(f"cannot read the key file {printable(repr(path))}: {reason}")
+
+
 def read_key_files(entries):
     """``signature_keys`` with every file named read in: each entry as PEM text (so the controller
-    reads the files, wherever the module then runs)."""
+    reads the files, wherever the module then runs). A private key is refused, file or inline: it
+    would travel in the module's arguments, which are not secret."""
+    if isinstance(entries, str):
+        entries = [entries]
     texts = []
-    for entry in entries or []:
-        if is_pem(entry):
-            texts.append(entry)
-            continue
-        try:
-            with open(entry, "rb") as handle:
-                texts.append(handle.read(64 * 1024).decode("utf-8", "replace"))
-        except (OSError, TypeError) as exc:
+    for position, entry in enumerate(entries or []):
+        text = entry if is_pem(entry) else _read_key_file(entry, 64 * 1024).decode("utf-8", "replace")
+        if "PRIVATE KEY" in text:
             raise ParameterError(
-                f"cannot read the signature key {printable(repr(entry))}: {getattr(exc, 'strerror', exc)}"
+                f"signature_keys[{position}] is a private key; give the public key (openssl pkey -pubout)"
             )
+        texts.append(text)
     return texts
 
 
@@ -111,12 +131,7 @@ def load_signing_key(value, passphrase):
     never quotes the key."""
     if is_pem(value):
         return _cosign.SigningKey.from_pem(value.encode("utf-8"), passphrase, "signing_key")
-    try:
-        with open(value, "rb") as handle:
-            data = handle.read(1024 * 1024)
-    except (OSError, TypeError) as exc:
-        raise ParameterError(f"cannot read signing_key file: {getattr(exc, 'strerror', None) or 'not a path'}")
-    return _cosign.SigningKey.from_pem(data, passphrase, "signing_key file")
+    return _cosign.SigningKey.from_pem(_read_key_file(value, 1024 * 1024), passphrase, "signing_key file")
 
 
 class SignatureCheck:
@@ -165,6 +180,10 @@ def verify_release(client, release, policy):
             try:
                 found = _check_signatures(source, digest, identity, policy.keys)
             except NotFoundError:
+                continue
+            except UNUSABLE_ANSWERS as exc:
+                # The registry answered, with something that is not a signature manifest.
+                problems.append(f"{location}: {_cosign.signature_tag(digest)} is unusable: {exc}")
                 continue
             except FleetError as exc:
                 if source is _upstream(client):
@@ -215,10 +234,17 @@ def _key_list(keys):
     return ", ".join(key.fingerprint for key in keys)
 
 
-def _check_signatures(client, digest, identity, keys):
-    """The _Found of the signatures of ``digest`` at ``client``; NotFoundError when it has none."""
-    manifest = client.get_manifest(_cosign.signature_tag(digest), accept=MANIFEST_MEDIA_TYPES)
-    layers, problems = _cosign.signature_layers(manifest.document)
+def _signature_manifest(client, digest):
+    """The signature manifest of ``digest`` at ``client``; NotFoundError when it has none."""
+    return client.get_manifest(_cosign.signature_tag(digest), accept=MANIFEST_MEDIA_TYPES).document
+
+
+def _check_signatures(client, digest, identity, keys, document=None):
+    """The _Found of the signatures of ``digest`` at ``client`` (in ``document``, the signature
+    manifest, when it is already read); NotFoundError when it has none."""
+    if document is None:
+        document = _signature_manifest(client, digest)
+    layers, problems = _cosign.signature_layers(document)
     if not layers and not problems:
         problems.append(f"{_cosign.signature_tag(digest)} holds no {_cosign.MEDIA_SIMPLE_SIGNING} layer")
     for layer, payload in _payloads(client, layers, problems):
@@ -252,28 +278,33 @@ def _payloads(client, layers, problems):
 
 def sign_digests(client, signing_key, digests, check_mode=False):
     """Sign each of ``digests`` in ``client``'s repository with ``signing_key`` (a _cosign.SigningKey),
-    unless a signature by that key is already there; returns the digests that were (or would be) signed."""
+    unless a signature by that key is already among those verifiers look at; returns the digests that
+    were (or would be) signed.
+
+    The new signature goes first, so it is among the MAX_SIGNATURES a verifier reads however many
+    there are; of the others, those that can still be read stay behind it, up to that bound.
+    """
     identity = str(client.repository)
     signed = []
     for digest in digests:
         kept = []
         try:
-            manifest = client.get_manifest(_cosign.signature_tag(digest), accept=MANIFEST_MEDIA_TYPES)
+            document = _signature_manifest(client, digest)
         except NotFoundError:
-            manifest = None
-        if manifest is not None:
-            layers, _problems = _cosign.signature_layers(manifest.document)
-            found = _check_signatures(client, digest, identity, [signing_key.trusted]) if layers else _Found()
-            if found.key is not None:
+            document = None
+        except UNUSABLE_ANSWERS:
+            document = None  # replaced by one that is a signature manifest
+        if document is not None:
+            if _check_signatures(client, digest, identity, [signing_key.trusted], document).key is not None:
                 continue
-            # Other signers' signatures stay; one that cannot be read is not carried over.
+            layers, _problems = _cosign.signature_layers(document)
             kept = [layer.descriptor for layer, _payload in _payloads(client, layers, [])]
         signed.append(digest)
         if check_mode:
             continue
         payload = _cosign.payload_for(identity, digest)
         descriptor = _cosign.signature_descriptor(payload, signing_key.sign(payload))
-        manifest_data, config_data = _cosign.signature_manifest(kept + [descriptor])
+        manifest_data, config_data = _cosign.signature_manifest(([descriptor] + kept)[: _cosign.MAX_SIGNATURES])
         upload_missing(
             client,
             [

@@ -51,7 +51,7 @@ EXAMPLES = r"""
   kubesolo.fleet.update_info:
     repository: ghcr.io/portainer/kubesolo-os
     signature_keys:
-      - files/kubesolo-release.pub
+      - "{{ lookup('ansible.builtin.file', 'kubesolo-release.pub') }}"
   register: signed
 
 - name: Show who signed it

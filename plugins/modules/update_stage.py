@@ -182,12 +182,12 @@ EXAMPLES = r"""
         tag: v0.3.0
         dest: /var/lib/kubesolo/update/staged
 
-- name: Stage only what the publisher signed (the key file is read on the controller)
+- name: Stage only what the publisher signed (the key file is on the controller)
   kubesolo.fleet.update_stage:
     repository: ghcr.io/portainer/kubesolo-os
     dest: /var/lib/kubesolo/update/staged
     signature_keys:
-      - files/kubesolo-release.pub
+      - /etc/kubesolo-fleet/kubesolo-release.pub
     signature_policy: required
 """
 

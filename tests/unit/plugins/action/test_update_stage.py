@@ -164,8 +164,20 @@ def test_host_delivery_with_an_unreadable_key_file_fails_on_the_controller(monke
     harness = Harness({"repository": REPOSITORY, "dest": "/d", "signature_keys": [str(tmp_path / "missing.pub")]})
     result = harness.run({"inventory_hostname": "node1"})
     assert result["failed"] is True and result["error_code"] == "invalid_parameter"
-    assert "cannot read the signature key" in result["msg"]
+    assert "cannot read the key file" in result["msg"]
     harness.action._execute_module.assert_not_called()
+
+
+def test_host_delivery_reads_no_key_file_with_the_policy_off_and_reads_a_single_one(monkeypatch, tmp_path):
+    stale = {"repository": REPOSITORY, "dest": "/d", "signature_keys": ["/nowhere.pub"], "signature_policy": "off"}
+    harness = Harness(dict(stale))
+    harness.run({"inventory_hostname": "node1"})
+    assert harness.action._execute_module.call_args.kwargs["module_args"] == stale
+    key_file = tmp_path / "release.pub"
+    key_file.write_text("-----BEGIN PUBLIC KEY-----\nk\n-----END PUBLIC KEY-----\n")
+    harness = Harness({"repository": REPOSITORY, "dest": "/d", "signature_keys": str(key_file)})
+    harness.run({"inventory_hostname": "node1"})
+    assert harness.action._execute_module.call_args.kwargs["module_args"]["signature_keys"] == [key_file.read_text()]
 
 
 # -- Controller delivery -----------------------------------------------------

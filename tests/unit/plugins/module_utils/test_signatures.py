@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import os
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -16,6 +17,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from ansible_collections.kubesolo.fleet.plugins.module_utils import _cosign, _options, _publish, _release, _signatures
 from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import (
+    DigestMismatchError,
+    ManifestError,
     ParameterError,
     RegistryConnectionError,
     SignatureInvalidError,
@@ -321,7 +324,7 @@ def test_key_files_are_read(tmp_path):
     path.write_text(pem)
     assert len(policy("required", str(path)).keys) == 1
     assert _signatures.read_key_files([str(path), pem]) == [pem, pem]
-    with pytest.raises(ParameterError, match="cannot read the signature key .*missing.pub.*No such file"):
+    with pytest.raises(ParameterError, match="cannot read the key file .*missing.pub.*No such file"):
         policy("required", str(tmp_path / "missing.pub"))
     (tmp_path / "garbage.pub").write_text("garbage")
     with pytest.raises(ParameterError, match="signature key file .*garbage.pub is not a PEM public key"):
@@ -353,3 +356,81 @@ def test_resolve_from_params_checks_the_policy(artifacts):
     _other, other_pem = new_key()
     with pytest.raises(SignatureInvalidError):
         _options.resolve_from_params(registry, dict(params, signature_keys=[other_pem]), "amd64")
+
+
+def test_a_new_signature_goes_first_so_a_crowd_of_others_cannot_hide_it(artifacts):
+    registry = FakePushRegistry(REPOSITORY)
+    plan, _pushed = publish(registry, artifacts)
+    for _ in range(_cosign.MAX_SIGNATURES):
+        _signatures.sign_digests(registry, new_key()[0], [plan.index.digest])
+    key, pem = new_key()
+    assert _signatures.sign_digests(registry, key, [plan.index.digest]) == [plan.index.digest]
+    layers = json.loads(registry.manifests[registry.tags[_cosign.signature_tag(plan.index.digest)]][0])["layers"]
+    assert len(layers) == _cosign.MAX_SIGNATURES
+    registry.calls = []
+    assert _signatures.sign_digests(registry, key, [plan.index.digest]) == []
+    assert registry.pushes() == []
+    _drop_manifest_signatures_of(registry, plan)
+    assert verify(registry, "required", pem)[1].digest == plan.index.digest
+
+
+def _drop_manifest_signatures_of(registry, plan):
+    for manifest in plan.manifests:
+        registry.tags.pop(_cosign.signature_tag(manifest.digest), None)
+
+
+class UnusableSignatures(FakePushRegistry):
+    """Answers at a signature tag with something that is not a signature manifest, as fetch_manifest reports it."""
+
+    def __init__(self, error, repository=REPOSITORY):
+        super().__init__(repository)
+        self.error = error
+
+    def get_manifest(self, reference, accept=()):
+        if reference.endswith(".sig"):
+            raise self.error
+        return super().get_manifest(reference, accept) if accept else super().get_manifest(reference)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        ManifestError("manifest sha256-x.sig is not valid JSON: Expecting value"),
+        ManifestError("manifest sha256-x.sig has schemaVersion 1, only 2 is supported"),
+        DigestMismatchError("the registry says manifest sha256-x.sig has digest sha256:00, but its bytes hash to ..."),
+    ],
+    ids=["not-json", "schema-1", "digest-header"],
+)
+@pytest.mark.parametrize("mode", ["required", "if_present"])
+def test_an_unusable_signature_manifest_is_an_invalid_signature_not_a_fault(artifacts, error, mode):
+    registry = UnusableSignatures(error)
+    _key, pem = new_key()
+    publish(registry, artifacts)
+    with pytest.raises(
+        SignatureInvalidError, match=r"\.sig is unusable: (manifest|the registry says manifest) sha256-x\.sig"
+    ):
+        verify(registry, mode, pem)
+
+
+def test_key_files_that_are_not_regular_files_or_are_private_keys_are_refused(tmp_path):
+    fifo = tmp_path / "key.fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(ParameterError, match="is not a regular file"):
+        policy("required", str(fifo))
+    with pytest.raises(ParameterError, match="not a valid path"):
+        policy("required", "a\x00b.pub")
+    private_key = ec.generate_private_key(ec.SECP256R1())
+    private_pem = private_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    (tmp_path / "release.key").write_text(private_pem)
+    for entry in (private_pem, str(tmp_path / "release.key")):
+        with pytest.raises(
+            ParameterError, match=r"signature_keys\[0\] is a private key; give the public key"
+        ) as refused:
+            policy("required", entry)
+        assert "BEGIN" not in str(refused.value)
+    with pytest.raises(ParameterError, match="is not a regular file"):
+        _signatures.load_signing_key(str(fifo), None)
+    with pytest.raises(ParameterError, match="not a valid path"):
+        _signatures.load_signing_key("a\x00b", None)
