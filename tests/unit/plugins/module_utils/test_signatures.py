@@ -361,7 +361,7 @@ def test_resolve_from_params_checks_the_policy(artifacts):
 def test_a_new_signature_goes_first_so_a_crowd_of_others_cannot_hide_it(artifacts):
     registry = FakePushRegistry(REPOSITORY)
     plan, _pushed = publish(registry, artifacts)
-    for _ in range(_cosign.MAX_SIGNATURES):
+    for _signer in range(_cosign.MAX_SIGNATURES):
         _signatures.sign_digests(registry, new_key()[0], [plan.index.digest])
     key, pem = new_key()
     assert _signatures.sign_digests(registry, key, [plan.index.digest]) == [plan.index.digest]
