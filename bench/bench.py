@@ -48,8 +48,9 @@ signatures
     difference within each repetition.  A marker request to the registry before every measured task
     splits the access log between them.  ``kubesolo.fleet.check`` over the largest ``--fleet`` of
     fresh simulated nodes, without ``kubesolo_fleet_signature_keys`` (the policy ``auto`` is then
-    off) and with the trusted key (``auto`` is then required), in turn: wall time and requests; every
-    node must be reported as to stage, and signed exactly when the key is given.
+    off) and with the trusted key (``auto`` is then required), in turn: wall time, the time of the
+    role's task that resolves the release once on the controller (where the signature is checked)
+    and requests; every node must be reported as to stage, and signed exactly when the key is given.
 ssh
     Controller delivery over real SSH servers on 127.0.0.1, the Python-less busybox nodes of the
     tests: OpenSSH's sshd with internal-sftp (``tests/support/sshnode.py``) and dropbear with
@@ -613,6 +614,8 @@ PUBLISH_CASES = ("unsigned", "signed", "signed_again")
 #: The fleet's check: no keys (signature_policy auto is then off), and the trusted key (auto is then required).
 FLEET_KEYS = ("none", "trusted")
 SIGNATURE_MARK = "bench-mark"
+#: The os_update role's task that resolves the release (and checks its signature), once on the controller.
+RESOLVE_TASK = "Resolve the pinned release once per architecture"
 LABELS.update(
     {
         "off": "`signature_policy: off`",
@@ -671,7 +674,7 @@ class SignatureBench:
     def run(self) -> dict:
         self.make_keys()
         results = {"mib_per_layer": self.mib, "key": "ECDSA P-256", "key_fingerprint": self.fingerprint}
-        results["publish"] = self.publish_rows()
+        results["publish"], results["publish_added"] = self.publish_rows()
         results["info"], results["info_added"] = self.info_rows()
         results["fleet"], results["fleet_added"] = self.fleet_rows(max(self.options.fleet))
         shutil.rmtree(self.dir)
@@ -712,7 +715,7 @@ class SignatureBench:
         run, wall = self.bench.playbook(tasks, **kwargs)
         return run, wall, by_mark(self.registry.access_log(since))
 
-    def publish_rows(self) -> list[dict]:
+    def publish_rows(self) -> tuple[list[dict], dict]:
         """Each repetition, one playbook: a check-mode signed publish (which builds the module's payload
         and imports what signing needs once), then in turn a fresh release published without
         ``signing_key`` and another with it, followed by that signed release again."""
@@ -763,7 +766,8 @@ class SignatureBench:
                 }
             )
             log(f"signatures: update_publish {case}: {rows[-1]['task_s']['median']:.3f} s")
-        return rows
+        added = _added((rows[0], runs["unsigned"]), (rows[1], runs["signed"]), ["task_s"], ("requests", "gets"))
+        return rows, added
 
     def info_rows(self) -> tuple[list[dict], dict]:
         """Each repetition, one playbook: update_info of the signed release's ``stable`` tag (a warm-up,
@@ -799,7 +803,7 @@ class SignatureBench:
             {"policy": policy, "task_s": summary(r["task_s"] for r in runs[policy]), **_counts(runs[policy])}
             for policy in INFO_POLICIES
         ]
-        added = _added(rows, runs, "task_s")
+        added = _added((rows[0], runs["off"]), (rows[1], runs["required"]), ["task_s"], ADDED_COUNTS)
         log(f"signatures: update_info: {added['task_s']['median'] * 1000:+.0f} ms, {added['gets']:+d} GETs")
         return rows, added
 
@@ -815,7 +819,7 @@ class SignatureBench:
                 fleet = Fleet(scratch, self.release, nodes)
                 settle()
                 since = self.registry.mark()
-                _run, wall = self.bench.playbook(
+                run, wall = self.bench.playbook(
                     "kubesolo.fleet.check",
                     inventory=fleet.inventory(**group_vars[keys]),
                     extra_vars={"kubesolo_fleet_report_dir": str(scratch / "report")},
@@ -828,7 +832,16 @@ class SignatureBench:
                 wrong.update({host: (r["action"], r["signed"]) for host, r in report.items() if r["action"] != "stage"})
                 if len(report) != n or wrong:
                     raise RuntimeError(f"check with keys {keys}: expected {n} x (stage, {expected}), got {wrong}")
-                runs[keys].append({"wall_s": wall, "signed_nodes": sum(r["signed"] == "yes" for r in report.values())})
+                resolves = [r for r in run.results if r["task"].endswith(RESOLVE_TASK)]
+                if [r["status"] for r in resolves] != ["ok"]:
+                    raise RuntimeError(f"check with keys {keys}: {RESOLVE_TASK!r}: {resolves}")
+                runs[keys].append(
+                    {
+                        "wall_s": wall,
+                        "resolve_s": resolves[0]["finished"] - resolves[0]["started"],
+                        "signed_nodes": sum(r["signed"] == "yes" for r in report.values()),
+                    }
+                )
                 runs[keys][-1].update(counts)
                 shutil.rmtree(scratch)
             log(f"signatures: check over {n} nodes, repetition {rep + 1}/{self.options.repeat}")
@@ -837,14 +850,19 @@ class SignatureBench:
                 "nodes": n,
                 "signature_keys": keys,
                 "wall_s": summary(r["wall_s"] for r in runs[keys]),
+                "resolve_s": summary(r["resolve_s"] for r in runs[keys]),
                 "signed_nodes": runs[keys][-1]["signed_nodes"],
                 **_counts(runs[keys]),
             }
             for keys in FLEET_KEYS
         ]
-        added = _added(rows, runs, "wall_s")
+        added = _added((rows[0], runs["none"]), (rows[1], runs["trusted"]), ["wall_s", "resolve_s"], ADDED_COUNTS)
         log(f"signatures: check over {n} nodes: {added['wall_s']['median']:+.2f} s, {added['gets']:+d} GETs")
         return rows, added
+
+
+#: The request counts ``_added`` reports.
+ADDED_COUNTS = ("requests", "gets", "manifest_gets", "blob_gets")
 
 
 def _counts(runs: list[dict]) -> dict:
@@ -852,15 +870,12 @@ def _counts(runs: list[dict]) -> dict:
     return {key: max(r[key] for r in runs) for key in ("requests", "gets", "manifest_gets", "blob_gets", "blob_bytes")}
 
 
-def _added(rows: list[dict], runs: dict[str, list], time_key: str) -> dict:
-    """What the second case of ``rows`` adds to the first: the time, as a summary of the differences
-    within each repetition, and the requests."""
-    (base, base_runs), (other, other_runs) = [(row, runs[key]) for row, key in zip(rows, runs)]
-    added = summary(o[time_key] - b[time_key] for b, o in zip(base_runs, other_runs))
-    return {
-        time_key: added,
-        **{key: other[key] - base[key] for key in ("requests", "gets", "manifest_gets", "blob_gets")},
-    }
+def _added(base: tuple[dict, list], other: tuple[dict, list], time_keys, count_keys) -> dict:
+    """What the ``other`` case adds to the ``base`` case, each (row, the runs of its repetitions): the
+    times, as summaries of the differences within each repetition, and the requests."""
+    (base_row, base_runs), (other_row, other_runs) = base, other
+    added = {key: summary(o[key] - b[key] for b, o in zip(base_runs, other_runs)) for key in time_keys}
+    return {**added, **{key: other_row[key] - base_row[key] for key in count_keys}}
 
 
 # -------------------------------------------------------------------- controller delivery over SSH
@@ -1455,20 +1470,25 @@ def signatures_markdown(sig: dict) -> list[str]:
         lines.append(
             f"| {LABELS[row['case']]} | {_ms(row['task_s'])} | {row['requests']} | {row['gets']} | {row['signed']} |"
         )
+    added = sig["publish_added"]
+    lines.append(
+        f"| added by `signing_key` | {_ms(added['task_s'], '+')} | {added['requests']:+d} | {added['gets']:+d} | |"
+    )
     added = sig["fleet_added"]
     lines += [
         "",
-        "| nodes | `kubesolo.fleet.check` | wall s | registry requests | GETs | nodes reported signed |",
-        "| ---: | --- | ---: | ---: | ---: | ---: |",
+        "| nodes | `kubesolo.fleet.check` | wall s | resolve task ms | registry requests | GETs | "
+        "nodes reported signed |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for row in sig["fleet"]:
         lines.append(
-            f"| {row['nodes']} | {LABELS[row['signature_keys']]} | {_t(row['wall_s'])} | {row['requests']} | "
-            f"{row['gets']} | {row['signed_nodes']} |"
+            f"| {row['nodes']} | {LABELS[row['signature_keys']]} | {_t(row['wall_s'])} | {_ms(row['resolve_s'])} | "
+            f"{row['requests']} | {row['gets']} | {row['signed_nodes']} |"
         )
     lines.append(
-        f"| {sig['fleet'][0]['nodes']} | added by the key | {_t_signed(added['wall_s'])} | {added['requests']:+d} | "
-        f"{added['gets']:+d} | |"
+        f"| {sig['fleet'][0]['nodes']} | added by the key | {_t_signed(added['wall_s'])} | "
+        f"{_ms(added['resolve_s'], '+')} | {added['requests']:+d} | {added['gets']:+d} | |"
     )
     return lines
 

@@ -117,16 +117,20 @@ def check_signatures_section(sig) -> None:
         assert positive(row["task_s"]) and row["requests"] > 0, (case, row)
     # The index and the amd64 manifest are signed once; the second signed publish signs nothing.
     assert [publish[case]["signed"] for case in ("unsigned", "signed", "signed_again")] == [0, 2, 0], publish
-    assert publish["signed"]["requests"] > publish["unsigned"]["requests"], publish
+    added = sig["publish_added"]
+    assert added["requests"] == publish["signed"]["requests"] - publish["unsigned"]["requests"] > 0, added
+    assert len(added["task_s"]["runs"]) == 1, added
     fleet = {r["signature_keys"]: r for r in sig["fleet"]}
     assert set(fleet) == {"none", "trusted"}
     for keys, row in fleet.items():
-        assert row["nodes"] == 2 and positive(row["wall_s"]), (keys, row)
+        assert row["nodes"] == 2 and positive(row["wall_s"]) and positive(row["resolve_s"]), (keys, row)
+        assert row["wall_s"]["median"] > row["resolve_s"]["median"], (keys, row)
     assert fleet["none"]["signed_nodes"] == 0 and fleet["trusted"]["signed_nodes"] == 2, fleet
     # No layer either way: with the key, the one payload update_info reads too.
     assert (fleet["none"]["blob_bytes"], fleet["trusted"]["blob_bytes"]) == (0, info["required"]["blob_bytes"]), fleet
     # check resolves once per architecture on the controller: the key adds update_info's two GETs, for any fleet.
-    assert sig["fleet_added"]["gets"] == added["gets"], sig["fleet_added"]
+    assert sig["fleet_added"]["gets"] == sig["info_added"]["gets"], sig["fleet_added"]
+    assert set(sig["fleet_added"]) >= {"wall_s", "resolve_s"}, sig["fleet_added"]
 
 
 def check_ssh_section(ssh) -> None:
