@@ -35,6 +35,22 @@ fleet
     ``kubesolo.fleet.check`` and a staging-only ``kubesolo.fleet.rollout`` (``kubesolo_fleet_activation=none``)
     over N simulated nodes (``tests/support/fleet.py``), host and controller delivery, fresh nodes
     and cache each run: wall time, registry requests and blob bytes (access log).
+signatures
+    What a signature policy and signing cost, with an ECDSA P-256 key pair the benchmark makes
+    (``cryptography``; PKCS#8 PEM private key, PEM public key, both files).  Fresh releases of two
+    random layers of the smallest ``--sizes`` each repetition.  ``update_publish``: one
+    ``ansible-playbook`` run a repetition, a check-mode signed publish first (the module's payload
+    build), then a release published without ``signing_key`` and another with it, followed by the
+    signed one again (idempotent: it must sign nothing); the first of the two goes first in turn.
+    ``update_info`` of the signed release's ``stable`` tag: one run a repetition, a warm-up task,
+    then INFO_RUNS tasks each of ``signature_policy: off`` and of ``required`` with the trusted key
+    (by file), alternating; a repetition's time is the median of its INFO_RUNS; "added" is the
+    difference within each repetition.  A marker request to the registry before every measured task
+    splits the access log between them.  ``kubesolo.fleet.check`` over the largest ``--fleet`` of
+    fresh simulated nodes, without ``kubesolo_fleet_signature_keys`` (the policy ``auto`` is then
+    off) and with the trusted key (``auto`` is then required), in turn: wall time, the time of the
+    role's task that resolves the release once on the controller (where the signature is checked)
+    and requests; every node must be reported as to stage, and signed exactly when the key is given.
 ssh
     Controller delivery over real SSH servers on 127.0.0.1, the Python-less busybox nodes of the
     tests: OpenSSH's sshd with internal-sftp (``tests/support/sshnode.py``) and dropbear with
@@ -86,6 +102,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
@@ -94,7 +113,7 @@ if str(REPO_ROOT) not in sys.path:
 from tests.support.collection import collections_root  # noqa: E402
 from tests.support.dropbearnode import DROPBEAR, DropbearNode  # noqa: E402
 from tests.support.dropbearnode import missing_requirements as dropbear_missing  # noqa: E402
-from tests.support.fleet import Fleet  # noqa: E402
+from tests.support.fleet import Fleet, read_report  # noqa: E402
 from tests.support.playbook import (  # noqa: E402
     PLAYBOOK_TIMEOUT,
     PlaybookRun,
@@ -106,7 +125,7 @@ from tests.support.registry import Registry  # noqa: E402
 from tests.support.sshnode import DEFAULT_SSHD, SSH_COMMON_ARGS, SSHNode  # noqa: E402
 from tests.support.sshnode import inventory as ssh_inventory  # noqa: E402
 from tests.support.sshnode import missing_requirements as sshnode_missing  # noqa: E402
-from tests.support.staging import hermetic_env, stage_task, store_of  # noqa: E402
+from tests.support.staging import hermetic_env, info_task, stage_task, store_of  # noqa: E402
 
 MIB = 1024 * 1024
 DELIVERIES = ("host", "controller")
@@ -177,6 +196,20 @@ def task_seconds(run, name: str, host: str = "localhost") -> float:
     if record["status"] not in ("ok", "changed"):
         raise RuntimeError(f"task {name!r} on {host}: {record['status']}: {record['result'].get('msg')}")
     return record["finished"] - record["started"]
+
+
+def publish_task(name: str, repository: str, files: dict, **args) -> dict:
+    """update_publish of the release ``RELEASE_VERSION`` (tags it and ``stable``) for amd64 from ``files``
+    (``vmlinuz`` and ``kubesolo-os.gz``)."""
+    artifact = {"architecture": "amd64", "kernel": str(files["vmlinuz"]), "initramfs": str(files["kubesolo-os.gz"])}
+    module_args = {
+        "repository": repository,
+        "plain_http": True,
+        "tags": [RELEASE_VERSION, "stable"],
+        "version": RELEASE_VERSION,
+        "artifacts": [artifact],
+    }
+    return {"name": name, "kubesolo.fleet.update_publish": {**module_args, **args}}
 
 
 def blob_bytes(entries) -> int:
@@ -258,24 +291,7 @@ class Bench:
                 "layers": layers,
                 "bytes": 2 * mib * MIB,
             }
-            tasks.append(
-                {
-                    "name": path,
-                    "kubesolo.fleet.update_publish": {
-                        "repository": self.releases[mib]["repo"],
-                        "plain_http": True,
-                        "tags": [RELEASE_VERSION, "stable"],
-                        "version": RELEASE_VERSION,
-                        "artifacts": [
-                            {
-                                "architecture": "amd64",
-                                "kernel": str(files["vmlinuz"]),
-                                "initramfs": str(files["kubesolo-os.gz"]),
-                            }
-                        ],
-                    },
-                }
-            )
+            tasks.append(publish_task(path, self.releases[mib]["repo"], files))
         log(f"publishing {', '.join(f'2 x {mib} MiB' for mib in sizes)}")
         run, _wall = self.playbook(tasks)
         for mib, release in self.releases.items():
@@ -474,14 +490,21 @@ class Bench:
     def run(self) -> dict:
         options = self.options
         everything = options.only is None
-        sizes = set(options.ssh_sizes) | set(options.ssh_memory_sizes)
-        self.publish(sorted(sizes | (set(options.sizes) | {options.fleet_mib} if everything else set())))
+        sizes = set()
+        if options.only in (None, "ssh"):
+            sizes |= set(options.ssh_sizes) | set(options.ssh_memory_sizes)
+        if everything:
+            sizes |= set(options.sizes) | {options.fleet_mib}
+        # The signature section publishes its own releases; the machine facts need one to read.
+        self.publish(sorted(sizes or {min(options.sizes)}))
+        skipped = {"skipped": f"not run (--only {options.only})"}
         results = {
             "config": {key: getattr(options, key) for key in CONFIG_KEYS},
             "machine": self.machine_facts(),
             "sizes": [self.size_rows(mib) for mib in options.sizes] if everything else [],
             "fleet": [row for n in options.fleet for row in self.fleet_rows(n)] if everything else [],
-            "ssh": SSHBench(self).run(),
+            "signatures": SignatureBench(self).run() if options.only in (None, "signatures") else skipped,
+            "ssh": SSHBench(self).run() if options.only in (None, "ssh") else skipped,
         }
         return results
 
@@ -578,6 +601,281 @@ def _timed_together(commands: list[list[str]]) -> float:
     if any(codes):
         raise RuntimeError(f"{commands} failed: {codes}")
     return time.monotonic() - start
+
+
+# -------------------------------------------------------------------- signed releases
+
+#: update_info tasks of each policy in one playbook run, alternating; a repetition's figure is their median.
+INFO_RUNS = 3
+#: update_info's signature options of each case: none looked up, and a signature by the trusted key required.
+INFO_POLICIES = ("off", "required")
+#: update_publish of a fresh release without and with signing_key, then the signed one again.
+PUBLISH_CASES = ("unsigned", "signed", "signed_again")
+#: The fleet's check: no keys (signature_policy auto is then off), and the trusted key (auto is then required).
+FLEET_KEYS = ("none", "trusted")
+SIGNATURE_MARK = "bench-mark"
+#: The os_update role's task that resolves the release (and checks its signature), once on the controller.
+RESOLVE_TASK = "Resolve the pinned release once per architecture"
+LABELS.update(
+    {
+        "off": "`signature_policy: off`",
+        "required": "`signature_policy: required`, the trusted key",
+        "unsigned": "without `signing_key`",
+        "signed": "with `signing_key`",
+        "signed_again": "with `signing_key`, the same release again",
+        "none": "no `kubesolo_fleet_signature_keys`",
+        "trusted": "`kubesolo_fleet_signature_keys`: the trusted key",
+    }
+)
+
+
+def mark_task(registry: Registry, name: str) -> dict:
+    """A request to the registry: in the access log, what follows it up to the next mark is ``name``'s."""
+    return {"name": f"mark {name}", "ansible.builtin.uri": {"url": f"{registry.url}/v2/?{SIGNATURE_MARK}={name}"}}
+
+
+def by_mark(entries) -> dict[str, list]:
+    """Access-log ``entries`` split at the ``mark_task`` requests: {name: the requests after it}."""
+    parts: dict[str, list] = {}
+    current = None
+    for entry in entries:
+        if entry.kind == "base" and entry.query.startswith(f"{SIGNATURE_MARK}="):
+            current = entry.query.partition("=")[2]
+            parts[current] = []
+        elif current is not None:
+            parts[current].append(entry)
+    return parts
+
+
+def request_counts(entries) -> dict:
+    """``traffic`` of ``entries`` and their GETs (every kind)."""
+    return {**traffic(entries), "gets": sum(e.method == "GET" for e in entries)}
+
+
+def rotated(cases, rep: int) -> list:
+    """``cases`` starting ``rep`` further along: every case goes first in turn."""
+    cases = list(cases)
+    return cases[rep % len(cases) :] + cases[: rep % len(cases)]
+
+
+class SignatureBench:
+    """What a signature policy and signing cost (module docstring: signatures)."""
+
+    def __init__(self, bench: Bench) -> None:
+        self.bench = bench
+        self.options = bench.options
+        self.registry = bench.registry
+        self.mib = min(bench.options.sizes)
+        self.dir = bench.scratch("signatures")
+        self.signing_key, self.trusted_key = self.dir / "release.key", self.dir / "release.pub"
+        self.fingerprint = ""
+        self.release = ""  # a release signed by the signing key: the first signed publish
+
+    def run(self) -> dict:
+        self.make_keys()
+        results = {"mib_per_layer": self.mib, "key": "ECDSA P-256", "key_fingerprint": self.fingerprint}
+        results["publish"], results["publish_added"] = self.publish_rows()
+        results["info"], results["info_added"] = self.info_rows()
+        results["fleet"], results["fleet_added"] = self.fleet_rows(max(self.options.fleet))
+        shutil.rmtree(self.dir)
+        return results
+
+    def make_keys(self) -> None:
+        """An ECDSA P-256 key pair: the private key as unencrypted PKCS#8 PEM, the public key as PEM
+        SubjectPublicKeyInfo; its fingerprint as the modules report it (sha256 of the DER
+        SubjectPublicKeyInfo)."""
+        private = ec.generate_private_key(ec.SECP256R1())
+        self.signing_key.write_bytes(
+            private.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
+        self.signing_key.chmod(0o600)
+        public = private.public_key()
+        info = serialization.PublicFormat.SubjectPublicKeyInfo
+        self.trusted_key.write_bytes(public.public_bytes(serialization.Encoding.PEM, info))
+        self.fingerprint = "sha256:" + hashlib.sha256(public.public_bytes(serialization.Encoding.DER, info)).hexdigest()
+
+    def build(self, name: str) -> dict:
+        """Two random layers of ``self.mib`` MiB: {file name: path}."""
+        files = {file: self.dir / "build" / name / file for file in ("vmlinuz", "kubesolo-os.gz")}
+        for path in files.values():
+            write_random(path, self.mib * MIB)
+        return files
+
+    def marked_playbook(self, first: list[dict], cases: list[tuple[str, dict]], **kwargs):
+        """Run ``first``, then each (name, task) of ``cases`` after a mark; (run, wall, {name: its
+        requests})."""
+        tasks = list(first)
+        for name, task in cases:
+            tasks += [mark_task(self.registry, name), task]
+        tasks.append(mark_task(self.registry, "end"))
+        settle()
+        since = self.registry.mark()
+        run, wall = self.bench.playbook(tasks, **kwargs)
+        return run, wall, by_mark(self.registry.access_log(since))
+
+    def publish_rows(self) -> tuple[list[dict], dict]:
+        """Each repetition, one playbook: a check-mode signed publish (which builds the module's payload
+        and imports what signing needs once), then in turn a fresh release published without
+        ``signing_key`` and another with it, followed by that signed release again."""
+        runs: dict[str, list] = {case: [] for case in PUBLISH_CASES}
+        signing = {"signing_key": str(self.signing_key)}
+        for rep in range(self.options.repeat):
+            log(f"signatures: update_publish, repetition {rep + 1}/{self.options.repeat}")
+            files = {case: self.build(f"{rep}-{case}") for case in ("unsigned", "signed")}
+            repos = {case: f"{self.registry.host}/bench/signatures/{rep}-{case}" for case in files}
+            tasks = {
+                "unsigned": [("unsigned", publish_task("unsigned", repos["unsigned"], files["unsigned"]))],
+                "signed": [
+                    (case, publish_task(case, repos["signed"], files["signed"], **signing))
+                    for case in ("signed", "signed_again")
+                ],
+            }
+            warm_up = {
+                **publish_task("warm-up", f"{self.registry.host}/bench/signatures/warm-up", files["signed"], **signing),
+                "check_mode": True,
+            }
+            order = [case for group in rotated(tasks, rep) for case in tasks[group]]
+            run, _wall, requests = self.marked_playbook([warm_up], order)
+            for case in PUBLISH_CASES:
+                result = run.result(case)
+                runs[case].append(
+                    {
+                        "task_s": task_seconds(run, case),
+                        "changed": result["changed"],
+                        "signed": len(result["pushed"]["signed"]),
+                        **request_counts(requests[case]),
+                    }
+                )
+            expected = {"unsigned": (True, 0), "signed": (True, 2), "signed_again": (False, 0)}
+            got = {case: (runs[case][-1]["changed"], runs[case][-1]["signed"]) for case in PUBLISH_CASES}
+            if got != expected:
+                raise RuntimeError(f"update_publish (changed, new signatures): expected {expected}, got {got}")
+            if rep == 0:
+                self.release = repos["signed"]
+            shutil.rmtree(self.dir / "build")
+        rows = []
+        for case in PUBLISH_CASES:
+            rows.append(
+                {
+                    "case": case,
+                    "task_s": summary(r["task_s"] for r in runs[case]),
+                    # Every repetition makes the same requests; the largest is reported.
+                    **{key: max(r[key] for r in runs[case]) for key in ("signed", "requests", "gets")},
+                }
+            )
+            log(f"signatures: update_publish {case}: {rows[-1]['task_s']['median']:.3f} s")
+        added = _added((rows[0], runs["unsigned"]), (rows[1], runs["signed"]), ["task_s"], ("requests", "gets"))
+        return rows, added
+
+    def info_rows(self) -> tuple[list[dict], dict]:
+        """Each repetition, one playbook: update_info of the signed release's ``stable`` tag (a warm-up,
+        then INFO_RUNS of each policy, alternating, the first policy rotating)."""
+        options = {
+            "off": {"signature_policy": "off"},
+            "required": {"signature_policy": "required", "signature_keys": [str(self.trusted_key)]},
+        }
+        runs: dict[str, list] = {policy: [] for policy in INFO_POLICIES}
+        for rep in range(self.options.repeat):
+            log(f"signatures: update_info, repetition {rep + 1}/{self.options.repeat}")
+            warm_up = info_task("warm-up", self.release, tag="stable", plain_http=True, signature_policy="off")
+            names = [(f"{policy}-{i}", policy) for i in range(INFO_RUNS) for policy in rotated(INFO_POLICIES, rep)]
+            cases = [
+                (name, info_task(name, self.release, tag="stable", plain_http=True, **options[policy]))
+                for name, policy in names
+            ]
+            run, _wall, requests = self.marked_playbook([warm_up], cases)
+            for policy in INFO_POLICIES:
+                mine = [name for name, p in names if p == policy]
+                for name in mine:
+                    signature = run.result(name)["signature"]
+                    verified = signature["verified"] and signature["key_fingerprint"] == self.fingerprint
+                    if verified != (policy == "required"):
+                        raise RuntimeError(f"update_info {name}: unexpected signature result {signature}")
+                counts = [request_counts(requests[name]) for name in mine]
+                if any(c != counts[0] for c in counts):
+                    raise RuntimeError(f"update_info {policy}: the requests differ between tasks: {counts}")
+                runs[policy].append(
+                    {"task_s": statistics.median(task_seconds(run, name) for name in mine), **counts[0]}
+                )
+        rows = [
+            {"policy": policy, "task_s": summary(r["task_s"] for r in runs[policy]), **_counts(runs[policy])}
+            for policy in INFO_POLICIES
+        ]
+        added = _added((rows[0], runs["off"]), (rows[1], runs["required"]), ["task_s"], ADDED_COUNTS)
+        log(f"signatures: update_info: {added['task_s']['median'] * 1000:+.0f} ms, {added['gets']:+d} GETs")
+        return rows, added
+
+    def fleet_rows(self, n: int) -> tuple[list[dict], dict]:
+        """The ``check`` playbook over ``n`` fresh simulated nodes, the signed release, without and with
+        the trusted key (in turn, the first rotating)."""
+        nodes = {f"node{i:02d}": {"arch": "amd64", "version": NODE_VERSION} for i in range(1, n + 1)}
+        group_vars = {"none": {}, "trusted": {"kubesolo_fleet_signature_keys": [str(self.trusted_key)]}}
+        runs: dict[str, list] = {keys: [] for keys in FLEET_KEYS}
+        for rep in range(self.options.repeat):
+            for keys in rotated(FLEET_KEYS, rep):
+                scratch = self.bench.scratch("signatures-fleet")
+                fleet = Fleet(scratch, self.release, nodes)
+                settle()
+                since = self.registry.mark()
+                run, wall = self.bench.playbook(
+                    "kubesolo.fleet.check",
+                    inventory=fleet.inventory(**group_vars[keys]),
+                    extra_vars={"kubesolo_fleet_report_dir": str(scratch / "report")},
+                    args=["-f", str(self.options.forks)],
+                )
+                counts = request_counts(self.registry.access_log(since))
+                report = read_report(scratch / "report")
+                expected = "yes" if keys == "trusted" else None
+                wrong = {host: (r["action"], r["signed"]) for host, r in report.items() if r["signed"] != expected}
+                wrong.update({host: (r["action"], r["signed"]) for host, r in report.items() if r["action"] != "stage"})
+                if len(report) != n or wrong:
+                    raise RuntimeError(f"check with keys {keys}: expected {n} x (stage, {expected}), got {wrong}")
+                resolves = [r for r in run.results if r["task"].endswith(RESOLVE_TASK)]
+                if [r["status"] for r in resolves] != ["ok"]:
+                    raise RuntimeError(f"check with keys {keys}: {RESOLVE_TASK!r}: {resolves}")
+                runs[keys].append(
+                    {
+                        "wall_s": wall,
+                        "resolve_s": resolves[0]["finished"] - resolves[0]["started"],
+                        "signed_nodes": sum(r["signed"] == "yes" for r in report.values()),
+                    }
+                )
+                runs[keys][-1].update(counts)
+                shutil.rmtree(scratch)
+            log(f"signatures: check over {n} nodes, repetition {rep + 1}/{self.options.repeat}")
+        rows = [
+            {
+                "nodes": n,
+                "signature_keys": keys,
+                "wall_s": summary(r["wall_s"] for r in runs[keys]),
+                "resolve_s": summary(r["resolve_s"] for r in runs[keys]),
+                "signed_nodes": runs[keys][-1]["signed_nodes"],
+                **_counts(runs[keys]),
+            }
+            for keys in FLEET_KEYS
+        ]
+        added = _added((rows[0], runs["none"]), (rows[1], runs["trusted"]), ["wall_s", "resolve_s"], ADDED_COUNTS)
+        log(f"signatures: check over {n} nodes: {added['wall_s']['median']:+.2f} s, {added['gets']:+d} GETs")
+        return rows, added
+
+
+#: The request counts ``_added`` reports.
+ADDED_COUNTS = ("requests", "gets", "manifest_gets", "blob_gets")
+
+
+def _counts(runs: list[dict]) -> dict:
+    """The request counts of ``runs`` (the largest of the repetitions)."""
+    return {key: max(r[key] for r in runs) for key in ("requests", "gets", "manifest_gets", "blob_gets", "blob_bytes")}
+
+
+def _added(base: tuple[dict, list], other: tuple[dict, list], time_keys, count_keys) -> dict:
+    """What the ``other`` case adds to the ``base`` case, each (row, the runs of its repetitions): the
+    times, as summaries of the differences within each repetition, and the requests."""
+    (base_row, base_runs), (other_row, other_runs) = base, other
+    added = {key: summary(o[key] - b[key] for b, o in zip(base_runs, other_runs)) for key in time_keys}
+    return {**added, **{key: other_row[key] - base_row[key] for key in count_keys}}
 
 
 # -------------------------------------------------------------------- controller delivery over SSH
@@ -1126,7 +1424,73 @@ def markdown(results: dict) -> str:
             f"| {row['nodes']} | {row['playbook']} | {row['delivery']} | {_t(row['wall_s'])} | "
             f"{row['requests']} | {row['manifest_gets']} | {row['blob_gets']} | {row['blob_bytes'] / MIB:.0f} |"
         )
-    return "\n".join(lines + ssh_markdown(results["ssh"])) + "\n"
+    return "\n".join(lines + signatures_markdown(results["signatures"]) + ssh_markdown(results["ssh"])) + "\n"
+
+
+def _ms(stat: dict, sign: str = "") -> str:
+    """``median (min..max)`` milliseconds, or just the value for one run; ``sign="+"`` signs them."""
+    if len(stat["runs"]) == 1:
+        return f"{stat['median'] * 1000:{sign}.0f}"
+    return f"{stat['median'] * 1000:{sign}.0f} ({stat['min'] * 1000:{sign}.0f}..{stat['max'] * 1000:{sign}.0f})"
+
+
+def _t_signed(stat: dict) -> str:
+    """``_t`` with signs: a difference."""
+    if len(stat["runs"]) == 1:
+        return f"{stat['median']:+.2f}"
+    return f"{stat['median']:+.2f} ({stat['min']:+.2f}..{stat['max']:+.2f})"
+
+
+def signatures_markdown(sig: dict) -> list[str]:
+    lines = ["", "## Signature verification", ""]
+    if "skipped" in sig:
+        return lines + [f"Skipped: {sig['skipped']}."]
+    info, added = sig["info"], sig["info_added"]
+    lines += [
+        f"A release of 2 x {sig['mib_per_layer']} MiB signed by an {sig['key']} key ({sig['key_fingerprint'][:23]}...). "
+        f"Times in milliseconds, median (min..max); update_info: per repetition the median of {INFO_RUNS} tasks of "
+        "each policy in one run; added: the difference within each repetition.",
+        "",
+        "| update_info of the tag | task ms | registry requests | GETs | manifest GETs | blob GETs |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for row in info:
+        lines.append(
+            f"| {LABELS[row['policy']]} | {_ms(row['task_s'])} | {row['requests']} | {row['gets']} | "
+            f"{row['manifest_gets']} | {row['blob_gets']} |"
+        )
+    lines += [
+        f"| added by the signature check | {_ms(added['task_s'], '+')} | {added['requests']:+d} | {added['gets']:+d} | "
+        f"{added['manifest_gets']:+d} | {added['blob_gets']:+d} |",
+        "",
+        "| update_publish of a fresh release | task ms | registry requests | GETs | new signatures |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for row in sig["publish"]:
+        lines.append(
+            f"| {LABELS[row['case']]} | {_ms(row['task_s'])} | {row['requests']} | {row['gets']} | {row['signed']} |"
+        )
+    added = sig["publish_added"]
+    lines.append(
+        f"| added by `signing_key` | {_ms(added['task_s'], '+')} | {added['requests']:+d} | {added['gets']:+d} | |"
+    )
+    added = sig["fleet_added"]
+    lines += [
+        "",
+        "| nodes | `kubesolo.fleet.check` | wall s | resolve task ms | registry requests | GETs | "
+        "nodes reported signed |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for row in sig["fleet"]:
+        lines.append(
+            f"| {row['nodes']} | {LABELS[row['signature_keys']]} | {_t(row['wall_s'])} | {_ms(row['resolve_s'])} | "
+            f"{row['requests']} | {row['gets']} | {row['signed_nodes']} |"
+        )
+    lines.append(
+        f"| {sig['fleet'][0]['nodes']} | added by the key | {_t_signed(added['wall_s'])} | "
+        f"{_ms(added['resolve_s'], '+')} | {added['requests']:+d} | {added['gets']:+d} | |"
+    )
+    return lines
 
 
 def ssh_markdown(ssh: dict) -> list[str]:
@@ -1237,7 +1601,7 @@ def parse_args(argv) -> argparse.Namespace:
         type=_mib_list,
         help="MiB/s of the rate limited runs, smallest SSH size (default 16,8; --quick: 8)",
     )
-    parser.add_argument("--only", choices=["ssh"], help="run only this section (and the machine facts)")
+    parser.add_argument("--only", choices=["ssh", "signatures"], help="run only this section (and the machine facts)")
     parser.add_argument("--quick", action="store_true", help="a tiny smoke run (about a minute)")
     parser.add_argument("--no-skopeo", dest="skopeo", action="store_false", help="leave skopeo out")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench/results", help="output directory")

@@ -1,7 +1,7 @@
 """Smoke run of the staging benchmark: ``bench/run --quick`` must work and report sane numbers.
 
-The full benchmark is not part of the test run; this only keeps it from rotting (about 60 s, 20 of
-them controller delivery over SSH).  skopeo is an optional package of the benchmark that the
+The full benchmark is not part of the test run; this only keeps it from rotting (about 70 s, 20 of
+them controller delivery over SSH, 10 the signature section).  skopeo is an optional package of the benchmark that the
 bootstrap does not install: where it is missing the run gets ``--no-skopeo`` (the test never
 installs packages) and checks everything else.  The SSH section needs what the SSH test nodes need
 (root, sshd, dropbear, busybox); without it the section says why it was skipped.
@@ -33,7 +33,7 @@ def test_quick_benchmark_reports_every_section(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
 
     results = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))
-    assert set(results) == {"config", "machine", "sizes", "fleet", "ssh"}
+    assert set(results) == {"config", "machine", "sizes", "fleet", "signatures", "ssh"}
     assert results["config"]["skopeo"] is skopeo
     machine = results["machine"]
     for fact in (
@@ -81,6 +81,7 @@ def test_quick_benchmark_reports_every_section(tmp_path):
         assert fleet[nodes, "rollout", "controller"]["blob_bytes"] == 2 * MIB
         assert fleet[nodes, "rollout", "host"]["blob_bytes"] == nodes * 2 * MIB
 
+    check_signatures_section(results["signatures"])
     check_ssh_section(results["ssh"])
 
     report = (tmp_path / "results.md").read_text(encoding="utf-8")
@@ -90,10 +91,46 @@ def test_quick_benchmark_reports_every_section(tmp_path):
         "## The same two blobs without Ansible",
         "## Rerun of an already staged release",
         "## Fleet",
+        "## Signature verification",
         "## Controller delivery over SSH",
     ):
         assert heading in report
     assert report in done.stdout
+
+
+def check_signatures_section(sig) -> None:
+    """A release of 2 x 1 MiB signed by the benchmark's key: update_info without and with the policy,
+    update_publish without and with signing_key (and again), check over 2 nodes without and with the key."""
+    assert sig["mib_per_layer"] == 1 and sig["key"] == "ECDSA P-256" and sig["key_fingerprint"].startswith("sha256:")
+    info = {r["policy"]: r for r in sig["info"]}
+    assert set(info) == {"off", "required"}
+    for policy, row in info.items():
+        assert positive(row["task_s"]) and row["manifest_gets"] > 0, (policy, row)
+    # The check reads the signature manifest and its payload (a few hundred bytes), never a layer.
+    assert info["off"]["blob_gets"] == 0 and 0 < info["required"]["blob_bytes"] < 64 * 1024, info
+    added = sig["info_added"]
+    assert (added["gets"], added["manifest_gets"], added["blob_gets"]) == (2, 1, 1), added
+    assert len(added["task_s"]["runs"]) == 1, added
+    publish = {r["case"]: r for r in sig["publish"]}
+    assert set(publish) == {"unsigned", "signed", "signed_again"}
+    for case, row in publish.items():
+        assert positive(row["task_s"]) and row["requests"] > 0, (case, row)
+    # The index and the amd64 manifest are signed once; the second signed publish signs nothing.
+    assert [publish[case]["signed"] for case in ("unsigned", "signed", "signed_again")] == [0, 2, 0], publish
+    added = sig["publish_added"]
+    assert added["requests"] == publish["signed"]["requests"] - publish["unsigned"]["requests"] > 0, added
+    assert len(added["task_s"]["runs"]) == 1, added
+    fleet = {r["signature_keys"]: r for r in sig["fleet"]}
+    assert set(fleet) == {"none", "trusted"}
+    for keys, row in fleet.items():
+        assert row["nodes"] == 2 and positive(row["wall_s"]) and positive(row["resolve_s"]), (keys, row)
+        assert row["wall_s"]["median"] > row["resolve_s"]["median"], (keys, row)
+    assert fleet["none"]["signed_nodes"] == 0 and fleet["trusted"]["signed_nodes"] == 2, fleet
+    # No layer either way: with the key, the one payload update_info reads too.
+    assert (fleet["none"]["blob_bytes"], fleet["trusted"]["blob_bytes"]) == (0, info["required"]["blob_bytes"]), fleet
+    # check resolves once per architecture on the controller: the key adds update_info's two GETs, for any fleet.
+    assert sig["fleet_added"]["gets"] == sig["info_added"]["gets"], sig["fleet_added"]
+    assert set(sig["fleet_added"]) >= {"wall_s", "resolve_s"}, sig["fleet_added"]
 
 
 def check_ssh_section(ssh) -> None:
