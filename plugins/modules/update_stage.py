@@ -305,38 +305,18 @@ transfer:
       sample: 41943040
 signature:
   description:
-    - What the signature policy (O(signature_policy)) found. Also returned when the task fails with C(error_code)
+    - What the signature policy (O(signature_policy)) found, with the fields of
+      RV(kubesolo.fleet.update_info#module:signature). Also returned when the task fails with C(error_code)
       V(signature_missing) or V(signature_invalid).
   returned: success, and failure by the signature policy
   type: dict
-  contains:
-    policy:
-      description: The policy applied, V(required), V(if_present) or V(off) (V(auto) resolved).
-      type: str
-      sample: required
-    verified:
-      description: Whether a signature by a trusted key verified; false when the policy is V(off) or none is present.
-      type: bool
-      sample: true
-    digest:
-      description: The digest the verified signature signs, the index's or the platform manifest's; null if none.
-      type: str
-      sample: sha256:9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c4f1b3c0d2e
-    key_fingerprint:
-      description:
-        - C(sha256:) and the hex SHA-256 of the DER SubjectPublicKeyInfo of the key that verified it (what
-          C(openssl pkey -pubin -outform DER | sha256sum) prints for its PEM); null if none.
-      type: str
-      sample: sha256:0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c4f1b3c0d2e9a8b7c6d5e4f3a2b1c
-    source:
-      description: The registry or mirror location that served the verified signature; null if none.
-      type: str
-      sample: ghcr.io
-    problems:
-      description: Why each signature that was found did not verify (at V(signature_invalid)); empty otherwise.
-      type: list
-      elements: str
-      sample: []
+  sample:
+    policy: required
+    verified: true
+    digest: sha256:9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c4f1b3c0d2e
+    key_fingerprint: sha256:0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c4f1b3c0d2e9a8b7c6d5e4f3a2b1c
+    source: ghcr.io
+    problems: []
 sources:
   description:
     - Which registry (the upstream or a mirror location) served each manifest and layer fetched by this run, by digest.
