@@ -12,6 +12,7 @@ staged from the real registry first, the other half have no ``dest`` at all.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -22,6 +23,8 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 
 import pytest
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.support import artifacts
 from tests.support.fakeregistry import Answer, FakeRegistry
@@ -121,6 +124,122 @@ ODD_MEDIA_TYPE = f"application/vnd.example{ESCAPES}+json"
 NESTED = index(entry(GOOD))
 SERVED_INDEX = index(entry(GOOD))
 OTHER = manifest(annotations={artifacts.ANN_VERSION: "v0.0.1", artifacts.ANN_ARCHITECTURE: "amd64"})
+
+# The trusted key of the signature cases, and what a signature of GOOD looks like at its tag.
+SIGNING_KEY = ec.generate_private_key(ec.SECP256R1())
+TRUSTED_KEY = (
+    SIGNING_KEY.public_key()
+    .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    .decode()
+)
+SIGNED = {"signature_keys": [TRUSTED_KEY]}
+SIGNATURE_TAG = f"manifests/sha256-{digest(GOOD).split(':')[1]}.sig"
+SIMPLE_SIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
+SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
+
+
+def signature_payload(case: str, reference: str | None = None) -> bytes:
+    reference = reference or "127.0.0.1:{port}/h/" + case
+    return json.dumps(
+        {
+            "critical": {
+                "identity": {"docker-reference": reference},
+                "image": {"docker-manifest-digest": digest(GOOD)},
+                "type": "cosign container image signature",
+            },
+            "optional": None,
+        },
+        separators=(",", ":"),
+    ).encode()
+
+
+def signature_routes(payload: bytes, served_payload: Answer | None = None, **layer_override) -> dict:
+    """GOOD and its blobs, a signature manifest with one signature layer over ``payload``, and the payload."""
+    signature = base64.b64encode(SIGNING_KEY.sign(payload, ec.ECDSA(hashes.SHA256()))).decode()
+    signature_layer = {**layer(SIMPLE_SIGNING, payload), "annotations": {SIGNATURE_ANNOTATION: signature}}
+    signature_layer.update(layer_override)
+    signature_manifest = artifacts.canonical_json(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": layer(artifacts.OCI_CONFIG, b"{}"),
+            "layers": [signature_layer],
+        }
+    )
+    return {
+        "manifests/t": served(GOOD),
+        SIGNATURE_TAG: served(signature_manifest),
+        f"blobs/{digest(payload)}": served_payload or Answer(200, payload),
+        **blobs(),
+    }
+
+
+SIGNATURE_CASES = [
+    Case(
+        "signature-missing",
+        {"manifests/t": served(GOOD), **blobs()},
+        "signature_missing",
+        f"has no cosign signature (looked for {SIGNATURE_TAG.split('/')[1]})",
+        args=SIGNED,
+    ),
+    Case(
+        "signature-manifest-not-json",
+        {"manifests/t": served(GOOD), SIGNATURE_TAG: served(b'{"schemaVersion": 2, "layers": [,]}'), **blobs()},
+        "signature_invalid",
+        ".sig is unusable: manifest sha256-",
+        args=SIGNED,
+    ),
+    Case(
+        "signature-manifest-endless",
+        {"manifests/t": served(GOOD), SIGNATURE_TAG: served(b" " * 65536, endless=True), **blobs()},
+        "signature_invalid",
+        "over the 4194304 byte limit",
+        args=SIGNED,
+    ),
+    Case(
+        "signature-payload-declared-huge",
+        signature_routes(signature_payload("signature-payload-declared-huge"), size=64 * 1024 + 1),
+        "signature_invalid",
+        "declares the size 65537 (1 to 65536 bytes allowed)",
+        args=SIGNED,
+    ),
+    Case(
+        "signature-payload-other-bytes",
+        signature_routes(
+            signature_payload("signature-payload-other-bytes"),
+            served_payload=Answer(200, signature_payload("signature-payload-other-bytes").replace(b"null", b"[42]")),
+        ),
+        "signature_invalid",
+        "cannot be read",
+        args=SIGNED,
+    ),
+    Case(
+        "signature-payload-endless",
+        signature_routes(
+            signature_payload("signature-payload-endless"), served_payload=Answer(200, b"x" * 4096, endless=True)
+        ),
+        "signature_invalid",
+        "cannot be read",
+        args=SIGNED,
+    ),
+    Case(
+        "signature-annotation-not-a-string",
+        signature_routes(
+            signature_payload("signature-annotation-not-a-string"), annotations={SIGNATURE_ANNOTATION: 12}
+        ),
+        "signature_invalid",
+        f"has no base64 {SIGNATURE_ANNOTATION} annotation",
+        args=SIGNED,
+    ),
+    Case(
+        # Signed by the trusted key, naming a repository full of terminal escapes: refused, and quoted harmlessly.
+        "signature-names-escapes",
+        signature_routes(signature_payload("signature-names-escapes", reference=f"evil.example/{ESCAPES}")),
+        "signature_invalid",
+        "is by a trusted key, but its payload names the repository 'evil.example/\\x1b[2J",
+        args=SIGNED,
+    ),
+]
 
 CASES = [
     Case(
@@ -461,6 +580,7 @@ CASES = [
         "authentication_failed",
         "sent a bearer challenge without a usable realm",
     ),
+    *SIGNATURE_CASES,
 ]
 
 
@@ -554,8 +674,10 @@ def test_hostile_answer_fails_clearly_and_changes_nothing(hostile, case):
     assert result.get("error_code") == case.error_code, result
     assert case.fragment.format(port=hostile.port) in result["msg"], result["msg"]
     assert len(result["msg"]) < 1000 and result["msg"].isprintable(), result["msg"]
-    # No field of the result carries what a terminal would act on, quoted or not.
-    assert all(text.isprintable() for text in strings_in(result)), result
+    # No field of the result carries what a terminal would act on, quoted or not (the task's own
+    # arguments, echoed as its invocation, hold a PEM key's newlines and nothing the registry sent).
+    answered = {key: value for key, value in result.items() if key != "invocation"}
+    assert all(text.isprintable() for text in strings_in(answered)), result
     assert "Traceback" not in json.dumps(result)
     assert duration(hostile, case.name) < TIME_LIMIT
 
