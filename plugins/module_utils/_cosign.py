@@ -21,12 +21,12 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import json
 import traceback
 
 from ansible_collections.kubesolo.fleet.plugins.module_utils._errors import ParameterError
 from ansible_collections.kubesolo.fleet.plugins.module_utils._json import parse_json
 from ansible_collections.kubesolo.fleet.plugins.module_utils._oci._manifests import MEDIA_OCI_MANIFEST
+from ansible_collections.kubesolo.fleet.plugins.module_utils._publish import canonical_json
 from ansible_collections.kubesolo.fleet.plugins.module_utils._reference import digest_of, parse_digest
 from ansible_collections.kubesolo.fleet.plugins.module_utils._text import printable
 
@@ -143,7 +143,8 @@ def payload_for(identity, digest):
         },
         "optional": None,
     }
-    return json.dumps(document, separators=(",", ":")).encode("utf-8")
+    # Sorted keys are cosign's field order here, so the bytes are the ones cosign writes.
+    return canonical_json(document)
 
 
 def payload_problem(payload, digest, identity):
@@ -244,14 +245,14 @@ def signature_manifest(layers):
         "os": "",
         "rootfs": {"type": "layers", "diff_ids": [layer["digest"] for layer in layers]},
     }
-    config_data = json.dumps(config, separators=(",", ":")).encode("utf-8")
+    config_data = canonical_json(config)
     manifest = {
         "schemaVersion": 2,
         "mediaType": MEDIA_OCI_MANIFEST,
         "config": {"mediaType": MEDIA_SIGNATURE_CONFIG, "size": len(config_data), "digest": digest_of(config_data)},
         "layers": layers,
     }
-    return json.dumps(manifest, separators=(",", ":")).encode("utf-8"), config_data
+    return canonical_json(manifest), config_data
 
 
 def signature_descriptor(payload, signature):

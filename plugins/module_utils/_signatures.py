@@ -52,7 +52,7 @@ UNUSABLE_ANSWERS = (ManifestError, DigestMismatchError, SizeMismatchError)
 
 
 def signature_argument_spec():
-    """The options of the kubesolo.fleet.registry.signatures doc fragment."""
+    """The signature options, documented in the kubesolo.fleet.registry.release doc fragment."""
     return dict(
         # Public keys: nothing secret in them.
         signature_keys=dict(type="list", elements="str", default=[], no_log=False),
@@ -173,9 +173,10 @@ def verify_release(client, release, policy):
     if policy.mode == POLICY_OFF:
         return SignatureCheck(POLICY_OFF)
     identity = str(client.repository)
+    digests = [digest for digest in (release.index_digest, release.manifest_digest) if digest]
     problems = []
     lookup_error = None
-    for digest in [d for d in (release.index_digest, release.manifest_digest) if d]:
+    for digest in digests:
         for location, source in _sources(client, digest):
             try:
                 found = _check_signatures(source, digest, identity, policy.keys)
@@ -211,7 +212,7 @@ def verify_release(client, release, policy):
         raise SignatureMissingError(
             "release {} has no cosign signature (looked for {}) and signature_policy is required".format(
                 release.manifest_digest,
-                " and ".join(_cosign.signature_tag(d) for d in (release.index_digest, release.manifest_digest) if d),
+                " and ".join(_cosign.signature_tag(digest) for digest in digests),
             ),
             SignatureCheck(policy.mode),
             release,
@@ -239,12 +240,9 @@ def _signature_manifest(client, digest):
     return client.get_manifest(_cosign.signature_tag(digest), accept=MANIFEST_MEDIA_TYPES).document
 
 
-def _check_signatures(client, digest, identity, keys, document=None):
-    """The _Found of the signatures of ``digest`` at ``client`` (in ``document``, the signature
-    manifest, when it is already read); NotFoundError when it has none."""
-    if document is None:
-        document = _signature_manifest(client, digest)
-    layers, problems = _cosign.signature_layers(document)
+def _check_signatures(client, digest, identity, keys):
+    """The _Found of the signatures of ``digest`` at ``client``; NotFoundError when it has none."""
+    layers, problems = _cosign.signature_layers(_signature_manifest(client, digest))
     if not layers and not problems:
         problems.append(f"{_cosign.signature_tag(digest)} holds no {_cosign.MEDIA_SIMPLE_SIGNING} layer")
     for layer, payload in _payloads(client, layers, problems):
@@ -295,10 +293,16 @@ def sign_digests(client, signing_key, digests, check_mode=False):
         except UNUSABLE_ANSWERS:
             document = None  # replaced by one that is a signature manifest
         if document is not None:
-            if _check_signatures(client, digest, identity, [signing_key.trusted], document).key is not None:
-                continue
+            # Each payload is read once: to look for this key's signature, and to keep the others.
             layers, _problems = _cosign.signature_layers(document)
-            kept = [layer.descriptor for layer, _payload in _payloads(client, layers, [])]
+            readable = list(_payloads(client, layers, []))
+            if any(
+                signing_key.trusted.verifies(payload, layer.signature)
+                and _cosign.payload_problem(payload, digest, identity) is None
+                for layer, payload in readable
+            ):
+                continue
+            kept = [layer.descriptor for layer, _payload in readable]
         signed.append(digest)
         if check_mode:
             continue
